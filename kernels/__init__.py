@@ -1,0 +1,8 @@
+"""sepkit.kernels: Triton kernels with autograd, their float64-correct references, backend choice.
+
+Every op takes ``backend=`` ("triton", "torch" or None for automatic); see ``_backend``.
+"""
+from ._alloc import poison_outputs
+from ._backend import BACKENDS, HAS_TRITON, INTERPRET, BackendError, resolve_backend
+
+__all__ = ["BACKENDS", "HAS_TRITON", "INTERPRET", "BackendError", "poison_outputs", "resolve_backend"]

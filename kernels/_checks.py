@@ -1,0 +1,60 @@
+"""Input validation shared by the kernel ops: every message names the op and the argument."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+FLOAT_DTYPES = (torch.float64, torch.float32, torch.float16, torch.bfloat16)
+
+
+def check_tensor(
+    op: str,
+    name: str,
+    t,
+    *,
+    ndim: int | Sequence[int] | None = None,
+    min_ndim: int | None = None,
+    dtypes: Sequence[torch.dtype] | None = FLOAT_DTYPES,
+) -> None:
+    """Raise TypeError/ValueError if ``t`` is not a tensor of the given rank and dtype."""
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{op}: {name} must be a torch.Tensor, got {type(t).__name__}")
+    if ndim is not None:
+        allowed = (ndim,) if isinstance(ndim, int) else tuple(ndim)
+        if t.dim() not in allowed:
+            want = " or ".join(str(a) for a in allowed)
+            raise ValueError(f"{op}: {name} must have {want} dimensions, got shape {tuple(t.shape)}")
+    if min_ndim is not None and t.dim() < min_ndim:
+        raise ValueError(f"{op}: {name} must have at least {min_ndim} dimensions, got shape {tuple(t.shape)}")
+    if dtypes is not None and t.dtype not in dtypes:
+        names = ", ".join(str(d).replace("torch.", "") for d in dtypes)
+        raise TypeError(f"{op}: {name} must have dtype {names}; got {str(t.dtype).replace('torch.', '')}")
+
+
+def check_same_device(op: str, **tensors: torch.Tensor) -> None:
+    """Raise ValueError unless every tensor given lives on one device."""
+    items = [(n, t) for n, t in tensors.items() if t is not None]
+    if not items:
+        return
+    first_name, first = items[0]
+    for name, t in items[1:]:
+        if t.device != first.device:
+            raise ValueError(f"{op}: {name} is on {t.device} but {first_name} is on {first.device}")
+
+
+def check_same_dtype(op: str, **tensors: torch.Tensor) -> None:
+    """Raise TypeError unless every tensor given has one dtype."""
+    items = [(n, t) for n, t in tensors.items() if t is not None]
+    if not items:
+        return
+    first_name, first = items[0]
+    for name, t in items[1:]:
+        if t.dtype != first.dtype:
+            raise TypeError(f"{op}: {name} has dtype {t.dtype} but {first_name} has {first.dtype}")
+
+
+def check_finite(op: str, name: str, t: torch.Tensor) -> None:
+    """Raise ValueError if ``t`` holds NaN or Inf (for inputs that feed a reduction)."""
+    if not bool(torch.isfinite(t).all()):
+        raise ValueError(f"{op}: {name} contains NaN or Inf")
