@@ -1,0 +1,1 @@
+"""Subcommands of the sepkit command line (one module each)."""
