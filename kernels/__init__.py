@@ -4,5 +4,6 @@ Every op takes ``backend=`` ("triton", "torch" or None for automatic); see ``_ba
 """
 from ._alloc import poison_outputs
 from ._backend import BACKENDS, HAS_TRITON, INTERPRET, BackendError, resolve_backend
+from .snake import snake
 
-__all__ = ["BACKENDS", "HAS_TRITON", "INTERPRET", "BackendError", "poison_outputs", "resolve_backend"]
+__all__ = ["BACKENDS", "HAS_TRITON", "INTERPRET", "BackendError", "poison_outputs", "resolve_backend", "snake"]
