@@ -270,7 +270,10 @@ def snake(
     check_same_device(op, x=x, alpha=alpha, beta=beta)
     params = [alpha] + ([beta] if beta is not None else [])
     if resolve_backend(op, backend, [x, *params]) == "torch":
-        return snake_reference(x, alpha, beta, dim, logscale).to(x.dtype)
+        # fp32 maths for low-precision storage, as the kernel does; float64 stays float64
+        math_dtype = torch.float64 if torch.float64 in {t.dtype for t in (x, *params)} else torch.float32
+        cast = [t.to(math_dtype) for t in (x, *params)]
+        return snake_reference(cast[0], cast[1], cast[2] if beta is not None else None, dim, logscale).to(x.dtype)
     return _snake_fwd(x, alpha, beta, dim, logscale)
 
 
