@@ -1,5 +1,6 @@
 """Plain-PyTorch references of every kernel op: the readable spec, correct in float64, the CPU
 path of the public ops and a baseline for the benchmarks."""
 from .snake import snake_reference
+from .stft_mask import compress_reference, decompress_reference, stft_mask_reference
 
-__all__ = ["snake_reference"]
+__all__ = ["snake_reference", "stft_mask_reference", "compress_reference", "decompress_reference"]

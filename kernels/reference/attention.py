@@ -70,6 +70,13 @@ def attention(
     out_dtype = q.dtype
     work = torch.float64 if q.dtype == torch.float64 else torch.float32
     qw, kw, vw = q.to(work), k.to(work), v.to(work)
+    if kv_lengths is not None:
+        # Padded keys and values are ignored entirely: zero them so that even NaN there cannot
+        # reach the output (0 * NaN) or the gradient of q.
+        valid = torch.arange(k.shape[-2], device=k.device)[None, :] < kv_lengths.to(k.device)[:, None]
+        valid = valid[:, None, :, None]
+        kw = kw.masked_fill(~valid, 0.0)
+        vw = vw.masked_fill(~valid, 0.0)
     scores = torch.matmul(qw, kw.transpose(-1, -2)) * scale  # (B, H, Lq, Lk)
     b, _, lq, _ = q.shape
     lk = k.shape[-2]

@@ -1,0 +1,88 @@
+"""Reference STFT masking and power-law spectrogram compression (readable spec, float64-correct).
+
+Spectrograms are real views (..., 2) of complex STFTs (last axis: real, imaginary).
+
+* power-law compression (SGMSE+: power p = 0.5, scale s = 0.15):
+  ``compress(X) = s |X|^p e^{j angle X}``; its inverse ``decompress(Y) = (|Y| / s)^(1/p) e^{j angle Y}``.
+  A bin of zero magnitude maps to zero with zero gradient (the derivative of |X|^p is unbounded
+  there for p < 1; zero is the subgradient sepkit uses).
+* mask bound: ``none``; ``sigmoid`` (elementwise; for a complex mask on the real and imaginary
+  parts separately); ``tanh`` (a real mask: elementwise; a complex mask: tanh of its magnitude,
+  keeping its phase, DCCRN's bounded "E" mask ``tanh(|M|) M / |M|``, equal to M's direction with
+  unit slope at M = 0).
+* ``stft_mask(X, M) = decompress(bound(M) * compress(X))`` with a real mask scaling both parts
+  (kind ``magnitude``) or a complex product (kind ``complex``); without compression simply
+  ``bound(M) * X``.
+"""
+from __future__ import annotations
+
+import torch
+
+KINDS = ("magnitude", "complex")
+BOUNDS = ("none", "sigmoid", "tanh")
+SGMSE_COMPRESSION = (0.5, 0.15)
+
+
+def _safe_magnitude(z: torch.Tensor):
+    """|z| of a (..., 2) view and a mask of nonzero bins, with finite gradients at zero."""
+    r2 = z[..., 0] ** 2 + z[..., 1] ** 2
+    nonzero = r2 > 0
+    r = torch.sqrt(torch.where(nonzero, r2, torch.ones_like(r2)))
+    return r, nonzero
+
+
+def power_law_reference(z: torch.Tensor, exponent: float, coef: float) -> torch.Tensor:
+    """``coef * |z|^exponent * z / |z|`` on a (..., 2) view; zero bins map to zero."""
+    r, nonzero = _safe_magnitude(z)
+    factor = torch.where(nonzero, coef * r ** (exponent - 1.0), torch.zeros_like(r))
+    return z * factor[..., None]
+
+
+def compress_reference(spec: torch.Tensor, power: float = 0.5, scale: float = 0.15) -> torch.Tensor:
+    """``scale * |X|^power * e^{j angle X}`` of a (..., 2) spectrogram view."""
+    return power_law_reference(spec, power, scale)
+
+
+def decompress_reference(spec: torch.Tensor, power: float = 0.5, scale: float = 0.15) -> torch.Tensor:
+    """Inverse of :func:`compress_reference`: ``(|Y| / scale)^(1/power) * e^{j angle Y}``."""
+    return power_law_reference(spec, 1.0 / power, scale ** (-1.0 / power))
+
+
+def bound_mask_reference(mask: torch.Tensor, kind: str, bound: str) -> torch.Tensor:
+    """Apply the mask bound: (...) real masks for kind magnitude, (..., 2) views for complex."""
+    if bound == "none":
+        return mask
+    if bound == "sigmoid":
+        return torch.sigmoid(mask)
+    if kind == "magnitude":
+        return torch.tanh(mask)
+    r, nonzero = _safe_magnitude(mask)
+    factor = torch.where(nonzero, torch.tanh(r) / r, torch.ones_like(r))
+    return mask * factor[..., None]
+
+
+def stft_mask_reference(
+    spec: torch.Tensor,
+    mask: torch.Tensor,
+    kind: str = "complex",
+    bound: str = "none",
+    compress: tuple[float, float] | None = None,
+) -> torch.Tensor:
+    """Masked spectrogram, (..., 2) view in, (..., 2) view out (see the module docstring).
+
+    Args:
+        spec: (..., 2) real view of the complex STFT.
+        mask: (...) real mask for ``kind="magnitude"``, (..., 2) view for ``kind="complex"``.
+        kind: "magnitude" or "complex".
+        bound: "none", "sigmoid" or "tanh".
+        compress: None, or (power, scale): mask in the compressed domain and expand back.
+    """
+    x = spec if compress is None else compress_reference(spec, *compress)
+    m = bound_mask_reference(mask, kind, bound)
+    if kind == "magnitude":
+        z = m[..., None] * x
+    else:
+        zr = m[..., 0] * x[..., 0] - m[..., 1] * x[..., 1]
+        zi = m[..., 0] * x[..., 1] + m[..., 1] * x[..., 0]
+        z = torch.stack((zr, zi), dim=-1)
+    return z if compress is None else decompress_reference(z, *compress)
