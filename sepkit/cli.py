@@ -20,21 +20,24 @@ COMMANDS = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser; only ``command``'s module is imported (all are listed in the help)."""
     from . import __version__
 
     parser = argparse.ArgumentParser(prog="sepkit", description="sepkit: speech separation and enhancement")
     parser.add_argument("--version", action="version", version=f"sepkit {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, help_text in COMMANDS.items():
-        module = importlib.import_module(f"sepkit.commands.{name}")
         p = sub.add_parser(name, help=help_text, description=help_text)
-        module.add_arguments(p)
+        if name == command:
+            importlib.import_module(f"sepkit.commands.{name}").add_arguments(p)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    command = next((a for a in argv if a in COMMANDS), None)
+    parser = build_parser(command)
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
