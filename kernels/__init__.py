@@ -6,6 +6,8 @@ from ._alloc import poison_outputs
 from ._backend import BACKENDS, HAS_TRITON, INTERPRET, BackendError, resolve_backend
 from .snake import snake
 from .stft_mask import SGMSE_COMPRESSION, compress_spec, decompress_spec, stft_mask
+from .attention import attention
 
 __all__ = ["BACKENDS", "HAS_TRITON", "INTERPRET", "BackendError", "poison_outputs", "resolve_backend", "snake",
            "stft_mask", "compress_spec", "decompress_spec", "SGMSE_COMPRESSION"]
+__all__ += ["attention"]

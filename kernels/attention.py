@@ -14,7 +14,7 @@ import torch
 
 from ._backend import resolve_backend
 from ._checks import check_same_device, check_same_dtype, check_tensor
-from .reference import attention as _ref
+from .reference.attention import attention_reference
 
 OP = "attention"
 
@@ -89,7 +89,7 @@ def attention(
     kv_lengths = _check_lengths(kv_lengths, b, lk, q.device)
     which = resolve_backend(OP, backend, (q, k, v), _triton_reasons(q, k, v))
     if which == "torch":
-        return _ref.attention(q, k, v, kv_lengths=kv_lengths, causal=causal, scale=float(scale))
+        return attention_reference(q, k, v, kv_lengths=kv_lengths, causal=causal, scale=float(scale))
     raise AssertionError("unreachable")  # pragma: no cover
 
 

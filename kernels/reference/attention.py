@@ -43,7 +43,7 @@ def attention_mask(
     return mask
 
 
-def attention(
+def attention_reference(
     q: torch.Tensor,
     k: torch.Tensor,
     v: torch.Tensor,
@@ -93,7 +93,7 @@ def attention(
     return torch.matmul(probs, vw).to(out_dtype)
 
 
-def attention_lse(
+def attention_lse_reference(
     q: torch.Tensor,
     k: torch.Tensor,
     kv_lengths: torch.Tensor | None = None,
