@@ -1,0 +1,12 @@
+"""Training losses of sepkit.
+
+- Separation: :class:`SISDRLoss`, :class:`SDRLoss`, :class:`CodecSISDRLoss` and the
+  permutation-invariant wrapper :class:`PITLoss` (any pairwise loss, any number of sources).
+"""
+from .pit import PITLoss, best_permutation_exhaustive, best_permutation_hungarian, pairwise_losses, reorder_sources
+from .sisdr import CodecSISDRLoss, SDRLoss, SISDRLoss, sdr_loss, si_sdr_loss
+
+__all__ = [
+    "SISDRLoss", "SDRLoss", "CodecSISDRLoss", "si_sdr_loss", "sdr_loss",
+    "PITLoss", "pairwise_losses", "reorder_sources", "best_permutation_exhaustive", "best_permutation_hungarian",
+]
