@@ -1,0 +1,37 @@
+"""Mask-based time-domain separators: waveform (B, T) or (B, 1, T) in, (B, S, T) sources out.
+
+- :class:`ConvTasNet` (Luo and Mesgarani 2019), about 5.05 M parameters by default;
+- :class:`DPRNN` (Luo et al. 2020), about 2.6 M;
+- :class:`Sepformer` (Subakan et al. 2021), about 25.7 M, on sepkit's attention layers;
+- :class:`BiLSTMSeparator` (BLSTM TasNet, Luo and Mesgarani 2018), about 23.1 M.
+
+Each takes ``n_src`` (any number of sources), ``causal`` where the architecture allows it, and the
+frontend hook ``frontend_dim`` / ``frontend`` with ``forward(mixture, frontend_features=None)``
+(see :mod:`.base`). :func:`build_separator` builds one by name, for configs.
+"""
+from __future__ import annotations
+
+from torch import nn
+
+from .base import Decoder, Encoder, FrontendAdapter, MaskSeparator
+from .bilstm import BiLSTMSeparator
+from .conv_tasnet import ConvTasNet
+from .dprnn import DPRNN
+from .dual_path import overlap_add, segment
+from .sepformer import Sepformer
+
+SEPARATORS = {"convtasnet": ConvTasNet, "dprnn": DPRNN, "sepformer": Sepformer, "bilstm": BiLSTMSeparator}
+
+
+def build_separator(name: str, **kwargs) -> nn.Module:
+    """Build a separator by (case-insensitive) name: "convtasnet", "dprnn", "sepformer", "bilstm"."""
+    key = name.lower().replace("-", "").replace("_", "")
+    if key not in SEPARATORS:
+        raise ValueError(f"build_separator: unknown separator {name!r}; choose one of {sorted(SEPARATORS)}")
+    return SEPARATORS[key](**kwargs)
+
+
+__all__ = [
+    "ConvTasNet", "DPRNN", "Sepformer", "BiLSTMSeparator", "SEPARATORS", "build_separator",
+    "MaskSeparator", "Encoder", "Decoder", "FrontendAdapter", "segment", "overlap_add",
+]
