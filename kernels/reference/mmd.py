@@ -1,0 +1,122 @@
+"""Reference multi-kernel MMD: the readable, float64-correct spec and the CPU path.
+
+Squared maximum mean discrepancy between the sets x (N, D) and y (M, D) under the kernel
+
+    k(a, b) = sum_k exp(-||a - b||^2 / (2 s_k^2))          (a sum of Gaussian RBF kernels)
+
+- ``estimator="biased"`` (V-statistic, always >= 0 in exact arithmetic, N, M >= 1):
+
+      MMD^2 = 1/N^2 sum_{i,j} k(x_i, x_j) + 1/M^2 sum_{i,j} k(y_i, y_j) - 2/(N M) sum_{i,j} k(x_i, y_j)
+
+- ``estimator="unbiased"`` (U-statistic of Gretton et al. 2012, eq. 3; needs N, M >= 2; may be
+  negative; it is < 0 for x == y):
+
+      MMD^2 = 1/(N(N-1)) sum_{i!=j} k(x_i, x_j) + 1/(M(M-1)) sum_{i!=j} k(y_i, y_j)
+              - 2/(N M) sum_{i,j} k(x_i, y_j)
+
+Self pairs (i == i) use distance exactly 0 (k = number of kernels), whatever rounding the
+distance formula would give.
+
+Bandwidths s_k (the standard deviations of the Gaussians, in the units of x) are either given
+explicitly or set by the multi-kernel heuristic
+
+    s_k^2 = multipliers[k] * base,   base = mean of ||z_i - z_j||^2 over the distinct pairs
+                                            (i != j) of the pooled set z = [x; y] (L = N + M rows)
+                                          = 2 / (L - 1) * sum_i ||z_i - mean(z)||^2,
+
+the closed form being O((N + M) D). With the default multipliers (0.25, 0.5, 1, 2, 4) the middle
+kernel is exp(-d^2 / (2 base)). ``base`` is clamped below at ``BASE_FLOOR`` (all points
+identical would otherwise give 0 / 0). The heuristic is computed on detached inputs: it is a
+constant of the loss, with no gradient through it; explicit bandwidths get no gradient either.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+#: The multi-kernel heuristic's multipliers of the base squared bandwidth (2^k, k = -2..2).
+DEFAULT_MULTIPLIERS = (0.25, 0.5, 1.0, 2.0, 4.0)
+#: Lower clamp of the heuristic's base (squared distance units).
+BASE_FLOOR = 1e-12
+ESTIMATORS = ("unbiased", "biased")
+
+
+def heuristic_base(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Mean squared distance over distinct pairs of the pooled rows of x and y, detached.
+
+    Args:
+        x: (N, D); y: (M, D), N + M >= 2.
+    Returns:
+        0-d tensor in the promoted dtype (at least float32), clamped at ``BASE_FLOOR``.
+    """
+    dtype = torch.promote_types(torch.promote_types(x.dtype, y.dtype), torch.float32)
+    x = x.detach().to(dtype)
+    y = y.detach().to(dtype)
+    n_total = x.shape[0] + y.shape[0]
+    mean = (x.sum(0) + y.sum(0)) / n_total
+    spread = (x - mean).square().sum() + (y - mean).square().sum()
+    return (2.0 * spread / (n_total - 1)).clamp_min(BASE_FLOOR)
+
+
+def heuristic_bandwidths(x: torch.Tensor, y: torch.Tensor, multipliers: Sequence[float] = DEFAULT_MULTIPLIERS) -> torch.Tensor:
+    """Bandwidths s_k = sqrt(multipliers[k] * base) of the multi-kernel heuristic, detached, (K,)."""
+    base = heuristic_base(x, y)
+    mult = torch.as_tensor(list(multipliers), dtype=base.dtype, device=base.device)
+    return (mult * base).sqrt()
+
+
+def _sq_dists(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """(N, M) squared Euclidean distances ||a_i - b_j||^2 (clamped at 0)."""
+    d2 = a.square().sum(1)[:, None] + b.square().sum(1)[None, :] - 2.0 * (a @ b.T)
+    return d2.clamp_min(0.0)
+
+
+def _kernel_sum(d2: torch.Tensor, gammas: torch.Tensor) -> torch.Tensor:
+    """sum_k exp(-gamma_k d2) elementwise, gammas = 1 / (2 s_k^2)."""
+    return torch.exp(-d2[..., None] * gammas).sum(-1)
+
+
+def mmd_reference(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    bandwidths: torch.Tensor | None = None,
+    multipliers: Sequence[float] = DEFAULT_MULTIPLIERS,
+    estimator: str = "unbiased",
+) -> torch.Tensor:
+    """Squared multi-kernel MMD by autograd-able PyTorch ops (materializes N x M: small inputs).
+
+    Args:
+        x: (N, D) samples of the first distribution.
+        y: (M, D) samples of the second (same D, any M).
+        bandwidths: (K,) kernel widths s_k > 0, or None for the heuristic with ``multipliers``.
+        multipliers: heuristic multipliers of the base squared bandwidth (ignored with bandwidths).
+        estimator: "unbiased" (U-statistic, N, M >= 2) or "biased" (V-statistic).
+    Returns:
+        0-d tensor in the promoted dtype of x and y (gradients to x and y only).
+    """
+    n, m = x.shape[0], y.shape[0]
+    if bandwidths is None:
+        bw = heuristic_bandwidths(x, y, multipliers).to(x.dtype)
+    else:
+        bw = bandwidths.detach().to(x.dtype)
+    gammas = 1.0 / (2.0 * bw.square())
+    kxx = _kernel_sum(_sq_dists(x, x), gammas)
+    kyy = _kernel_sum(_sq_dists(y, y), gammas)
+    kxy = _kernel_sum(_sq_dists(x, y), gammas)
+    nk = float(gammas.numel())
+    eye_x = torch.eye(n, dtype=torch.bool, device=x.device)
+    eye_y = torch.eye(m, dtype=torch.bool, device=y.device)
+    if estimator == "biased":
+        # self pairs at distance exactly 0: k = number of kernels
+        kxx = torch.where(eye_x, torch.full_like(kxx, nk), kxx)
+        kyy = torch.where(eye_y, torch.full_like(kyy, nk), kyy)
+        return kxx.sum() / (n * n) + kyy.sum() / (m * m) - 2.0 * kxy.sum() / (n * m)
+    if estimator == "unbiased":
+        kxx = torch.where(eye_x, torch.zeros_like(kxx), kxx)
+        kyy = torch.where(eye_y, torch.zeros_like(kyy), kyy)
+        return kxx.sum() / (n * (n - 1)) + kyy.sum() / (m * (m - 1)) - 2.0 * kxy.sum() / (n * m)
+    raise ValueError(f"mmd: estimator must be one of {ESTIMATORS}, got {estimator!r}")
+
+
+__all__ = ["mmd_reference", "heuristic_base", "heuristic_bandwidths", "DEFAULT_MULTIPLIERS", "BASE_FLOOR", "ESTIMATORS"]
