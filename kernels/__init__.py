@@ -7,7 +7,10 @@ from ._backend import BACKENDS, HAS_TRITON, INTERPRET, BackendError, resolve_bac
 from .snake import snake
 from .stft_mask import SGMSE_COMPRESSION, compress_spec, decompress_spec, stft_mask
 from .attention import attention
+from .mmd import mmd
+from .nce import nce
 
 __all__ = ["BACKENDS", "HAS_TRITON", "INTERPRET", "BackendError", "poison_outputs", "resolve_backend", "snake",
            "stft_mask", "compress_spec", "decompress_spec", "SGMSE_COMPRESSION"]
 __all__ += ["attention"]
+__all__ += ["mmd", "nce"]

@@ -36,7 +36,7 @@ def nce_logits_reference(
     t_norm = torch.linalg.vector_norm(t, dim=-1).clamp_min(EPS)
     logits = dots / (c_norm[:, None] * t_norm) / temperature
     same = (t[:, 1:, :] == t[:, :1, :]).all(-1)                          # (N, K)
-    same = torch.cat([torch.zeros_like(same[:, :1]), same], dim=1)
+    same = torch.cat([same.new_zeros(same.shape[0], 1), same], dim=1)
     return logits.masked_fill(same, float("-inf"))
 
 
