@@ -8,19 +8,418 @@ rows without a valid key give zero output and zero gradient).
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Optional, Sequence
 
 import torch
 
-from ._backend import resolve_backend
+from ._alloc import empty
+from ._backend import HAS_TRITON, INTERPRET, resolve_backend
 from ._checks import check_same_device, check_same_dtype, check_tensor
 from .reference.attention import attention_reference
 
 OP = "attention"
 
+if HAS_TRITON:
+    import triton
+    import triton.language as tl
+
+    @triton.jit
+    def _fwd_block(
+        acc, l_i, m_i, q, k_base, v_base, skn, svn, offs_m, offs_d, d_mask, kv_len, diag,
+        start_n, qk_scale,
+        MASKED: tl.constexpr, CAUSAL: tl.constexpr, PRECISION: tl.constexpr, BLOCK_N: tl.constexpr,
+    ):
+        """One key block of the online softmax (base 2): returns the updated (acc, l_i, m_i)."""
+        offs_n = start_n + tl.arange(0, BLOCK_N).to(tl.int64)
+        if MASKED:
+            n_mask = offs_n < kv_len
+            kt = tl.load(k_base + offs_n[None, :] * skn + offs_d[:, None], mask=n_mask[None, :] & d_mask[:, None], other=0.0)
+            v = tl.load(v_base + offs_n[:, None] * svn + offs_d[None, :], mask=n_mask[:, None] & d_mask[None, :], other=0.0)
+        else:
+            kt = tl.load(k_base + offs_n[None, :] * skn + offs_d[:, None], mask=d_mask[:, None], other=0.0)
+            v = tl.load(v_base + offs_n[:, None] * svn + offs_d[None, :], mask=d_mask[None, :], other=0.0)
+        qk = tl.dot(q, kt, input_precision=PRECISION) * qk_scale
+        if MASKED:
+            valid = n_mask[None, :]
+            if CAUSAL:
+                valid = valid & (offs_n[None, :] <= offs_m[:, None] + diag)
+            qk = tl.where(valid, qk, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(qk, 1))
+        p = tl.math.exp2(qk - m_new[:, None])
+        alpha = tl.math.exp2(m_i - m_new)
+        l_i = l_i * alpha + tl.sum(p, 1)
+        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=PRECISION)
+        return acc, l_i, m_new
+
+    @triton.jit
+    def _key_range(start_m, kv_len, diag, CAUSAL: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+        """Key blocks of the query block at ``start_m``: [0, full) need no mask, [full, hi) do."""
+        hi = kv_len
+        full = kv_len
+        if CAUSAL:
+            hi = tl.minimum(hi, start_m + BLOCK_M + diag)   # past the last row's diagonal
+            full = tl.minimum(full, start_m + diag + 1)      # seen by the first row of the block
+        hi = tl.maximum(hi, 0)
+        full = tl.maximum(full, 0) // BLOCK_N * BLOCK_N
+        return full, hi
+
+    @triton.jit
+    def _attn_fwd_kernel(
+        Q, K, V, O, LSE, LENS,
+        sqb, sqh, sqm, skb, skh, skn, svb, svh, svn, sob, soh, som,
+        H, LQ, LK, qk_scale, LQ_KEY, LK_KEY,
+        HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, CAUSAL: tl.constexpr, HAS_LENS: tl.constexpr,
+        PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    ):
+        pid_m = tl.program_id(0)
+        pid_bh = tl.program_id(1).to(tl.int64)
+        b = pid_bh // H
+        h = pid_bh % H
+        start_m = pid_m * BLOCK_M
+        offs_m = start_m + tl.arange(0, BLOCK_M).to(tl.int64)
+        offs_d = tl.arange(0, BLOCK_D)
+        d_mask = offs_d < HEAD_DIM
+        m_mask = offs_m < LQ
+        if HAS_LENS:
+            kv_len = tl.load(LENS + b)
+        else:
+            kv_len = LK
+        diag = LK - LQ
+        q = tl.load(Q + b * sqb + h * sqh + offs_m[:, None] * sqm + offs_d[None, :],
+                    mask=m_mask[:, None] & d_mask[None, :], other=0.0)
+        k_base = K + b * skb + h * skh
+        v_base = V + b * svb + h * svh
+        m_i = tl.full([BLOCK_M], -1.0e30, dtype=tl.float32)  # finite: fully masked blocks give p = 0, not NaN
+        l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
+        acc = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
+        full, hi = _key_range(start_m, kv_len, diag, CAUSAL, BLOCK_M, BLOCK_N)
+        for start_n in range(0, full, BLOCK_N):
+            acc, l_i, m_i = _fwd_block(acc, l_i, m_i, q, k_base, v_base, skn, svn, offs_m, offs_d, d_mask,
+                                       kv_len, diag, start_n, qk_scale, False, CAUSAL, PRECISION, BLOCK_N)
+        for start_n in range(full, hi, BLOCK_N):
+            acc, l_i, m_i = _fwd_block(acc, l_i, m_i, q, k_base, v_base, skn, svn, offs_m, offs_d, d_mask,
+                                       kv_len, diag, start_n, qk_scale, True, CAUSAL, PRECISION, BLOCK_N)
+        has_key = l_i > 0.0
+        l_safe = tl.where(has_key, l_i, 1.0)
+        out = acc / l_safe[:, None]  # rows without a valid key: acc = 0, out = 0
+        lse = tl.where(has_key, m_i + tl.math.log2(l_safe), float("inf"))
+        tl.store(O + b * sob + h * soh + offs_m[:, None] * som + offs_d[None, :], out.to(O.dtype.element_ty),
+                 mask=m_mask[:, None] & d_mask[None, :])
+        tl.store(LSE + pid_bh * LQ + offs_m, lse, mask=m_mask)
+
+    @triton.jit
+    def _attn_bwd_delta_kernel(
+        O, DO, DELTA, sob, soh, som, sdb, sdh, sdm, H, LQ,
+        HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr,
+    ):
+        """Delta = rowsum(O * dO) in fp32, (B*H, LQ)."""
+        pid_m = tl.program_id(0)
+        pid_bh = tl.program_id(1).to(tl.int64)
+        b = pid_bh // H
+        h = pid_bh % H
+        offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M).to(tl.int64)
+        offs_d = tl.arange(0, BLOCK_D)
+        mask = (offs_m < LQ)[:, None] & (offs_d < HEAD_DIM)[None, :]
+        o = tl.load(O + b * sob + h * soh + offs_m[:, None] * som + offs_d[None, :], mask=mask, other=0.0).to(tl.float32)
+        do = tl.load(DO + b * sdb + h * sdh + offs_m[:, None] * sdm + offs_d[None, :], mask=mask, other=0.0).to(tl.float32)
+        tl.store(DELTA + pid_bh * LQ + offs_m, tl.sum(o * do, 1), mask=offs_m < LQ)
+
+    @triton.jit
+    def _dkdv_block(
+        dk, dv, k, v, q_base, do_base, lse_base, delta_base, sqm, sdm, offs_n, offs_d, d_mask, kv_len, diag,
+        start_m, LQ, qk_scale,
+        MASKED: tl.constexpr, CAUSAL: tl.constexpr, PRECISION: tl.constexpr, BLOCK_M: tl.constexpr,
+    ):
+        offs_m = start_m + tl.arange(0, BLOCK_M).to(tl.int64)
+        m_mask = offs_m < LQ
+        q = tl.load(q_base + offs_m[:, None] * sqm + offs_d[None, :], mask=m_mask[:, None] & d_mask[None, :], other=0.0)
+        do = tl.load(do_base + offs_m[:, None] * sdm + offs_d[None, :], mask=m_mask[:, None] & d_mask[None, :], other=0.0)
+        lse = tl.load(lse_base + offs_m, mask=m_mask, other=float("inf"))  # +inf: p = 0 (no row / no key)
+        delta = tl.load(delta_base + offs_m, mask=m_mask, other=0.0)
+        qkt = tl.dot(k, tl.trans(q), input_precision=PRECISION) * qk_scale  # (BLOCK_N, BLOCK_M)
+        pt = tl.math.exp2(qkt - lse[None, :])
+        if MASKED:
+            valid = (offs_n < kv_len)[:, None]
+            if CAUSAL:
+                valid = valid & (offs_n[:, None] <= offs_m[None, :] + diag)
+            pt = tl.where(valid, pt, 0.0)
+        dv += tl.dot(pt.to(do.dtype), do, input_precision=PRECISION)
+        dpt = tl.dot(v, tl.trans(do), input_precision=PRECISION)
+        dst = pt * (dpt - delta[None, :])
+        dk += tl.dot(dst.to(q.dtype), q, input_precision=PRECISION)
+        return dk, dv
+
+    @triton.jit
+    def _attn_bwd_dkdv_kernel(
+        Q, K, V, DO, LSE, DELTA, DK, DV, LENS,
+        sqb, sqh, sqm, skb, skh, skn, svb, svh, svn, sdb, sdh, sdm,
+        H, LQ, LK, qk_scale, scale, LQ_KEY, LK_KEY,
+        HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, CAUSAL: tl.constexpr, HAS_LENS: tl.constexpr,
+        PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    ):
+        """dK, dV of one key block, looping over the query blocks that see it (no atomics)."""
+        pid_n = tl.program_id(0)
+        pid_bh = tl.program_id(1).to(tl.int64)
+        b = pid_bh // H
+        h = pid_bh % H
+        start_n = pid_n * BLOCK_N
+        offs_n = start_n + tl.arange(0, BLOCK_N).to(tl.int64)
+        offs_d = tl.arange(0, BLOCK_D)
+        d_mask = offs_d < HEAD_DIM
+        if HAS_LENS:
+            kv_len = tl.load(LENS + b)
+        else:
+            kv_len = LK
+        diag = LK - LQ
+        n_mask = offs_n < kv_len
+        kv_mask = n_mask[:, None] & d_mask[None, :]
+        k = tl.load(K + b * skb + h * skh + offs_n[:, None] * skn + offs_d[None, :], mask=kv_mask, other=0.0)
+        v = tl.load(V + b * svb + h * svh + offs_n[:, None] * svn + offs_d[None, :], mask=kv_mask, other=0.0)
+        dk = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
+        dv = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
+        q_base = Q + b * sqb + h * sqh
+        do_base = DO + b * sdb + h * sdh
+        lse_base = LSE + pid_bh * LQ
+        delta_base = DELTA + pid_bh * LQ
+        # Query blocks [lo, mid) need the mask, [mid, LQ) see every key of this block.
+        lo = 0
+        mid = 0
+        if CAUSAL:
+            lo = tl.maximum(start_n - diag, 0) // BLOCK_M * BLOCK_M
+            mid = tl.maximum(tl.cdiv(tl.maximum(start_n + BLOCK_N - 1 - diag, 0), BLOCK_M) * BLOCK_M, lo)
+        if start_n + BLOCK_N > kv_len:
+            mid = LQ
+        end = LQ
+        if start_n >= kv_len:  # only padded keys: zero gradients
+            end = 0
+            mid = 0
+        for start_m in range(lo, tl.minimum(mid, end), BLOCK_M):
+            dk, dv = _dkdv_block(dk, dv, k, v, q_base, do_base, lse_base, delta_base, sqm, sdm, offs_n, offs_d,
+                                 d_mask, kv_len, diag, start_m, LQ, qk_scale, True, CAUSAL, PRECISION, BLOCK_M)
+        for start_m in range(mid, end, BLOCK_M):
+            dk, dv = _dkdv_block(dk, dv, k, v, q_base, do_base, lse_base, delta_base, sqm, sdm, offs_n, offs_d,
+                                 d_mask, kv_len, diag, start_m, LQ, qk_scale, False, CAUSAL, PRECISION, BLOCK_M)
+        out_mask = (offs_n < LK)[:, None] & d_mask[None, :]
+        out_offs = pid_bh * LK * HEAD_DIM + offs_n[:, None] * HEAD_DIM + offs_d[None, :]
+        tl.store(DK + out_offs, (dk * scale).to(DK.dtype.element_ty), mask=out_mask)
+        tl.store(DV + out_offs, dv.to(DV.dtype.element_ty), mask=out_mask)
+
+    @triton.jit
+    def _dq_block(
+        dq, q, do, lse, delta, k_base, v_base, skn, svn, offs_m, offs_d, d_mask, kv_len, diag, start_n, qk_scale,
+        MASKED: tl.constexpr, CAUSAL: tl.constexpr, PRECISION: tl.constexpr, BLOCK_N: tl.constexpr,
+    ):
+        offs_n = start_n + tl.arange(0, BLOCK_N).to(tl.int64)
+        if MASKED:
+            n_mask = offs_n < kv_len
+            kv_mask = n_mask[:, None] & d_mask[None, :]
+        else:
+            kv_mask = d_mask[None, :]
+        k = tl.load(k_base + offs_n[:, None] * skn + offs_d[None, :], mask=kv_mask, other=0.0)
+        v = tl.load(v_base + offs_n[:, None] * svn + offs_d[None, :], mask=kv_mask, other=0.0)
+        qk = tl.dot(q, tl.trans(k), input_precision=PRECISION) * qk_scale
+        p = tl.math.exp2(qk - lse[:, None])
+        if MASKED:
+            valid = n_mask[None, :]
+            if CAUSAL:
+                valid = valid & (offs_n[None, :] <= offs_m[:, None] + diag)
+            p = tl.where(valid, p, 0.0)
+        dp = tl.dot(do, tl.trans(v), input_precision=PRECISION)
+        ds = p * (dp - delta[:, None])
+        dq += tl.dot(ds.to(k.dtype), k, input_precision=PRECISION)
+        return dq
+
+    @triton.jit
+    def _attn_bwd_dq_kernel(
+        Q, K, V, DO, LSE, DELTA, DQ, LENS,
+        sqb, sqh, sqm, skb, skh, skn, svb, svh, svn, sdb, sdh, sdm,
+        H, LQ, LK, qk_scale, scale, LQ_KEY, LK_KEY,
+        HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, CAUSAL: tl.constexpr, HAS_LENS: tl.constexpr,
+        PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    ):
+        """dQ of one query block, recomputing P block by block over its keys."""
+        pid_m = tl.program_id(0)
+        pid_bh = tl.program_id(1).to(tl.int64)
+        b = pid_bh // H
+        h = pid_bh % H
+        start_m = pid_m * BLOCK_M
+        offs_m = start_m + tl.arange(0, BLOCK_M).to(tl.int64)
+        offs_d = tl.arange(0, BLOCK_D)
+        d_mask = offs_d < HEAD_DIM
+        m_mask = offs_m < LQ
+        if HAS_LENS:
+            kv_len = tl.load(LENS + b)
+        else:
+            kv_len = LK
+        diag = LK - LQ
+        row_mask = m_mask[:, None] & d_mask[None, :]
+        q = tl.load(Q + b * sqb + h * sqh + offs_m[:, None] * sqm + offs_d[None, :], mask=row_mask, other=0.0)
+        do = tl.load(DO + b * sdb + h * sdh + offs_m[:, None] * sdm + offs_d[None, :], mask=row_mask, other=0.0)
+        lse = tl.load(LSE + pid_bh * LQ + offs_m, mask=m_mask, other=float("inf"))
+        delta = tl.load(DELTA + pid_bh * LQ + offs_m, mask=m_mask, other=0.0)
+        k_base = K + b * skb + h * skh
+        v_base = V + b * svb + h * svh
+        dq = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
+        full, hi = _key_range(start_m, kv_len, diag, CAUSAL, BLOCK_M, BLOCK_N)
+        for start_n in range(0, full, BLOCK_N):
+            dq = _dq_block(dq, q, do, lse, delta, k_base, v_base, skn, svn, offs_m, offs_d, d_mask, kv_len, diag,
+                           start_n, qk_scale, False, CAUSAL, PRECISION, BLOCK_N)
+        for start_n in range(full, hi, BLOCK_N):
+            dq = _dq_block(dq, q, do, lse, delta, k_base, v_base, skn, svn, offs_m, offs_d, d_mask, kv_len, diag,
+                           start_n, qk_scale, True, CAUSAL, PRECISION, BLOCK_N)
+        tl.store(DQ + pid_bh * LQ * HEAD_DIM + offs_m[:, None] * HEAD_DIM + offs_d[None, :],
+                 (dq * scale).to(DQ.dtype.element_ty), mask=row_mask)
+
+
+_LOG2E = 1.4426950408889634
+MAX_HEAD_DIM = 128
+
+
+def _bucket(n: int) -> int:
+    """Autotuning key for a length: the next power of two (at least 16), so varying audio lengths
+    re-tune O(log L) times, not once per length."""
+    return max(16, triton.next_power_of_2(max(int(n), 1)))
+
+
+def _fixed(bm: int, bn: int) -> dict:
+    return {"BLOCK_M": bm, "BLOCK_N": bn}
+
+
+if HAS_TRITON and not INTERPRET:
+    def _configs(shapes):
+        return [triton.Config(_fixed(bm, bn), num_warps=w, num_stages=s) for bm, bn, w, s in shapes]
+
+    def _keep(configs, named_args, **kwargs):
+        """Drop tiles far larger than the problem (Lq = 4 needs BLOCK_M = 16, not 128)."""
+        lq = _bucket(named_args.get("LQ", kwargs.get("LQ", 16)))
+        lk = _bucket(named_args.get("LK", kwargs.get("LK", 16)))
+        kept = [c for c in configs if c.kwargs["BLOCK_M"] <= lq and c.kwargs["BLOCK_N"] <= lk]
+        return kept or [min(configs, key=lambda c: c.kwargs["BLOCK_M"] * c.kwargs["BLOCK_N"])]
+
+    _KEY = ["LQ_KEY", "LK_KEY", "HEAD_DIM", "CAUSAL", "HAS_LENS"]
+    # Hopper-oriented short lists: (BLOCK_M, BLOCK_N, warps, stages).
+    _fwd = triton.autotune(_configs([
+        (128, 64, 4, 3), (128, 64, 8, 3), (128, 128, 8, 3), (64, 64, 4, 3), (64, 128, 4, 3),
+        (32, 64, 4, 3), (16, 64, 4, 4), (16, 128, 4, 3),
+    ]), key=_KEY, prune_configs_by={"early_config_prune": _keep})(_attn_fwd_kernel)
+    _dkdv = triton.autotune(_configs([
+        (32, 128, 4, 3), (64, 128, 8, 3), (64, 64, 4, 3), (32, 64, 4, 3), (16, 64, 4, 3), (16, 128, 4, 3),
+    ]), key=_KEY, prune_configs_by={"early_config_prune": _keep})(_attn_bwd_dkdv_kernel)
+    _dq = triton.autotune(_configs([
+        (128, 64, 8, 3), (64, 64, 4, 3), (128, 32, 4, 3), (64, 32, 4, 3), (16, 64, 4, 3), (16, 128, 4, 3),
+    ]), key=_KEY, prune_configs_by={"early_config_prune": _keep})(_attn_bwd_dq_kernel)
+    _FIXED: dict = {}
+elif HAS_TRITON:
+    # The interpreter: one small fixed tile, so tests cross block boundaries at small sizes.
+    _fwd, _dkdv, _dq = _attn_fwd_kernel, _attn_bwd_dkdv_kernel, _attn_bwd_dq_kernel
+    _FIXED = _fixed(16, 16)
+
+
+def _grid_m(meta_block: str, length: int, bh: int):
+    return lambda meta: (triton.cdiv(length, meta[meta_block]), bh)
+
+
+def _common(q: torch.Tensor, k: torch.Tensor, kv_lengths, causal: bool) -> dict:
+    dh = q.shape[-1]
+    return dict(
+        LQ_KEY=_bucket(q.shape[2]), LK_KEY=_bucket(k.shape[2]),
+        HEAD_DIM=dh, BLOCK_D=max(16, triton.next_power_of_2(dh)), CAUSAL=causal,
+        HAS_LENS=kv_lengths is not None, PRECISION="ieee" if q.dtype == torch.float32 else None, **_FIXED,
+    )
+
+
+def _last_contiguous(t: torch.Tensor) -> torch.Tensor:
+    return t if t.stride(-1) == 1 else t.contiguous()
+
+
+@torch.library.custom_op("sepkit::attention_fwd", mutates_args=())
+def _attention_fwd(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kv_lengths: Optional[torch.Tensor], causal: bool, scale: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    q, k, v = (_last_contiguous(t) for t in (q, k, v))
+    b, h, lq, dh = q.shape
+    lk = k.shape[2]
+    out = empty(b, h, lq, dh, dtype=q.dtype, device=q.device)
+    lse = empty(b, h, lq, dtype=torch.float32, device=q.device)
+    if out.numel() == 0:
+        return out, lse
+    _fwd[_grid_m("BLOCK_M", lq, b * h)](
+        q, k, v, out, lse, kv_lengths if kv_lengths is not None else q,
+        *q.stride()[:3], *k.stride()[:3], *v.stride()[:3], *out.stride()[:3],
+        h, lq, lk, scale * _LOG2E, **_common(q, k, kv_lengths, causal),
+    )
+    return out, lse
+
+
+@_attention_fwd.register_fake
+def _(q, k, v, kv_lengths, causal, scale):
+    b, h, lq, dh = q.shape
+    return q.new_empty(b, h, lq, dh), q.new_empty(b, h, lq, dtype=torch.float32)
+
+
+@torch.library.custom_op("sepkit::attention_bwd", mutates_args=())
+def _attention_bwd(
+    do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch.Tensor, lse: torch.Tensor,
+    kv_lengths: Optional[torch.Tensor], causal: bool, scale: float,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    do, q, k, v = (_last_contiguous(t) for t in (do, q, k, v))
+    b, h, lq, dh = q.shape
+    lk = k.shape[2]
+    dq = empty(b, h, lq, dh, dtype=q.dtype, device=q.device)
+    dk = empty(b, h, lk, dh, dtype=k.dtype, device=k.device)
+    dv = empty(b, h, lk, dh, dtype=v.dtype, device=v.device)
+    if b * h == 0:
+        return dq, dk, dv
+    if lq == 0:
+        return dq, dk.zero_(), dv.zero_()
+    meta = _common(q, k, kv_lengths, causal)
+    delta = empty(b, h, lq, dtype=torch.float32, device=q.device)
+    block = 16 if INTERPRET else 64
+    _attn_bwd_delta_kernel[(triton.cdiv(lq, block), b * h)](
+        out, do, delta, *out.stride()[:3], *do.stride()[:3], h, lq,
+        HEAD_DIM=dh, BLOCK_D=meta["BLOCK_D"], BLOCK_M=block,
+    )
+    lens = kv_lengths if kv_lengths is not None else q
+    strides = (*q.stride()[:3], *k.stride()[:3], *v.stride()[:3], *do.stride()[:3])
+    if lk > 0:
+        _dkdv[_grid_m("BLOCK_N", lk, b * h)](
+            q, k, v, do, lse, delta, dk, dv, lens, *strides, h, lq, lk, scale * _LOG2E, scale, **meta,
+        )
+    _dq[_grid_m("BLOCK_M", lq, b * h)](
+        q, k, v, do, lse, delta, dq, lens, *strides, h, lq, lk, scale * _LOG2E, scale, **meta,
+    )
+    return dq, dk, dv
+
+
+@_attention_bwd.register_fake
+def _(do, q, k, v, out, lse, kv_lengths, causal, scale):
+    return torch.empty_like(q, memory_format=torch.contiguous_format), \
+        torch.empty_like(k, memory_format=torch.contiguous_format), \
+        torch.empty_like(v, memory_format=torch.contiguous_format)
+
+
+def _attention_setup_context(ctx, inputs, output):
+    q, k, v, kv_lengths, causal, scale = inputs
+    out, lse = output
+    ctx.save_for_backward(q, k, v, out, lse, kv_lengths)
+    ctx.causal, ctx.scale = causal, scale
+    ctx.mark_non_differentiable(lse)
+
+
+def _attention_backward(ctx, grad_out, grad_lse):
+    q, k, v, out, lse, kv_lengths = ctx.saved_tensors
+    dq, dk, dv = _attention_bwd(grad_out, q, k, v, out, lse, kv_lengths, ctx.causal, ctx.scale)
+    return dq, dk, dv, None, None, None
+
+
+_attention_fwd.register_autograd(_attention_backward, setup_context=_attention_setup_context)
+
 
 def _triton_reasons(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> list[str]:
-    return ["the Triton attention kernels are not written yet"]
+    dh = q.shape[-1]
+    if dh > MAX_HEAD_DIM:
+        return [f"the Triton kernels take head dims up to {MAX_HEAD_DIM}, got {dh}"]
+    return []
 
 
 def _check_lengths(kv_lengths, batch: int, lk: int, device) -> torch.Tensor | None:
@@ -90,7 +489,8 @@ def attention(
     which = resolve_backend(OP, backend, (q, k, v), _triton_reasons(q, k, v))
     if which == "torch":
         return attention_reference(q, k, v, kv_lengths=kv_lengths, causal=causal, scale=float(scale))
-    raise AssertionError("unreachable")  # pragma: no cover
+    out, _ = _attention_fwd(q, k, v, kv_lengths, causal, float(scale))
+    return out
 
 
 __all__ = ["attention"]
