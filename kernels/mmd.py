@@ -127,12 +127,11 @@ if HAS_TRITON:
         tl.store(PART + split.to(tl.int64) * n_rowblocks + pid, tl.sum(acc, axis=0))
 
     @triton.jit
-    def _bwd_pass(A, B, na, rows, rmask, dcols, dmask, NB, G, M, D, sa, sb, SELF: tl.constexpr,
-                  LOWP: tl.constexpr, RESCALE: tl.constexpr, NK: tl.constexpr, SQUARING: tl.constexpr, PRECISION: tl.constexpr,
-                  BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_D: tl.constexpr):
-        """(W @ B[:, dchunk], rowsum(W)) over every column block of B, W in B's storage dtype."""
-        acc = tl.zeros((BLOCK_M, BLOCK_D), dtype=tl.float32)
-        rs = tl.zeros((BLOCK_M,), dtype=tl.float32)
+    def _bwd_pass(acc, rs, scale, A, B, na, rows, rmask, dcols, dmask, NB, G, M, D, sa, sb,
+                  SELF: tl.constexpr, LOWP: tl.constexpr, RESCALE: tl.constexpr, NK: tl.constexpr,
+                  SQUARING: tl.constexpr, PRECISION: tl.constexpr, BLOCK_M: tl.constexpr,
+                  BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_D: tl.constexpr):
+        """acc += scale W @ B[:, dchunk], rs += scale rowsum(W), over every column block of B."""
         for j in range(0, tl.cdiv(M, BLOCK_N)):
             cols = j * BLOCK_N + tl.arange(0, BLOCK_N).to(tl.int64)
             cmask = cols < M
@@ -147,25 +146,24 @@ if HAS_TRITON:
             b = tl.load(B + cols[:, None] * sb + dcols[None, :], mask=cmask[:, None] & dmask[None, :], other=0.0)
             if LOWP:
                 # tensor-core product in the storage dtype: W = W_hi + W_lo, both rounded, keeps
-                # W to ~2^-16 (the two gradient terms cancel, so one rounding of W would show)
+                # W to ~2^-16 (the gradient's terms cancel, so one rounding of W would show)
                 if RESCALE:
                     # fp16 has no range for small weights: scale each tile row to max 1 first,
                     # undo after the dot (diag(r) W B = diag(r) (W B))
                     r = tl.max(w, axis=1)
                     r = tl.where(r > 0.0, r, 1.0)
                     w = w / r[:, None]
+                    r = r * scale
+                else:
+                    r = tl.zeros((BLOCK_M,), dtype=tl.float32) + scale
                 w_hi = w.to(B.dtype.element_ty)
                 w_lo = (w - w_hi.to(tl.float32)).to(B.dtype.element_ty)
                 prod = tl.dot(w_hi, b) + tl.dot(w_lo, b)
-                if RESCALE:
-                    rs += tl.sum(w, axis=1) * r
-                    acc += prod * r[:, None]
-                else:
-                    rs += tl.sum(w, axis=1)
-                    acc += prod
+                rs += tl.sum(w, axis=1) * r
+                acc += prod * r[:, None]
             else:
-                rs += tl.sum(w, axis=1)
-                acc += tl.dot(w, b, input_precision=PRECISION)
+                rs += tl.sum(w, axis=1) * scale
+                acc += tl.dot(w, b, input_precision=PRECISION) * scale
         return acc, rs
 
     @triton.jit
@@ -182,15 +180,14 @@ if HAS_TRITON:
         dcols = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
         dmask = dcols < D
         na = tl.load(NA + rows, mask=rmask, other=0.0)
-        acc_s, rs_s = _bwd_pass(A, A, na, rows, rmask, dcols, dmask, NA, G, N, D, sa, sa, True, LOWP, RESCALE,
-                                NK, SQUARING, PRECISION, BLOCK_M, BLOCK_N, BLOCK_K, BLOCK_D)
-        acc_c, rs_c = _bwd_pass(A, B, na, rows, rmask, dcols, dmask, NB, G, M, D, sa, sb, False, LOWP, RESCALE,
-                                NK, SQUARING, PRECISION, BLOCK_M, BLOCK_N, BLOCK_K, BLOCK_D)
-        s_self = tl.load(S)
-        s_cross = tl.load(S + 1)
+        acc = tl.zeros((BLOCK_M, BLOCK_D), dtype=tl.float32)
+        rs = tl.zeros((BLOCK_M,), dtype=tl.float32)
+        acc, rs = _bwd_pass(acc, rs, tl.load(S), A, A, na, rows, rmask, dcols, dmask, NA, G, N, D, sa, sa,
+                            True, LOWP, RESCALE, NK, SQUARING, PRECISION, BLOCK_M, BLOCK_N, BLOCK_K, BLOCK_D)
+        acc, rs = _bwd_pass(acc, rs, tl.load(S + 1), A, B, na, rows, rmask, dcols, dmask, NB, G, M, D, sa, sb,
+                            False, LOWP, RESCALE, NK, SQUARING, PRECISION, BLOCK_M, BLOCK_N, BLOCK_K, BLOCK_D)
         a = tl.load(A + rows[:, None] * sa + dcols[None, :], mask=rmask[:, None] & dmask[None, :], other=0.0)
-        a = a.to(tl.float32)
-        grad = s_self * (a * rs_s[:, None] - acc_s) + s_cross * (a * rs_c[:, None] - acc_c)
+        grad = a.to(tl.float32) * rs[:, None] - acc
         tl.store(OUT + rows[:, None] * so + dcols[None, :], grad.to(OUT.dtype.element_ty),
                  mask=rmask[:, None] & dmask[None, :])
 
