@@ -109,7 +109,8 @@ def test_snr_and_improvements():
     imp_sdr = sdri(est, ref, mixture, filter_length=32)
     assert torch.allclose(imp_sdr, sdr(est, ref, 32) - sdr(mixture[:, None].expand_as(ref), ref, 32))
     # The mixture itself improves nothing.
-    assert torch.allclose(si_sdri(mixture[:, None].expand_as(ref), ref, mixture), torch.zeros(2, 3, dtype=torch.float64))
+    no_gain = si_sdri(mixture[:, None].expand_as(ref), ref, mixture)
+    assert torch.allclose(no_gain, torch.zeros(2, 3, dtype=torch.float64))
 
 
 def test_silent_signals_give_finite_metrics():

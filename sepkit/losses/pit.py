@@ -104,7 +104,9 @@ def best_permutation_hungarian(matrix: torch.Tensor) -> torch.Tensor:
 def reorder_sources(sources: torch.Tensor, perm: torch.Tensor) -> torch.Tensor:
     """Reorder ``sources`` (B, S, *) by ``perm`` (B, S): ``out[b, j] = sources[b, perm[b, j]]``."""
     if perm.shape != sources.shape[:2]:
-        raise ValueError(f"reorder_sources: perm shape {tuple(perm.shape)} does not match sources {tuple(sources.shape[:2])}")
+        raise ValueError(
+            f"reorder_sources: perm shape {tuple(perm.shape)} does not match sources {tuple(sources.shape[:2])}"
+        )
     index = perm.view(*perm.shape, *([1] * (sources.dim() - 2))).expand_as(sources)
     return torch.gather(sources, 1, index)
 

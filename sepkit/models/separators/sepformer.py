@@ -26,7 +26,8 @@ from .dual_path import DualPathMasker, from_inter_chunk, from_intra_chunk, inter
 
 
 class TransformerStack(nn.Module):
-    """Sinusoidal positions, ``n_layers`` pre-norm :class:`sepkit.nn.TransformerBlock`, final LayerNorm.
+    """Sinusoidal positions, ``n_layers`` pre-norm :class:`sepkit.nn.TransformerBlock`, final LayerNorm
+    (LayerNorm epsilon 1e-6 throughout, as in the published model).
 
     (batch, L, D) -> (batch, L, D); ``max_len`` bounds L.
     """
@@ -37,7 +38,7 @@ class TransformerStack(nn.Module):
         self.pos = SinusoidalPositionalEncoding(d_model, max_len=max_len)
         self.layers = nn.ModuleList(
             TransformerBlock(d_model, nhead, dim_feedforward, dropout=dropout, activation="relu", norm_first=True,
-                             causal=causal, backend=backend)
+                             causal=causal, backend=backend, layer_norm_eps=1e-6)
             for _ in range(n_layers)
         )
         self.norm = nn.LayerNorm(d_model, eps=1e-6)
