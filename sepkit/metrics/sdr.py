@@ -10,9 +10,9 @@ compute dtype.
 
 Silent signals: every ratio is ``10 log10((num + eps) / (den + eps))`` with ``eps = EPS = 1e-8``
 (and the SI-SDR scale ``(<s_hat, s> + eps) / (||s||^2 + eps)``), so a silent reference or a silent
-estimate gives a finite value and a finite gradient; with both silent the ratio is 0 dB. For
-signals of speech level (``||s||^2`` of order 1 or more) eps changes the result by far less than
-0.001 dB.
+estimate gives a finite value and a finite gradient; with both silent the ratio is 0 dB. eps moves
+a ratio by at most ``10 log10(1 + eps / min(num, den))`` dB: below 0.001 dB while both the target
+and the error energies exceed 5e-5 (pass ``eps=0`` for the exact ratio of non-silent signals).
 """
 from __future__ import annotations
 
