@@ -121,7 +121,7 @@ if HAS_TRITON:
             tl.store(COEF_A + i * kp1 + 1 + js, gj * inv_temp, mask=jmask)
             tl.store(COEF_B + i * kp1 + 1 + js, gj * cos * inv_temp, mask=jmask)
         # d cos / d c = t / (|c|' |t|') - cos c / |c|^2 (second term only where |c| > eps)
-        r_c = tl.where(c_len > eps, 1.0 / (c_len * c_len), 0.0)
+        r_c = tl.where(c_len > eps, 1.0 / (c_norm * c_norm), 0.0)
         dc = inv_temp * (u / c_norm - r_c * wsum * c)
         tl.store(DC + i * sdc + d, dc.to(DC.dtype.element_ty), mask=dmask)
         tl.store(CN + i, c_norm)
@@ -152,7 +152,7 @@ if HAS_TRITON:
         t = tl.load(T + r * st + d, mask=dmask, other=0.0).to(tl.float32)
         t_len = tl.load(TN + r)
         t_norm = tl.maximum(t_len, eps)
-        r_t = tl.where(t_len > eps, 1.0 / (t_len * t_len), 0.0)
+        r_t = tl.where(t_len > eps, 1.0 / (t_norm * t_norm), 0.0)
         dt = v / t_norm - r_t * tl.sum(w, axis=0) * t
         tl.store(DT + r * sdt + d, dt.to(DT.dtype.element_ty), mask=dmask)
 
