@@ -1,0 +1,88 @@
+"""wav2vec2 contrastive loss: forward and forward+backward time and peak memory.
+
+Providers: sepkit (Triton: candidates gathered in registers, per-step statistics only), gathered
+(the fairseq-style computation written out below: gather the (K, N, D) negatives, stack the
+positive on top, cosine similarity in fp32, -inf where a negative equals its positive,
+cross-entropy summed) and torch.compile of it. Batch B = 8 utterances of T in {500, 1500}
+steps, half of them masked (N ~ B T / 2 selected steps), K = 100 negatives sampled by
+``sepkit.losses.sample_negatives``, D = 256, storage ``ctx.dtype`` (bf16), temperature 0.1.
+
+Bytes counted (what the gather must read at least once, GB/s against the copy bandwidth):
+forward N (K + 2) D elements (context, positive and negatives) plus the indices; forward+backward
+adds a second pass over the candidates, the scatter's read of the context rows and the
+gradient writes, 3 N (K + 2) D + (N + T_total) D elements in all.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from sepkit.kernels import nce
+from sepkit.losses import sample_negatives
+
+K = 100
+D = 256
+TEMPERATURE = 0.1
+
+
+def gathered_nce(context: torch.Tensor, targets: torch.Tensor, pos_idx: torch.Tensor, neg_idx: torch.Tensor,
+                 temperature: float = TEMPERATURE) -> torch.Tensor:
+    """The usual materialized computation: (K + 1, N, D) candidates, fp32 cosine, cross-entropy."""
+    y = targets[pos_idx]                                         # (N, D)
+    negs = targets[neg_idx].permute(1, 0, 2)                     # (K, N, D)
+    neg_is_pos = (y == negs).all(-1)                             # (K, N)
+    cand = torch.cat([y.unsqueeze(0), negs], dim=0)              # (K + 1, N, D)
+    logits = torch.cosine_similarity(context.float(), cand.float(), dim=-1) / temperature
+    logits = torch.cat([logits[:1], logits[1:].masked_fill(neg_is_pos, float("-inf"))], dim=0)
+    target = torch.zeros(logits.shape[1], dtype=torch.long, device=logits.device)
+    return F.cross_entropy(logits.transpose(0, 1), target, reduction="sum")
+
+
+def _peak(ctx, fn, **common) -> None:
+    try:
+        peak = ctx.peak_memory(fn)
+    except torch.cuda.OutOfMemoryError:
+        torch.cuda.empty_cache()
+        ctx.record(metric="oom", unit="", p50=float("nan"), **common)
+        return
+    ctx.record(metric="peak_memory", unit="MiB", p50=peak / 2**20, **common)
+
+
+def run(ctx) -> None:
+    batch = 8
+    lengths = [500] if ctx.quick else [500, 1500]
+    gen = torch.Generator(device=ctx.device).manual_seed(0)
+    for steps in lengths:
+        mask = torch.rand(batch, steps, device=ctx.device, generator=gen) < 0.5
+        pos, neg = sample_negatives(None, mask, K, generator=gen)
+        n, t_total = pos.numel(), batch * steps
+        targets = torch.randn(t_total, D, device=ctx.device, dtype=ctx.dtype, generator=gen)
+        context = torch.randn(n, D, device=ctx.device, dtype=ctx.dtype, generator=gen)
+        es = context.element_size()
+        fwd_bytes = n * (K + 2) * D * es + n * (K + 1) * 8
+        full_bytes = 3 * n * (K + 2) * D * es + (n + t_total) * D * es + 2 * n * (K + 1) * 8
+        config = dict(B=batch, T=steps, N=n, K=K, D=D, dtype=str(ctx.dtype), temperature=TEMPERATURE)
+        compiled = ctx.try_compile(gathered_nce, context, targets, pos, neg, name="torch.compile(gathered)")
+        providers = {
+            "sepkit": lambda c, t: nce(c, t, pos, neg, TEMPERATURE, "sum", backend="triton"),
+            "gathered": lambda c, t: gathered_nce(c, t, pos, neg),
+            "gathered.compile": None if compiled is None else (lambda c, t: compiled(c, t, pos, neg)),
+        }
+        for name, fn in providers.items():
+            if fn is None:
+                continue
+            cg, tg = context.detach().requires_grad_(), targets.detach().requires_grad_()
+            fwd = (lambda f: lambda: f(context, targets))(fn)
+            full = (lambda f, cg, tg: lambda: torch.autograd.grad(f(cg, tg), (cg, tg)))(fn, cg, tg)
+            common = dict(op="nce", provider=name, x_name="B*T", x_value=t_total, config=config)
+            try:
+                ctx.record_time(mode="fwd", fn=fwd, nbytes=fwd_bytes, **common)
+                ctx.record_time(mode="full", fn=full, nbytes=full_bytes, **common)
+                _peak(ctx, fwd, mode="fwd", **common)
+                _peak(ctx, full, mode="full", **common)
+            except Exception as exc:  # a provider that cannot run this size: say so, keep going
+                torch.cuda.empty_cache()
+                ctx.note(f"nce {name} T={steps} failed: {type(exc).__name__}: {str(exc).splitlines()[0][:120]}")
+            torch.cuda.empty_cache()
+        del context, targets
+        torch.cuda.empty_cache()
