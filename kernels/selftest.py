@@ -55,8 +55,37 @@ def _stft_mask_case() -> Case:
                 grad=("spec", "mask"))
 
 
+def _mmd_case() -> Case:
+    from .mmd import mmd
+
+    def run(backend, x, y):
+        return mmd(x, y, estimator="unbiased", backend=backend)
+
+    # a clear discrepancy (shifted, wider y): the value is not a near-cancellation of its terms
+    return Case("mmd", run, lambda g: dict(x=_randn(g, 29, 24), y=_randn(g, 21, 24, scale=1.3) + 0.8),
+                grad=("x", "y"), dot=True)
+
+
+def _nce_case() -> Case:
+    from .nce import nce
+
+    def inputs(g):
+        targets = _randn(g, 15, 20)
+        targets[14] = targets[0]  # a negative identical to a positive gets -inf
+        pos = torch.randint(0, 15, (9,), generator=g)
+        neg = torch.randint(0, 15, (9, 12), generator=g)
+        pos[0], neg[0, 3] = 0, 14
+        return dict(context=_randn(g, 9, 20), targets=targets, pos_idx=pos, neg_idx=neg)
+
+    def run(backend, context, targets, pos_idx, neg_idx):
+        return nce(context, targets, pos_idx, neg_idx, temperature=0.1, reduction="none", backend=backend)
+
+    return Case("nce", run, inputs, grad=("context", "targets"))
+
+
 #: Builders of the self-test cases, one per op.
 CASES: list[Callable[[], Case]] = [_snake_case, _stft_mask_case]
+CASES += [_mmd_case, _nce_case]
 
 
 @dataclass
