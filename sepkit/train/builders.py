@@ -1,0 +1,92 @@
+"""Build data sets, models and losses from a :class:`RecipeConfig`."""
+from __future__ import annotations
+
+import torch
+
+from sepkit.data import DynamicMixing, LibriMix, MixtureSpec, SyntheticMixtures, WSJ0Mix
+from sepkit.losses import PITLoss, SDRLoss, SISDRLoss
+from sepkit.models.separators import SEPARATORS, build_separator
+
+from .config import ConfigError, DataConfig, ModelConfig, RecipeConfig
+
+DATASETS = ("synthetic", "librimix", "wsj0mix")
+_SYNTH_SIZES = {"train": "num_train", "valid": "num_valid", "test": "num_test"}
+_SYNTH_DEFAULT_SIZES = {"num_train": 20000, "num_valid": 500, "num_test": 500}
+_SYNTH_SPLIT_NAMES = {"train": "train", "valid": "dev", "test": "test"}
+
+
+def _synthetic(data: DataConfig, which: str, segment: float | None, seed: int) -> SyntheticMixtures:
+    opts = dict(data.synthetic)
+    sizes = {k: opts.pop(k, v) for k, v in _SYNTH_DEFAULT_SIZES.items()}
+    num_speakers = opts.pop("num_speakers", 100)
+    spec_fields = set(MixtureSpec.__dataclass_fields__)
+    bad = sorted(set(opts) - spec_fields)
+    if bad:
+        raise ConfigError(f"data.synthetic: unknown key(s) {bad}; expected {sorted(spec_fields | set(sizes) | {'num_speakers'})}")
+    if segment is not None:  # training crops: draw utterances exactly one segment long
+        opts.update(min_duration=segment, max_duration=segment)
+    for k in ("sir_range", "snr_range", "rt60_range"):
+        if k in opts:
+            opts[k] = tuple(opts[k])
+    spec = MixtureSpec(sample_rate=data.sample_rate, n_src=data.n_src, **opts)
+    return SyntheticMixtures(sizes[_SYNTH_SIZES[which]], spec, split=_SYNTH_SPLIT_NAMES[which],
+                             num_speakers=num_speakers, seed=seed, dynamic_mixing=data.dynamic_mixing and which == "train")
+
+
+def build_dataset(data: DataConfig, which: str, seed: int = 0):
+    """The ``which`` ("train", "valid" or "test") data set of a recipe."""
+    if data.dataset not in DATASETS:
+        raise ConfigError(f"data.dataset must be one of {DATASETS}, got {data.dataset!r}")
+    segment = {"train": data.segment, "valid": data.valid_segment, "test": None}[which]
+    train = which == "train"
+    if data.dataset == "synthetic":
+        return _synthetic(data, which, segment, seed)
+    if data.root is None:
+        raise ConfigError(f"data.root is required for data.dataset={data.dataset!r} (give data.root=PATH)")
+    split = {"train": data.train_split, "valid": data.valid_split, "test": data.test_split}[which]
+    if data.dataset == "librimix":
+        ds = LibriMix(data.root, split, mix=data.mix, sample_rate=data.sample_rate, segment=segment,
+                      random_crop=train, seed=seed)
+    else:
+        ds = WSJ0Mix(data.root, split, n_src=data.n_src, sample_rate=data.sample_rate, segment=segment,
+                     random_crop=train, seed=seed)
+    if ds.n_src != data.n_src:
+        raise ConfigError(f"data.n_src={data.n_src} but {data.root} ({split}) has {ds.n_src} sources per mixture")
+    if train and data.dynamic_mixing:
+        ds = DynamicMixing(ds, seed=seed)
+    return ds
+
+
+def build_model(model: ModelConfig, data: DataConfig) -> torch.nn.Module:
+    """The separator of a recipe; ``n_src`` and ``sample_rate`` come from the data section."""
+    if model.name.lower() not in SEPARATORS:
+        raise ConfigError(f"model.name must be one of {sorted(SEPARATORS)}, got {model.name!r}")
+    args = dict(model.args)
+    for key, value in (("n_src", data.n_src), ("sample_rate", data.sample_rate)):
+        if key in args and args[key] != value:
+            raise ConfigError(f"model.args.{key}={args[key]} contradicts data.{key}={value}; set it in data only")
+        args[key] = value
+    try:
+        return build_separator(model.name, **args)
+    except TypeError as exc:
+        raise ConfigError(f"model.args: {exc}") from None
+
+
+def build_loss(cfg: RecipeConfig) -> PITLoss:
+    """Permutation-invariant negative SI-SDR (or SDR) averaged over sources and batch."""
+    if cfg.train.loss == "si_sdr":
+        return PITLoss(SISDRLoss(reduction="none"))
+    if cfg.train.loss == "sdr":
+        return PITLoss(SDRLoss(reduction="none"))
+    raise ConfigError(f"train.loss must be 'si_sdr' or 'sdr', got {cfg.train.loss!r}")
+
+
+def model_meta(cfg: RecipeConfig) -> dict:
+    """What a checkpoint records to rebuild its model without the recipe."""
+    return {"model": cfg.model.name.lower(), "args": dict(cfg.model.args), "n_src": cfg.data.n_src,
+            "sample_rate": cfg.data.sample_rate, "recipe": cfg.recipe}
+
+
+def model_from_meta(meta: dict) -> torch.nn.Module:
+    args = dict(meta.get("args", {}), n_src=meta["n_src"], sample_rate=meta["sample_rate"])
+    return build_separator(meta["model"], **args)

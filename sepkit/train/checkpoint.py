@@ -1,0 +1,148 @@
+"""Checkpoints: safetensors weights plus optimizer, scheduler and RNG state, written atomically.
+
+A checkpoint is a folder ``<run>/checkpoints/step-<NNNNNNN>/`` holding ``model.safetensors``,
+``state.pt`` (optimizer, scheduler, step, RNG states; loaded with ``weights_only=True``),
+``config.yaml`` (the full recipe) and ``meta.json`` (model name and constructor arguments, sample
+rate, number of sources, sepkit version). It is written into a temporary folder that is renamed
+into place, and ``<run>/checkpoints/LATEST`` (the newest folder's name) is replaced atomically
+after it, so an interrupted save never damages the last good checkpoint.
+"""
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+import yaml
+
+import sepkit
+
+LATEST = "LATEST"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint is missing, corrupt or belongs to another model; the message says which."""
+
+
+def _atomic_text(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def rng_state() -> dict:
+    state = {"torch": torch.get_rng_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(run_dir: str | os.PathLike, step: int, model: torch.nn.Module, meta: dict, config: dict,
+                    optimizer=None, scheduler=None, extra: dict | None = None, keep: int | None = None) -> Path:
+    """Write ``run_dir/checkpoints/step-<step>`` atomically and point LATEST at it."""
+    from safetensors.torch import save_file
+
+    ckpt_root = Path(run_dir) / "checkpoints"
+    ckpt_root.mkdir(parents=True, exist_ok=True)
+    name = f"step-{step:07d}"
+    final = ckpt_root / name
+    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=ckpt_root))
+    try:
+        weights = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+        save_file(weights, str(tmp / "model.safetensors"))
+        state = {"step": step, "rng": rng_state(), **(extra or {})}
+        if optimizer is not None:
+            state["optimizer"] = optimizer.state_dict()
+        if scheduler is not None:
+            state["scheduler"] = scheduler.state_dict()
+        torch.save(state, tmp / "state.pt")
+        (tmp / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+        (tmp / "meta.json").write_text(json.dumps(dict(meta, step=step, sepkit=sepkit.__version__), indent=1))
+        if final.exists():
+            trash = Path(tempfile.mkdtemp(prefix=".old-", dir=ckpt_root))
+            os.replace(final, trash / name)
+            os.replace(tmp, final)
+            shutil.rmtree(trash, ignore_errors=True)
+        else:
+            os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    _atomic_text(ckpt_root / LATEST, name + "\n")
+    if keep is not None and keep > 0:
+        steps = sorted(p for p in ckpt_root.glob("step-*") if p.is_dir())
+        for old in steps[:-keep]:
+            if old.name != name:
+                shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def resolve_checkpoint(path: str | os.PathLike) -> Path:
+    """A checkpoint folder, its ``model.safetensors``, or a run folder (its LATEST checkpoint)."""
+    p = Path(path)
+    if p.is_file() and p.name == "model.safetensors":
+        p = p.parent
+    if not p.exists():
+        raise CheckpointError(f"checkpoint not found: {p}")
+    for candidate in (p / "checkpoints", p):
+        latest = candidate / LATEST
+        if latest.is_file():
+            p = candidate / latest.read_text().strip()
+            break
+    if not (p / "model.safetensors").is_file() or not (p / "meta.json").is_file():
+        raise CheckpointError(f"{p} is not a sepkit checkpoint (no model.safetensors and meta.json)")
+    return p
+
+
+def read_meta(ckpt: Path) -> dict:
+    try:
+        return json.loads((ckpt / "meta.json").read_text())
+    except (json.JSONDecodeError, OSError) as exc:
+        raise CheckpointError(f"{ckpt / 'meta.json'} is unreadable or corrupt ({type(exc).__name__})") from None
+
+
+def load_weights(ckpt: Path, model: torch.nn.Module) -> None:
+    """Load ``model.safetensors`` into ``model`` strictly, with one-line errors."""
+    from safetensors.torch import load_file
+
+    path = ckpt / "model.safetensors"
+    try:
+        weights = load_file(str(path))
+    except Exception as exc:
+        raise CheckpointError(f"{path} is corrupt or truncated ({type(exc).__name__}: {str(exc).splitlines()[0][:100]})") from None
+    own = model.state_dict()
+    missing = sorted(set(own) - set(weights))
+    unexpected = sorted(set(weights) - set(own))
+    shapes = [k for k in set(own) & set(weights) if own[k].shape != weights[k].shape]
+    if missing or unexpected or shapes:
+        detail = []
+        if missing:
+            detail.append(f"{len(missing)} missing (e.g. {missing[0]})")
+        if unexpected:
+            detail.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
+        if shapes:
+            detail.append(f"{len(shapes)} with other shapes (e.g. {shapes[0]})")
+        raise CheckpointError(f"{path} holds weights of a different model: " + ", ".join(detail))
+    model.load_state_dict(weights)
+
+
+def load_state(ckpt: Path) -> dict:
+    path = ckpt / "state.pt"
+    if not path.is_file():
+        raise CheckpointError(f"{path} not found: this checkpoint cannot resume training")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise CheckpointError(f"{path} is corrupt or truncated ({type(exc).__name__})") from None

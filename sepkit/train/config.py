@@ -1,0 +1,235 @@
+"""Recipe configurations: plain YAML mapped onto dataclasses; an unknown key is an error.
+
+A recipe file holds the sections below plus ``presets``, named partial configs merged over the
+base (``--preset demo``). ``key=value`` overrides (``train.max_steps=200``, ``model.args.X=4``)
+are applied last; values are parsed as YAML scalars.
+
+    recipe: convtasnet-librimix
+    data:  {dataset, root, split names, sample_rate, n_src, segment, batch_size, ...}
+    model: {name, args: {...}}           # args go to the model's constructor
+    optim: {optimizer, lr, weight_decay, clip_grad_norm, scheduler, scheduler_args}
+    train: {max_steps, eval_every, ckpt_every, log_every, precision, seed, ...}
+    presets: {demo: {...}}
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A recipe or override is wrong; the message names the key."""
+
+
+@dataclass
+class DataConfig:
+    """Where the data comes from and how it is batched.
+
+    dataset: "synthetic" (generated on the fly), "librimix" or "wsj0mix".
+    root: corpus root (librimix: the folder holding ``metadata/``; wsj0mix: holding tr/cv/tt).
+    train_split / valid_split / test_split: split names of the corpus.
+    mix: LibriMix mixture kind ("clean", "both", "single").
+    sample_rate: Hz; n_src: sources per mixture.
+    segment: training crop in seconds (None: whole utterances, batch size 1).
+    valid_segment: crop of validation items in seconds (None: whole).
+    dynamic_mixing: remix sources across utterances every epoch.
+    batch_size, num_workers: as for torch DataLoader.
+    synthetic: MixtureSpec fields and sizes for dataset "synthetic" (num_train, num_valid,
+        num_test, min_duration, max_duration, mode, noise, reverb, ...).
+    """
+
+    dataset: str = "synthetic"
+    root: str | None = None
+    train_split: str = "train-100"
+    valid_split: str = "dev"
+    test_split: str = "test"
+    mix: str = "clean"
+    sample_rate: int = 8000
+    n_src: int = 2
+    segment: float | None = 4.0
+    valid_segment: float | None = None
+    dynamic_mixing: bool = False
+    batch_size: int = 4
+    num_workers: int = 0
+    synthetic: dict = field(default_factory=dict)
+
+
+@dataclass
+class ModelConfig:
+    """name: a separator name (``sepkit.models.separators.SEPARATORS``); args: constructor arguments."""
+
+    name: str = "convtasnet"
+    args: dict = field(default_factory=dict)
+
+
+@dataclass
+class OptimConfig:
+    """optimizer: "adam" or "adamw"; scheduler: "none", "plateau" (halve on a validation plateau),
+    "step", "cosine" or "warmup_cosine"; scheduler_args: the scheduler's keyword arguments."""
+
+    optimizer: str = "adam"
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    betas: tuple = (0.9, 0.999)
+    clip_grad_norm: float | None = 5.0
+    scheduler: str = "plateau"
+    scheduler_args: dict = field(default_factory=dict)
+
+
+@dataclass
+class TrainConfig:
+    """max_steps: optimizer steps; eval_every / ckpt_every / log_every: in steps;
+    precision: "fp32", "bf16" or "fp16" (autocast, on CUDA only); loss: "si_sdr" (negative
+    SI-SDR with PIT) or "sdr"; keep_checkpoints: how many step checkpoints to keep."""
+
+    max_steps: int = 100000
+    eval_every: int = 1000
+    ckpt_every: int = 1000
+    log_every: int = 50
+    precision: str = "fp32"
+    seed: int = 0
+    loss: str = "si_sdr"
+    keep_checkpoints: int = 3
+    max_valid_items: int | None = None
+
+
+@dataclass
+class RecipeConfig:
+    recipe: str = "unnamed"
+    description: str = ""
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+_SECTIONS = {"data": DataConfig, "model": ModelConfig, "optim": OptimConfig, "train": TrainConfig}
+_FREE_FORM = {("data", "synthetic"), ("model", "args"), ("optim", "scheduler_args")}
+
+
+def _deep_merge(base: dict, over: dict, where: str = "") -> dict:
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = _deep_merge(out[k], v, f"{where}{k}.")
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def _build(raw: dict, source: str) -> RecipeConfig:
+    known = {"recipe", "description", *_SECTIONS}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise ConfigError(f"{source}: unknown top-level key(s) {unknown}; expected {sorted(known)}")
+    kwargs = {k: raw[k] for k in ("recipe", "description") if k in raw}
+    for name, cls in _SECTIONS.items():
+        section = raw.get(name) or {}
+        if not isinstance(section, dict):
+            raise ConfigError(f"{source}: section {name!r} must be a mapping, got {type(section).__name__}")
+        names = {f.name for f in dataclasses.fields(cls)}
+        bad = sorted(set(section) - names)
+        if bad:
+            raise ConfigError(f"{source}: unknown key(s) {', '.join(f'{name}.{b}' for b in bad)}; "
+                              f"{name} has {sorted(names)}")
+        for key, value in section.items():
+            if (name, key) in _FREE_FORM and value is not None and not isinstance(value, dict):
+                raise ConfigError(f"{source}: {name}.{key} must be a mapping")
+        if name == "optim" and "betas" in section:
+            section = dict(section, betas=tuple(section["betas"]))
+        kwargs[name] = cls(**section)
+    return RecipeConfig(**kwargs)
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``"a.b.c=value"`` -> (["a", "b", "c"], parsed value)."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} is not of the form key=value")
+    key, value = text.split("=", 1)
+    parts = key.strip().split(".")
+    if not all(parts):
+        raise ConfigError(f"override {text!r} has an empty key part")
+    try:
+        parsed = yaml.safe_load(value) if value.strip() else None
+    except yaml.YAMLError:
+        parsed = value
+    return parts, parsed
+
+
+def _apply_override(raw: dict, parts: list[str], value: Any, text: str) -> None:
+    node = raw
+    section = parts[0]
+    if section not in _SECTIONS and len(parts) == 1 and section in ("recipe", "description"):
+        raw[section] = value
+        return
+    if section not in _SECTIONS:
+        raise ConfigError(f"override {text!r}: unknown section {section!r}; expected one of {sorted(_SECTIONS)}")
+    names = {f.name for f in dataclasses.fields(_SECTIONS[section])}
+    if len(parts) < 2 or parts[1] not in names:
+        raise ConfigError(f"override {text!r}: {section} has no key {'.'.join(parts[1:]) or '(none)'}; "
+                          f"it has {sorted(names)}")
+    if len(parts) > 2 and (section, parts[1]) not in _FREE_FORM:
+        raise ConfigError(f"override {text!r}: {section}.{parts[1]} is not a mapping")
+    for p in parts[:-1]:
+        node = node.setdefault(p, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override {text!r}: {p} is not a mapping")
+    node[parts[-1]] = value
+
+
+def recipes_dir() -> Path:
+    """The ``recipes/`` folder of the source checkout sepkit runs from."""
+    return Path(__file__).resolve().parents[2] / "recipes"
+
+
+def resolve_recipe(name_or_path: str | os.PathLike) -> Path:
+    """A recipe name (``recipes/<name>.yaml`` of the checkout) or a path to a YAML file."""
+    p = Path(name_or_path)
+    if p.suffix in (".yaml", ".yml"):
+        if not p.is_file():
+            raise ConfigError(f"recipe file not found: {p}")
+        return p
+    candidate = recipes_dir() / f"{name_or_path}.yaml"
+    if candidate.is_file():
+        return candidate
+    available = sorted(q.stem for q in recipes_dir().glob("*.yaml")) if recipes_dir().is_dir() else []
+    raise ConfigError(f"unknown recipe {str(name_or_path)!r}; available: {', '.join(available) or 'none'} "
+                      "(or give a path to a .yaml file)")
+
+
+def load_recipe(name_or_path: str | os.PathLike, preset: str | None = None, overrides: list[str] = (),
+                config_file: str | os.PathLike | None = None) -> RecipeConfig:
+    """Load a recipe, merge ``config_file`` (a partial YAML), the preset and the overrides over it."""
+    path = resolve_recipe(name_or_path)
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    presets = raw.pop("presets", {}) or {}
+    if config_file is not None:
+        cfg_path = Path(config_file)
+        if not cfg_path.is_file():
+            raise ConfigError(f"config file not found: {cfg_path}")
+        raw = _deep_merge(raw, yaml.safe_load(cfg_path.read_text()) or {})
+    if preset is not None:
+        if preset not in presets:
+            raise ConfigError(f"{path}: no preset {preset!r}; it has {sorted(presets) or 'none'}")
+        raw = _deep_merge(raw, presets[preset])
+    for text in overrides:
+        parts, value = parse_override(text)
+        _apply_override(raw, parts, value, text)
+    return _build(raw, str(path))
+
+
+def config_from_dict(raw: dict, source: str = "config") -> RecipeConfig:
+    """Build a :class:`RecipeConfig` from a plain dict (e.g. the copy saved in a checkpoint)."""
+    return _build(copy.deepcopy(raw), source)
