@@ -24,23 +24,52 @@ if HAS_TRITON:
     import triton.language as tl
 
     @triton.jit
+    def _load_tile(base, rows, stride, cols, row_limit, d_mask, CHECK_ROWS: tl.constexpr, EVEN_D: tl.constexpr):
+        """A (rows, head dim) tile; rows >= ``row_limit`` and padded head-dim columns read as 0."""
+        ptrs = base + rows[:, None] * stride + cols[None, :]
+        if CHECK_ROWS:
+            if EVEN_D:
+                tile = tl.load(ptrs, mask=(rows < row_limit)[:, None], other=0.0)
+            else:
+                tile = tl.load(ptrs, mask=(rows < row_limit)[:, None] & d_mask[None, :], other=0.0)
+        else:
+            if EVEN_D:
+                tile = tl.load(ptrs)
+            else:
+                tile = tl.load(ptrs, mask=d_mask[None, :], other=0.0)
+        return tile
+
+    @triton.jit
+    def _key_range(start_m, kv_len, diag, split, SPLITS, LK,
+                   CAUSAL: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+        """Key blocks of the query block at ``start_m`` within key split ``split``:
+        [lo, full) need no mask, [full, hi) do."""
+        hi = kv_len
+        full = kv_len
+        if CAUSAL:
+            hi = tl.minimum(hi, start_m + BLOCK_M + diag)   # past the last row's diagonal
+            full = tl.minimum(full, start_m + diag + 1)      # seen by every row of the block
+        full = tl.maximum(full, 0) // BLOCK_N * BLOCK_N
+        chunk = tl.cdiv(tl.cdiv(LK, SPLITS), BLOCK_N) * BLOCK_N  # keys per split, whole blocks
+        lo = split * chunk
+        top = lo + chunk
+        full = tl.minimum(tl.maximum(full, lo), top)
+        hi = tl.minimum(tl.maximum(hi, lo), top)
+        return lo, full, hi
+
+    @triton.jit
     def _fwd_block(
-        acc, l_i, m_i, q, k_base, v_base, skn, svn, offs_m, offs_d, d_mask, kv_len, diag,
-        start_n, qk_scale,
-        MASKED: tl.constexpr, CAUSAL: tl.constexpr, PRECISION: tl.constexpr, BLOCK_N: tl.constexpr,
+        acc, l_i, m_i, q, k_base, v_base, skn, svn, offs_m, offs_d, d_mask, kv_len, diag, start_n, qk_scale,
+        MASKED: tl.constexpr, CAUSAL: tl.constexpr, EVEN_D: tl.constexpr, PRECISION: tl.constexpr,
+        BLOCK_N: tl.constexpr,
     ):
         """One key block of the online softmax (base 2): returns the updated (acc, l_i, m_i)."""
         offs_n = start_n + tl.arange(0, BLOCK_N).to(tl.int64)
+        k = _load_tile(k_base, offs_n, skn, offs_d, kv_len, d_mask, MASKED, EVEN_D)
+        v = _load_tile(v_base, offs_n, svn, offs_d, kv_len, d_mask, MASKED, EVEN_D)
+        qk = tl.dot(q, tl.trans(k), input_precision=PRECISION) * qk_scale
         if MASKED:
-            n_mask = offs_n < kv_len
-            kt = tl.load(k_base + offs_n[None, :] * skn + offs_d[:, None], mask=n_mask[None, :] & d_mask[:, None], other=0.0)
-            v = tl.load(v_base + offs_n[:, None] * svn + offs_d[None, :], mask=n_mask[:, None] & d_mask[None, :], other=0.0)
-        else:
-            kt = tl.load(k_base + offs_n[None, :] * skn + offs_d[:, None], mask=d_mask[:, None], other=0.0)
-            v = tl.load(v_base + offs_n[:, None] * svn + offs_d[None, :], mask=d_mask[None, :], other=0.0)
-        qk = tl.dot(q, kt, input_precision=PRECISION) * qk_scale
-        if MASKED:
-            valid = n_mask[None, :]
+            valid = (offs_n < kv_len)[None, :]
             if CAUSAL:
                 valid = valid & (offs_n[None, :] <= offs_m[:, None] + diag)
             qk = tl.where(valid, qk, float("-inf"))
@@ -52,27 +81,22 @@ if HAS_TRITON:
         return acc, l_i, m_new
 
     @triton.jit
-    def _key_range(start_m, kv_len, diag, CAUSAL: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
-        """Key blocks of the query block at ``start_m``: [0, full) need no mask, [full, hi) do."""
-        hi = kv_len
-        full = kv_len
-        if CAUSAL:
-            hi = tl.minimum(hi, start_m + BLOCK_M + diag)   # past the last row's diagonal
-            full = tl.minimum(full, start_m + diag + 1)      # seen by the first row of the block
-        hi = tl.maximum(hi, 0)
-        full = tl.maximum(full, 0) // BLOCK_N * BLOCK_N
-        return full, hi
-
-    @triton.jit
     def _attn_fwd_kernel(
         Q, K, V, O, LSE, LENS,
-        sqb, sqh, sqm, skb, skh, skn, svb, svh, svn, sob, soh, som,
-        H, LQ, LK, qk_scale, LQ_KEY, LK_KEY,
-        HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, CAUSAL: tl.constexpr, HAS_LENS: tl.constexpr,
-        PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+        sqb, sqh, sqm, skb, skh, skn, svb, svh, svn, sob, soh, som, so_split, sl_split,
+        H, LQ, LK, qk_scale, SPLITS, LQ_KEY, LK_KEY,
+        HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, EVEN_D: tl.constexpr, CAUSAL: tl.constexpr,
+        HAS_LENS: tl.constexpr, PARTIAL: tl.constexpr, PRECISION: tl.constexpr,
+        BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     ):
+        """O and the base-2 row LSE of one query block over one key split (all keys if SPLITS = 1).
+
+        PARTIAL (SPLITS > 1): O is a float32 partial result per split and a split without a valid
+        key stores LSE = -inf; otherwise a row without a valid key stores O = 0, LSE = +inf.
+        """
         pid_m = tl.program_id(0)
         pid_bh = tl.program_id(1).to(tl.int64)
+        split = tl.program_id(2)
         b = pid_bh // H
         h = pid_bh % H
         start_m = pid_m * BLOCK_M
@@ -85,27 +109,67 @@ if HAS_TRITON:
         else:
             kv_len = LK
         diag = LK - LQ
-        q = tl.load(Q + b * sqb + h * sqh + offs_m[:, None] * sqm + offs_d[None, :],
-                    mask=m_mask[:, None] & d_mask[None, :], other=0.0)
+        q = _load_tile(Q + b * sqb + h * sqh, offs_m, sqm, offs_d, LQ, d_mask, True, EVEN_D)
         k_base = K + b * skb + h * skh
         v_base = V + b * svb + h * svh
         m_i = tl.full([BLOCK_M], -1.0e30, dtype=tl.float32)  # finite: fully masked blocks give p = 0, not NaN
         l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
         acc = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
-        full, hi = _key_range(start_m, kv_len, diag, CAUSAL, BLOCK_M, BLOCK_N)
-        for start_n in range(0, full, BLOCK_N):
+        lo, full, hi = _key_range(start_m, kv_len, diag, split, SPLITS, LK, CAUSAL, BLOCK_M, BLOCK_N)
+        for start_n in range(lo, full, BLOCK_N):
             acc, l_i, m_i = _fwd_block(acc, l_i, m_i, q, k_base, v_base, skn, svn, offs_m, offs_d, d_mask,
-                                       kv_len, diag, start_n, qk_scale, False, CAUSAL, PRECISION, BLOCK_N)
+                                       kv_len, diag, start_n, qk_scale, False, CAUSAL, EVEN_D, PRECISION, BLOCK_N)
         for start_n in range(full, hi, BLOCK_N):
             acc, l_i, m_i = _fwd_block(acc, l_i, m_i, q, k_base, v_base, skn, svn, offs_m, offs_d, d_mask,
-                                       kv_len, diag, start_n, qk_scale, True, CAUSAL, PRECISION, BLOCK_N)
+                                       kv_len, diag, start_n, qk_scale, True, CAUSAL, EVEN_D, PRECISION, BLOCK_N)
         has_key = l_i > 0.0
         l_safe = tl.where(has_key, l_i, 1.0)
         out = acc / l_safe[:, None]  # rows without a valid key: acc = 0, out = 0
-        lse = tl.where(has_key, m_i + tl.math.log2(l_safe), float("inf"))
-        tl.store(O + b * sob + h * soh + offs_m[:, None] * som + offs_d[None, :], out.to(O.dtype.element_ty),
-                 mask=m_mask[:, None] & d_mask[None, :])
-        tl.store(LSE + pid_bh * LQ + offs_m, lse, mask=m_mask)
+        if PARTIAL:
+            lse = tl.where(has_key, m_i + tl.math.log2(l_safe), float("-inf"))
+        else:
+            lse = tl.where(has_key, m_i + tl.math.log2(l_safe), float("inf"))
+        split64 = split.to(tl.int64)
+        o_ptrs = O + split64 * so_split + b * sob + h * soh + offs_m[:, None] * som + offs_d[None, :]
+        tl.store(o_ptrs, out.to(O.dtype.element_ty), mask=m_mask[:, None] & d_mask[None, :])
+        tl.store(LSE + split64 * sl_split + pid_bh * LQ + offs_m, lse, mask=m_mask)
+
+    @triton.jit
+    def _attn_fwd_combine_kernel(
+        OP, LSEP, O, LSE, SPLITS, so_split, sl_split, sob, soh, som, H, LQ,
+        HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr,
+    ):
+        """Merges the per-split partial outputs (float32, contiguous) by their LSE, in split order."""
+        pid_m = tl.program_id(0)
+        pid_bh = tl.program_id(1).to(tl.int64)
+        b = pid_bh // H
+        h = pid_bh % H
+        offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M).to(tl.int64)
+        offs_d = tl.arange(0, BLOCK_D)
+        m_mask = offs_m < LQ
+        mask = m_mask[:, None] & (offs_d < HEAD_DIM)[None, :]
+        part = pid_bh * LQ * HEAD_DIM + offs_m[:, None] * HEAD_DIM + offs_d[None, :]
+        m = tl.full([BLOCK_M], -1.0e30, dtype=tl.float32)
+        den = tl.zeros([BLOCK_M], dtype=tl.float32)
+        acc = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
+        lse_ptrs = LSEP + pid_bh * LQ + offs_m
+        o_ptrs = OP + part
+        for _ in range(0, SPLITS):
+            ls = tl.load(lse_ptrs, mask=m_mask, other=float("-inf"))
+            os = tl.load(o_ptrs, mask=mask, other=0.0)
+            lse_ptrs += sl_split
+            o_ptrs += so_split
+            m_new = tl.maximum(m, ls)
+            a = tl.math.exp2(m - m_new)
+            w = tl.math.exp2(ls - m_new)
+            acc = acc * a[:, None] + w[:, None] * os
+            den = den * a + w
+            m = m_new
+        has_key = den > 0.0
+        den_safe = tl.where(has_key, den, 1.0)
+        tl.store(O + b * sob + h * soh + offs_m[:, None] * som + offs_d[None, :],
+                 (acc / den_safe[:, None]).to(O.dtype.element_ty), mask=mask)
+        tl.store(LSE + pid_bh * LQ + offs_m, tl.where(has_key, m + tl.math.log2(den_safe), float("inf")), mask=m_mask)
 
     @triton.jit
     def _attn_bwd_delta_kernel(
@@ -128,12 +192,13 @@ if HAS_TRITON:
     def _dkdv_block(
         dk, dv, k, v, q_base, do_base, lse_base, delta_base, sqm, sdm, offs_n, offs_d, d_mask, kv_len, diag,
         start_m, LQ, qk_scale,
-        MASKED: tl.constexpr, CAUSAL: tl.constexpr, PRECISION: tl.constexpr, BLOCK_M: tl.constexpr,
+        MASKED: tl.constexpr, CAUSAL: tl.constexpr, EVEN_D: tl.constexpr, PRECISION: tl.constexpr,
+        BLOCK_M: tl.constexpr,
     ):
         offs_m = start_m + tl.arange(0, BLOCK_M).to(tl.int64)
         m_mask = offs_m < LQ
-        q = tl.load(q_base + offs_m[:, None] * sqm + offs_d[None, :], mask=m_mask[:, None] & d_mask[None, :], other=0.0)
-        do = tl.load(do_base + offs_m[:, None] * sdm + offs_d[None, :], mask=m_mask[:, None] & d_mask[None, :], other=0.0)
+        q = _load_tile(q_base, offs_m, sqm, offs_d, LQ, d_mask, True, EVEN_D)
+        do = _load_tile(do_base, offs_m, sdm, offs_d, LQ, d_mask, True, EVEN_D)
         lse = tl.load(lse_base + offs_m, mask=m_mask, other=float("inf"))  # +inf: p = 0 (no row / no key)
         delta = tl.load(delta_base + offs_m, mask=m_mask, other=0.0)
         qkt = tl.dot(k, tl.trans(q), input_precision=PRECISION) * qk_scale  # (BLOCK_N, BLOCK_M)
@@ -152,12 +217,15 @@ if HAS_TRITON:
     @triton.jit
     def _attn_bwd_dkdv_kernel(
         Q, K, V, DO, LSE, DELTA, DK, DV, LENS,
-        sqb, sqh, sqm, skb, skh, skn, svb, svh, svn, sdb, sdh, sdm,
-        H, LQ, LK, qk_scale, scale, LQ_KEY, LK_KEY,
-        HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, CAUSAL: tl.constexpr, HAS_LENS: tl.constexpr,
-        PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+        sqb, sqh, sqm, skb, skh, skn, svb, svh, svn, sdb, sdh, sdm, sg_split,
+        H, LQ, LK, qk_scale, scale, SPLITS, LQ_KEY, LK_KEY,
+        HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, EVEN_D: tl.constexpr, CAUSAL: tl.constexpr,
+        HAS_LENS: tl.constexpr, PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     ):
-        """dK, dV of one key block, looping over the query blocks that see it (no atomics)."""
+        """dK, dV of one key block, looping over the query blocks that see it (no atomics).
+
+        dK and dV are written contiguous (B, H, LK, HEAD_DIM); padded keys get zeros.
+        """
         pid_n = tl.program_id(0)
         pid_bh = tl.program_id(1).to(tl.int64)
         b = pid_bh // H
@@ -171,34 +239,29 @@ if HAS_TRITON:
         else:
             kv_len = LK
         diag = LK - LQ
-        n_mask = offs_n < kv_len
-        kv_mask = n_mask[:, None] & d_mask[None, :]
-        k = tl.load(K + b * skb + h * skh + offs_n[:, None] * skn + offs_d[None, :], mask=kv_mask, other=0.0)
-        v = tl.load(V + b * svb + h * svh + offs_n[:, None] * svn + offs_d[None, :], mask=kv_mask, other=0.0)
+        k = _load_tile(K + b * skb + h * skh, offs_n, skn, offs_d, kv_len, d_mask, True, EVEN_D)
+        v = _load_tile(V + b * svb + h * svh, offs_n, svn, offs_d, kv_len, d_mask, True, EVEN_D)
         dk = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
         dv = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
         q_base = Q + b * sqb + h * sqh
         do_base = DO + b * sdb + h * sdh
         lse_base = LSE + pid_bh * LQ
         delta_base = DELTA + pid_bh * LQ
-        # Query blocks [lo, mid) need the mask, [mid, LQ) see every key of this block.
+        # Query blocks [lo, mid) need the mask, [mid, end) see every key of this block; a block of
+        # padded keys only visits none (its gradients are zero).
         lo = 0
         mid = 0
         if CAUSAL:
             lo = tl.maximum(start_n - diag, 0) // BLOCK_M * BLOCK_M
             mid = tl.maximum(tl.cdiv(tl.maximum(start_n + BLOCK_N - 1 - diag, 0), BLOCK_M) * BLOCK_M, lo)
-        if start_n + BLOCK_N > kv_len:
-            mid = LQ
-        end = LQ
-        if start_n >= kv_len:  # only padded keys: zero gradients
-            end = 0
-            mid = 0
-        for start_m in range(lo, tl.minimum(mid, end), BLOCK_M):
+        end = tl.where(start_n < kv_len, LQ, 0)
+        mid = tl.minimum(tl.where(start_n + BLOCK_N > kv_len, end, mid), end)
+        for start_m in range(lo, mid, BLOCK_M):
             dk, dv = _dkdv_block(dk, dv, k, v, q_base, do_base, lse_base, delta_base, sqm, sdm, offs_n, offs_d,
-                                 d_mask, kv_len, diag, start_m, LQ, qk_scale, True, CAUSAL, PRECISION, BLOCK_M)
+                                 d_mask, kv_len, diag, start_m, LQ, qk_scale, True, CAUSAL, EVEN_D, PRECISION, BLOCK_M)
         for start_m in range(mid, end, BLOCK_M):
             dk, dv = _dkdv_block(dk, dv, k, v, q_base, do_base, lse_base, delta_base, sqm, sdm, offs_n, offs_d,
-                                 d_mask, kv_len, diag, start_m, LQ, qk_scale, False, CAUSAL, PRECISION, BLOCK_M)
+                                 d_mask, kv_len, diag, start_m, LQ, qk_scale, False, CAUSAL, EVEN_D, PRECISION, BLOCK_M)
         out_mask = (offs_n < LK)[:, None] & d_mask[None, :]
         out_offs = pid_bh * LK * HEAD_DIM + offs_n[:, None] * HEAD_DIM + offs_d[None, :]
         tl.store(DK + out_offs, (dk * scale).to(DK.dtype.element_ty), mask=out_mask)
@@ -207,20 +270,16 @@ if HAS_TRITON:
     @triton.jit
     def _dq_block(
         dq, q, do, lse, delta, k_base, v_base, skn, svn, offs_m, offs_d, d_mask, kv_len, diag, start_n, qk_scale,
-        MASKED: tl.constexpr, CAUSAL: tl.constexpr, PRECISION: tl.constexpr, BLOCK_N: tl.constexpr,
+        MASKED: tl.constexpr, CAUSAL: tl.constexpr, EVEN_D: tl.constexpr, PRECISION: tl.constexpr,
+        BLOCK_N: tl.constexpr,
     ):
         offs_n = start_n + tl.arange(0, BLOCK_N).to(tl.int64)
-        if MASKED:
-            n_mask = offs_n < kv_len
-            kv_mask = n_mask[:, None] & d_mask[None, :]
-        else:
-            kv_mask = d_mask[None, :]
-        k = tl.load(k_base + offs_n[:, None] * skn + offs_d[None, :], mask=kv_mask, other=0.0)
-        v = tl.load(v_base + offs_n[:, None] * svn + offs_d[None, :], mask=kv_mask, other=0.0)
+        k = _load_tile(k_base, offs_n, skn, offs_d, kv_len, d_mask, MASKED, EVEN_D)
+        v = _load_tile(v_base, offs_n, svn, offs_d, kv_len, d_mask, MASKED, EVEN_D)
         qk = tl.dot(q, tl.trans(k), input_precision=PRECISION) * qk_scale
         p = tl.math.exp2(qk - lse[:, None])
         if MASKED:
-            valid = n_mask[None, :]
+            valid = (offs_n < kv_len)[None, :]
             if CAUSAL:
                 valid = valid & (offs_n[None, :] <= offs_m[:, None] + diag)
             p = tl.where(valid, p, 0.0)
@@ -232,14 +291,19 @@ if HAS_TRITON:
     @triton.jit
     def _attn_bwd_dq_kernel(
         Q, K, V, DO, LSE, DELTA, DQ, LENS,
-        sqb, sqh, sqm, skb, skh, skn, svb, svh, svn, sdb, sdh, sdm,
-        H, LQ, LK, qk_scale, scale, LQ_KEY, LK_KEY,
-        HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, CAUSAL: tl.constexpr, HAS_LENS: tl.constexpr,
-        PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+        sqb, sqh, sqm, skb, skh, skn, svb, svh, svn, sdb, sdh, sdm, sg_split,
+        H, LQ, LK, qk_scale, scale, SPLITS, LQ_KEY, LK_KEY,
+        HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, EVEN_D: tl.constexpr, CAUSAL: tl.constexpr,
+        HAS_LENS: tl.constexpr, PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     ):
-        """dQ of one query block, recomputing P block by block over its keys."""
+        """dQ of one query block over one key split, recomputing P block by block.
+
+        DQ is contiguous (SPLITS, B, H, LQ, HEAD_DIM) (split stride ``sg_split``; 0 when SPLITS = 1);
+        the host sums the splits in order (deterministic).
+        """
         pid_m = tl.program_id(0)
         pid_bh = tl.program_id(1).to(tl.int64)
+        split = tl.program_id(2)
         b = pid_bh // H
         h = pid_bh % H
         start_m = pid_m * BLOCK_M
@@ -252,23 +316,22 @@ if HAS_TRITON:
         else:
             kv_len = LK
         diag = LK - LQ
-        row_mask = m_mask[:, None] & d_mask[None, :]
-        q = tl.load(Q + b * sqb + h * sqh + offs_m[:, None] * sqm + offs_d[None, :], mask=row_mask, other=0.0)
-        do = tl.load(DO + b * sdb + h * sdh + offs_m[:, None] * sdm + offs_d[None, :], mask=row_mask, other=0.0)
+        q = _load_tile(Q + b * sqb + h * sqh, offs_m, sqm, offs_d, LQ, d_mask, True, EVEN_D)
+        do = _load_tile(DO + b * sdb + h * sdh, offs_m, sdm, offs_d, LQ, d_mask, True, EVEN_D)
         lse = tl.load(LSE + pid_bh * LQ + offs_m, mask=m_mask, other=float("inf"))
         delta = tl.load(DELTA + pid_bh * LQ + offs_m, mask=m_mask, other=0.0)
         k_base = K + b * skb + h * skh
         v_base = V + b * svb + h * svh
         dq = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
-        full, hi = _key_range(start_m, kv_len, diag, CAUSAL, BLOCK_M, BLOCK_N)
-        for start_n in range(0, full, BLOCK_N):
+        lo, full, hi = _key_range(start_m, kv_len, diag, split, SPLITS, LK, CAUSAL, BLOCK_M, BLOCK_N)
+        for start_n in range(lo, full, BLOCK_N):
             dq = _dq_block(dq, q, do, lse, delta, k_base, v_base, skn, svn, offs_m, offs_d, d_mask, kv_len, diag,
-                           start_n, qk_scale, False, CAUSAL, PRECISION, BLOCK_N)
+                           start_n, qk_scale, False, CAUSAL, EVEN_D, PRECISION, BLOCK_N)
         for start_n in range(full, hi, BLOCK_N):
             dq = _dq_block(dq, q, do, lse, delta, k_base, v_base, skn, svn, offs_m, offs_d, d_mask, kv_len, diag,
-                           start_n, qk_scale, True, CAUSAL, PRECISION, BLOCK_N)
-        tl.store(DQ + pid_bh * LQ * HEAD_DIM + offs_m[:, None] * HEAD_DIM + offs_d[None, :],
-                 (dq * scale).to(DQ.dtype.element_ty), mask=row_mask)
+                           start_n, qk_scale, True, CAUSAL, EVEN_D, PRECISION, BLOCK_N)
+        dq_ptrs = DQ + split.to(tl.int64) * sg_split + pid_bh * LQ * HEAD_DIM + offs_m[:, None] * HEAD_DIM + offs_d[None, :]
+        tl.store(dq_ptrs, (dq * scale).to(DQ.dtype.element_ty), mask=m_mask[:, None] & d_mask[None, :])
 
 
 _LOG2E = 1.4426950408889634
@@ -278,7 +341,7 @@ MAX_HEAD_DIM = 128
 def _bucket(n: int) -> int:
     """Autotuning key for a length: the next power of two (at least 16), so varying audio lengths
     re-tune O(log L) times, not once per length."""
-    return max(16, triton.next_power_of_2(max(int(n), 1)))
+    return max(16, 1 << (max(int(n), 1) - 1).bit_length())
 
 
 def _fixed(bm: int, bn: int) -> dict:
@@ -289,41 +352,78 @@ if HAS_TRITON and not INTERPRET:
     def _configs(shapes):
         return [triton.Config(_fixed(bm, bn), num_warps=w, num_stages=s) for bm, bn, w, s in shapes]
 
-    def _keep(configs, named_args, **kwargs):
-        """Drop tiles far larger than the problem (Lq = 4 needs BLOCK_M = 16, not 128)."""
-        lq = _bucket(named_args.get("LQ", kwargs.get("LQ", 16)))
-        lk = _bucket(named_args.get("LK", kwargs.get("LK", 16)))
-        kept = [c for c in configs if c.kwargs["BLOCK_M"] <= lq and c.kwargs["BLOCK_N"] <= lk]
-        return kept or [min(configs, key=lambda c: c.kwargs["BLOCK_M"] * c.kwargs["BLOCK_N"])]
+    def _keep_for(acc_block: str):
+        """Config filter: tiles no larger than the (bucketed) problem, accumulators that fit."""
 
-    _KEY = ["LQ_KEY", "LK_KEY", "HEAD_DIM", "CAUSAL", "HAS_LENS"]
+        def keep(configs, named_args, **kwargs):
+            lq = _bucket(named_args["LQ"])
+            lk = _bucket(named_args["LK"])
+            bd = kwargs.get("BLOCK_D", named_args.get("BLOCK_D", 64))
+            kept = [
+                c for c in configs
+                if c.kwargs["BLOCK_M"] <= lq and c.kwargs["BLOCK_N"] <= lk
+                and c.kwargs[acc_block] * bd <= 2048 * c.num_warps  # fp32 accumulator <= 64 registers/thread
+            ]
+            return kept or [min(configs, key=lambda c: c.kwargs["BLOCK_M"] * c.kwargs["BLOCK_N"])]
+
+        return {"early_config_prune": keep}
+
+    _KEY = ["LQ_KEY", "LK_KEY", "SPLITS", "HEAD_DIM", "CAUSAL", "HAS_LENS"]
     # Hopper-oriented short lists: (BLOCK_M, BLOCK_N, warps, stages).
     _fwd = triton.autotune(_configs([
         (128, 64, 4, 3), (128, 64, 8, 3), (128, 128, 8, 3), (64, 64, 4, 3), (64, 128, 4, 3),
         (32, 64, 4, 3), (16, 64, 4, 4), (16, 128, 4, 3),
-    ]), key=_KEY, prune_configs_by={"early_config_prune": _keep})(_attn_fwd_kernel)
+    ]), key=_KEY, prune_configs_by=_keep_for("BLOCK_M"))(_attn_fwd_kernel)
     _dkdv = triton.autotune(_configs([
         (32, 128, 4, 3), (64, 128, 8, 3), (64, 64, 4, 3), (32, 64, 4, 3), (16, 64, 4, 3), (16, 128, 4, 3),
-    ]), key=_KEY, prune_configs_by={"early_config_prune": _keep})(_attn_bwd_dkdv_kernel)
+    ]), key=_KEY, prune_configs_by=_keep_for("BLOCK_N"))(_attn_bwd_dkdv_kernel)
     _dq = triton.autotune(_configs([
         (128, 64, 8, 3), (64, 64, 4, 3), (128, 32, 4, 3), (64, 32, 4, 3), (16, 64, 4, 3), (16, 128, 4, 3),
-    ]), key=_KEY, prune_configs_by={"early_config_prune": _keep})(_attn_bwd_dq_kernel)
+    ]), key=_KEY, prune_configs_by=_keep_for("BLOCK_M"))(_attn_bwd_dq_kernel)
     _FIXED: dict = {}
+    _MIN_SPLIT_KEYS = 256
 elif HAS_TRITON:
-    # The interpreter: one small fixed tile, so tests cross block boundaries at small sizes.
+    # The interpreter: one small fixed tile, so tests cross block boundaries at small sizes, and a
+    # pretend 4-SM device with short key splits, so split-key paths run at test sizes too.
     _fwd, _dkdv, _dq = _attn_fwd_kernel, _attn_bwd_dkdv_kernel, _attn_bwd_dq_kernel
     _FIXED = _fixed(16, 16)
+    _MIN_SPLIT_KEYS = 32
+
+_SM_COUNT: dict = {}
 
 
-def _grid_m(meta_block: str, length: int, bh: int):
-    return lambda meta: (triton.cdiv(length, meta[meta_block]), bh)
+def _sm_count(device: torch.device) -> int:
+    if INTERPRET or device.type != "cuda":
+        return 4
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    if index not in _SM_COUNT:
+        _SM_COUNT[index] = torch.cuda.get_device_properties(index).multi_processor_count
+    return _SM_COUNT[index]
+
+
+def _num_splits(bh: int, lq: int, lk: int, device: torch.device) -> int:
+    """Key splits for few queries over many keys (flash-decoding): one program per (query block,
+    head) would leave most SMs idle, so the keys are cut into up to 64 chunks processed in parallel
+    and merged by their log-sum-exp. 1 (no split) whenever the query blocks fill the device."""
+    if lq > 64:
+        return 1
+    programs = bh * -(-lq // 16)
+    sms = _sm_count(device)
+    if programs >= sms:
+        return 1
+    return max(1, min(-(-2 * sms // programs), -(-lk // _MIN_SPLIT_KEYS), 64))
+
+
+def _grid(meta_block: str, length: int, bh: int, splits: int = 1):
+    return lambda meta: (triton.cdiv(length, meta[meta_block]), bh, splits)
 
 
 def _common(q: torch.Tensor, k: torch.Tensor, kv_lengths, causal: bool) -> dict:
     dh = q.shape[-1]
+    block_d = max(16, 1 << (dh - 1).bit_length())
     return dict(
         LQ_KEY=_bucket(q.shape[2]), LK_KEY=_bucket(k.shape[2]),
-        HEAD_DIM=dh, BLOCK_D=max(16, triton.next_power_of_2(dh)), CAUSAL=causal,
+        HEAD_DIM=dh, BLOCK_D=block_d, EVEN_D=block_d == dh, CAUSAL=causal,
         HAS_LENS=kv_lengths is not None, PRECISION="ieee" if q.dtype == torch.float32 else None, **_FIXED,
     )
 
@@ -336,6 +436,7 @@ def _last_contiguous(t: torch.Tensor) -> torch.Tensor:
 def _attention_fwd(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kv_lengths: Optional[torch.Tensor], causal: bool, scale: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(out (B, H, Lq, Dh) contiguous, row log-sum-exp in base 2 (B, H, Lq) float32, +inf if no key)."""
     q, k, v = (_last_contiguous(t) for t in (q, k, v))
     b, h, lq, dh = q.shape
     lk = k.shape[2]
@@ -343,10 +444,26 @@ def _attention_fwd(
     lse = empty(b, h, lq, dtype=torch.float32, device=q.device)
     if out.numel() == 0:
         return out, lse
-    _fwd[_grid_m("BLOCK_M", lq, b * h)](
-        q, k, v, out, lse, kv_lengths if kv_lengths is not None else q,
-        *q.stride()[:3], *k.stride()[:3], *v.stride()[:3], *out.stride()[:3],
-        h, lq, lk, scale * _LOG2E, **_common(q, k, kv_lengths, causal),
+    meta = _common(q, k, kv_lengths, causal)
+    lens = kv_lengths if kv_lengths is not None else q
+    splits = _num_splits(b * h, lq, lk, q.device)
+    in_strides = (*q.stride()[:3], *k.stride()[:3], *v.stride()[:3])
+    if splits == 1:
+        _fwd[_grid("BLOCK_M", lq, b * h)](
+            q, k, v, out, lse, lens, *in_strides, *out.stride()[:3], 0, 0,
+            h, lq, lk, scale * _LOG2E, 1, PARTIAL=False, **meta,
+        )
+        return out, lse
+    part_o = empty(splits, b, h, lq, dh, dtype=torch.float32, device=q.device)
+    part_lse = empty(splits, b, h, lq, dtype=torch.float32, device=q.device)
+    _fwd[_grid("BLOCK_M", lq, b * h, splits)](
+        q, k, v, part_o, part_lse, lens, *in_strides, *part_o.stride()[1:4], part_o.stride(0), part_lse.stride(0),
+        h, lq, lk, scale * _LOG2E, splits, PARTIAL=True, **meta,
+    )
+    block = 16
+    _attn_fwd_combine_kernel[(triton.cdiv(lq, block), b * h)](
+        part_o, part_lse, out, lse, splits, part_o.stride(0), part_lse.stride(0), *out.stride()[:3], h, lq,
+        HEAD_DIM=dh, BLOCK_D=meta["BLOCK_D"], BLOCK_M=block,
     )
     return out, lse
 
@@ -362,16 +479,14 @@ def _attention_bwd(
     do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch.Tensor, lse: torch.Tensor,
     kv_lengths: Optional[torch.Tensor], causal: bool, scale: float,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(dq, dk, dv), contiguous, in the dtypes of q, k, v."""
     do, q, k, v = (_last_contiguous(t) for t in (do, q, k, v))
     b, h, lq, dh = q.shape
     lk = k.shape[2]
-    dq = empty(b, h, lq, dh, dtype=q.dtype, device=q.device)
     dk = empty(b, h, lk, dh, dtype=k.dtype, device=k.device)
     dv = empty(b, h, lk, dh, dtype=v.dtype, device=v.device)
-    if b * h == 0:
-        return dq, dk, dv
-    if lq == 0:
-        return dq, dk.zero_(), dv.zero_()
+    if b * h == 0 or lq == 0:
+        return empty(b, h, lq, dh, dtype=q.dtype, device=q.device), dk.zero_(), dv.zero_()
     meta = _common(q, k, kv_lengths, causal)
     delta = empty(b, h, lq, dtype=torch.float32, device=q.device)
     block = 16 if INTERPRET else 64
@@ -382,20 +497,26 @@ def _attention_bwd(
     lens = kv_lengths if kv_lengths is not None else q
     strides = (*q.stride()[:3], *k.stride()[:3], *v.stride()[:3], *do.stride()[:3])
     if lk > 0:
-        _dkdv[_grid_m("BLOCK_N", lk, b * h)](
-            q, k, v, do, lse, delta, dk, dv, lens, *strides, h, lq, lk, scale * _LOG2E, scale, **meta,
+        _dkdv[_grid("BLOCK_N", lk, b * h)](
+            q, k, v, do, lse, delta, dk, dv, lens, *strides, 0, h, lq, lk, scale * _LOG2E, scale, 1, **meta,
         )
-    _dq[_grid_m("BLOCK_M", lq, b * h)](
-        q, k, v, do, lse, delta, dq, lens, *strides, h, lq, lk, scale * _LOG2E, scale, **meta,
+    splits = _num_splits(b * h, lq, lk, q.device)
+    if splits == 1:
+        dq = empty(b, h, lq, dh, dtype=q.dtype, device=q.device)
+    else:
+        dq = empty(splits, b, h, lq, dh, dtype=torch.float32, device=q.device)
+    _dq[_grid("BLOCK_M", lq, b * h, splits)](
+        q, k, v, do, lse, delta, dq, lens, *strides, dq.stride(0) if splits > 1 else 0,
+        h, lq, lk, scale * _LOG2E, scale, splits, **meta,
     )
+    if splits > 1:
+        dq = dq.sum(dim=0).to(q.dtype)  # fixed order over the splits: deterministic
     return dq, dk, dv
 
 
 @_attention_bwd.register_fake
 def _(do, q, k, v, out, lse, kv_lengths, causal, scale):
-    return torch.empty_like(q, memory_format=torch.contiguous_format), \
-        torch.empty_like(k, memory_format=torch.contiguous_format), \
-        torch.empty_like(v, memory_format=torch.contiguous_format)
+    return tuple(torch.empty_like(t, memory_format=torch.contiguous_format) for t in (q, k, v))
 
 
 def _attention_setup_context(ctx, inputs, output):
