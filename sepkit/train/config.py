@@ -126,6 +126,39 @@ def _deep_merge(base: dict, over: dict, where: str = "") -> dict:
     return out
 
 
+def _coerce(where: str, value: Any, annotation: str) -> Any:
+    """Check ``value`` against a field annotation such as ``"float | None"``; numbers written in
+    forms YAML leaves as strings ("3e-4") are converted. Raises ConfigError naming ``where``."""
+    kinds = [k.strip() for k in annotation.split("|")]
+    if value is None:
+        if "None" in kinds:
+            return None
+        raise ConfigError(f"{where} must not be null")
+    for kind in kinds:
+        if kind == "bool" and isinstance(value, bool):
+            return value
+        if kind == "int" and isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if kind == "float" and isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if kind == "str" and isinstance(value, str):
+            return value
+        if kind == "dict" and isinstance(value, dict):
+            return value
+        if kind == "tuple" and isinstance(value, (list, tuple)):
+            return tuple(value)
+    if isinstance(value, str):
+        for kind in kinds:
+            try:
+                if kind == "float":
+                    return float(value)
+                if kind == "int":
+                    return int(value)
+            except ValueError:
+                pass
+    raise ConfigError(f"{where} must be {annotation.replace(' | ', ' or ')}, got {value!r}")
+
+
 def _build(raw: dict, source: str) -> RecipeConfig:
     known = {"recipe", "description", *_SECTIONS}
     unknown = sorted(set(raw) - known)
@@ -144,8 +177,8 @@ def _build(raw: dict, source: str) -> RecipeConfig:
         for key, value in section.items():
             if (name, key) in _FREE_FORM and value is not None and not isinstance(value, dict):
                 raise ConfigError(f"{source}: {name}.{key} must be a mapping")
-        if name == "optim" and "betas" in section:
-            section = dict(section, betas=tuple(section["betas"]))
+        types = {f.name: str(f.type) for f in dataclasses.fields(cls)}
+        section = {k: _coerce(f"{source}: {name}.{k}", v, types[k]) for k, v in section.items()}
         kwargs[name] = cls(**section)
     return RecipeConfig(**kwargs)
 
