@@ -83,9 +83,22 @@ def _nce_case() -> Case:
     return Case("nce", run, inputs, grad=("context", "targets"))
 
 
+def _attention_case() -> Case:
+    from .attention import attention
+
+    def run(backend, q, k, v, kv_lengths):
+        return attention(q, k, v, kv_lengths=kv_lengths, causal=True, backend=backend)
+
+    # Lq != Lk, a padded batch element, bottom-right causal (rows before the diagonal see no key)
+    return Case("attention", run, lambda g: dict(q=_randn(g, 2, 2, 37, 32), k=_randn(g, 2, 2, 29, 32),
+                                                 v=_randn(g, 2, 2, 29, 32), kv_lengths=torch.tensor([29, 17])),
+                grad=("q", "k", "v"), dot=True)
+
+
 #: Builders of the self-test cases, one per op.
 CASES: list[Callable[[], Case]] = [_snake_case, _stft_mask_case]
 CASES += [_mmd_case, _nce_case]
+CASES += [_attention_case]
 
 
 @dataclass
