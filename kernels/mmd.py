@@ -59,8 +59,8 @@ if HAS_TRITON:
             ks = k0 + tl.arange(0, BLOCK_K)
             kmask = ks < D
             a = tl.load(A + rows[:, None] * sa + ks[None, :], mask=rmask[:, None] & kmask[None, :], other=0.0)
-            bt = tl.load(B + cols[None, :] * sb + ks[:, None], mask=kmask[:, None] & cmask[None, :], other=0.0)
-            acc += tl.dot(a, bt, input_precision=PRECISION)
+            b = tl.load(B + cols[:, None] * sb + ks[None, :], mask=cmask[:, None] & kmask[None, :], other=0.0)
+            acc += tl.dot(a, tl.trans(b), input_precision=PRECISION)
         d2 = na[:, None] + nb[None, :] - 2.0 * acc
         return tl.maximum(d2, 0.0)
 
@@ -203,7 +203,9 @@ def _blocks(d: int) -> dict:
 def _warps(meta: dict, backward: bool) -> dict:
     if INTERPRET:
         return {}
-    return {"num_warps": 8 if backward else 4, "num_stages": 2 if backward else 3}
+    # 64 x 64 tiles: 8 warps keep the forward under ~110 and the backward under ~215 registers
+    # per thread on sm_90 (checked by ahead-of-time compilation, not yet tuned on a GPU)
+    return {"num_warps": 8, "num_stages": 2 if backward else 3}
 
 
 def _precision(t: torch.Tensor):
