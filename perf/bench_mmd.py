@@ -72,7 +72,7 @@ def run(ctx) -> None:
                 if fn is None:
                     continue
                 xg, yg = x.detach().requires_grad_(), y.detach().requires_grad_()
-                fwd = (lambda f: lambda: f(x, y))(fn)
+                fwd = (lambda f, a, b: lambda: f(a, b))(fn, x, y)
                 full = (lambda f, xg, yg: lambda: torch.autograd.grad(f(xg, yg), (xg, yg)))(fn, xg, yg)
                 common = dict(op="mmd", provider=name, x_name="N=M", x_value=n, config=config)
                 try:

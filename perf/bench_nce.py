@@ -72,7 +72,7 @@ def run(ctx) -> None:
             if fn is None:
                 continue
             cg, tg = context.detach().requires_grad_(), targets.detach().requires_grad_()
-            fwd = (lambda f: lambda: f(context, targets))(fn)
+            fwd = (lambda f, c, t: lambda: f(c, t))(fn, context, targets)
             full = (lambda f, cg, tg: lambda: torch.autograd.grad(f(cg, tg), (cg, tg)))(fn, cg, tg)
             common = dict(op="nce", provider=name, x_name="B*T", x_value=t_total, config=config)
             try:
