@@ -1,9 +1,30 @@
-"""Multi-head scaled dot-product attention: public op and backend choice.
+"""Multi-head scaled dot-product attention, flash-style: Triton kernels, autograd op, public function.
 
 ``attention(q, k, v, kv_lengths=None, causal=False, scale=None, backend=None)`` computes
-softmax(q k^T * scale + mask) v for q (B, H, Lq, Dh) and k, v (B, H, Lk, Dh); see
-``sepkit.kernels.reference.attention`` for the masking rules (padded keys, bottom-right causal,
-rows without a valid key give zero output and zero gradient).
+softmax(q k^T * scale + mask) v for q (B, H, Lq, Dh) and k, v (B, H, Lk, Dh) without ever holding
+the (Lq, Lk) matrix. Masking rules (``sepkit.kernels.reference.attention``): keys past
+``kv_lengths[b]`` are ignored (never even read), the causal mask is bottom-right aligned
+(query i sees keys j <= i + Lk - Lq), a row with no valid key has zero output and zero gradient.
+
+Kernels (fp32 arithmetic whatever the storage dtype; fp32 storage uses IEEE fp32 dots, not TF32;
+offsets in int64; inputs with any strides whose last dimension is contiguous):
+
+* forward: one program per (query block, batch x head) streams key blocks with the online
+  softmax in base 2 (log2(e) folded into the scale), and stores O and the row log-sum-exp
+  (base 2, +inf for rows without a key). Key blocks that every row of the query block sees run
+  without masks; only boundary blocks (padding, the causal diagonal) are masked.
+* split keys (flash-decoding): when the query blocks cannot fill the device (few queries over a
+  long memory, e.g. Lq = 4 over Lk = 8192), the keys are cut into chunks processed in parallel;
+  a combine kernel merges the fp32 partial outputs by their log-sum-exp.
+* backward: Delta = rowsum(O * dO) first, then a dK/dV kernel (one program per key block, looping
+  over the query blocks that see it) and a dQ kernel (one per query block and key split, the
+  splits summed in order): P is recomputed from the stored log-sum-exp, no atomics, so results
+  are deterministic run to run.
+* block sizes: autotuned on CUDA (short Hopper-oriented lists, pruned to the problem, keyed on
+  lengths bucketed to powers of two); a fixed 16 x 16 tile under the interpreter.
+
+Registered as the custom ops ``sepkit::attention_fwd`` / ``sepkit::attention_bwd`` with fake
+implementations and an autograd formula, so ``torch.compile(fullgraph=True)`` traces through.
 """
 from __future__ import annotations
 
@@ -105,7 +126,7 @@ if HAS_TRITON:
         d_mask = offs_d < HEAD_DIM
         m_mask = offs_m < LQ
         if HAS_LENS:
-            kv_len = tl.load(LENS + b)
+            kv_len = tl.minimum(tl.maximum(tl.load(LENS + b), 0), LK)  # memory-safe even unchecked (compiled)
         else:
             kv_len = LK
         diag = LK - LQ
@@ -235,7 +256,7 @@ if HAS_TRITON:
         offs_d = tl.arange(0, BLOCK_D)
         d_mask = offs_d < HEAD_DIM
         if HAS_LENS:
-            kv_len = tl.load(LENS + b)
+            kv_len = tl.minimum(tl.maximum(tl.load(LENS + b), 0), LK)  # memory-safe even unchecked (compiled)
         else:
             kv_len = LK
         diag = LK - LQ
@@ -312,7 +333,7 @@ if HAS_TRITON:
         d_mask = offs_d < HEAD_DIM
         m_mask = offs_m < LQ
         if HAS_LENS:
-            kv_len = tl.load(LENS + b)
+            kv_len = tl.minimum(tl.maximum(tl.load(LENS + b), 0), LK)  # memory-safe even unchecked (compiled)
         else:
             kv_len = LK
         diag = LK - LQ

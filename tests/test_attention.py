@@ -69,6 +69,22 @@ def test_attention_regimes(b, h, lq, lk, dh, causal, lengths, dtype):
     assert_matches_reference(run, inputs, dtype=dtype, backend="triton", grad=GRADS)
 
 
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", DOT_DTYPES)
+@pytest.mark.parametrize(
+    "b, h, lq, lk, dh, causal, lengths",
+    [
+        (2, 4, 3, 2000, 64, False, [2000, 1311]),   # set queries over a long memory: split keys
+        (2, 2, 4096, 32, 128, False, [32, 7]),      # long queries over a short memory
+        (1, 2, 1000, 1000, 16, True, None),         # causal self-attention, autotuned tiles
+        (2, 1, 777, 1500, 32, True, [1500, 900]),   # causal cross with padding
+    ],
+)
+def test_attention_issue_shapes_on_gpu(b, h, lq, lk, dh, causal, lengths, dtype):
+    inputs = _inputs(b, h, lq, lk, dh, seed=lq + lk, lengths=lengths, causal=causal)
+    assert_matches_reference(run, inputs, dtype=dtype, backend="triton", grad=GRADS)
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_rows_without_keys_are_zero_with_zero_gradient(backend):
     dev = DEVICE if backend == "triton" else torch.device("cpu")

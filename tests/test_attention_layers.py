@@ -204,3 +204,21 @@ def test_xformers_backend_reports_missing_package():
             layer(torch.zeros(1, 3, 8))
     else:
         pytest.skip("xformers is installed: the missing-package message is not reachable")
+
+
+def test_transformer_block_traces_under_torch_compile_fullgraph():
+    torch.manual_seed(5)
+    block = TransformerBlock(32, 2, 64, backend="triton").to(DEVICE)
+    ref = TransformerBlock(32, 2, 64, backend="torch").double()
+    ref.load_state_dict(block.state_dict())
+    x = randn(2, 19, 32, seed=17)
+    lengths = torch.tensor([19, 7])
+    fn = torch.compile(lambda a, n: block(a, n), fullgraph=True, backend="aot_eager")
+    xo = x.float().to(DEVICE).requires_grad_()
+    got = fn(xo, lengths.to(DEVICE))
+    xr = x.clone().requires_grad_()
+    want = ref(xr, lengths)
+    torch.testing.assert_close(got.double().cpu(), want.detach(), rtol=1e-4, atol=1e-5)
+    got.square().sum().backward()
+    want.square().sum().backward()
+    torch.testing.assert_close(xo.grad.double().cpu(), xr.grad, rtol=1e-4, atol=1e-4)
