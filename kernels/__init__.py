@@ -1,16 +1,18 @@
 """sepkit.kernels: Triton kernels with autograd, their float64-correct references, backend choice.
 
-Every op takes ``backend=`` ("triton", "torch" or None for automatic); see ``_backend``.
+Ops: :func:`snake`, :func:`stft_mask` (with :func:`compress_spec` / :func:`decompress_spec`),
+:func:`attention`, :func:`mmd`, :func:`nce`. Every op takes ``backend=`` ("triton", "torch" or
+None for automatic; see ``_backend``); references live in ``sepkit.kernels.reference``.
 """
 from ._alloc import poison_outputs
 from ._backend import BACKENDS, HAS_TRITON, INTERPRET, BackendError, resolve_backend
-from .snake import snake
-from .stft_mask import SGMSE_COMPRESSION, compress_spec, decompress_spec, stft_mask
 from .attention import attention
 from .mmd import mmd
 from .nce import nce
+from .snake import snake
+from .stft_mask import SGMSE_COMPRESSION, compress_spec, decompress_spec, stft_mask
 
-__all__ = ["BACKENDS", "HAS_TRITON", "INTERPRET", "BackendError", "poison_outputs", "resolve_backend", "snake",
-           "stft_mask", "compress_spec", "decompress_spec", "SGMSE_COMPRESSION"]
-__all__ += ["attention"]
-__all__ += ["mmd", "nce"]
+__all__ = [
+    "BACKENDS", "HAS_TRITON", "INTERPRET", "BackendError", "poison_outputs", "resolve_backend",
+    "attention", "mmd", "nce", "snake", "stft_mask", "compress_spec", "decompress_spec", "SGMSE_COMPRESSION",
+]

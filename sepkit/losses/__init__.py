@@ -13,6 +13,5 @@ from .mmd import MMDLoss
 __all__ = [
     "SISDRLoss", "SDRLoss", "CodecSISDRLoss", "si_sdr_loss", "sdr_loss",
     "PITLoss", "pairwise_losses", "reorder_sources", "best_permutation_exhaustive", "best_permutation_hungarian",
+    "MPCLoss", "MICLoss", "Branch", "sample_negatives", "diversity_loss", "MMDLoss",
 ]
-
-__all__ += ["MPCLoss", "MICLoss", "Branch", "sample_negatives", "diversity_loss", "MMDLoss"]
