@@ -8,8 +8,8 @@ Masking rules (shared with the Triton kernels):
 
 * ``kv_lengths[b]`` keys are valid in batch element ``b`` (keys ``j >= kv_lengths[b]`` are padding).
 * ``causal=True`` lets query ``i`` see key ``j`` only when ``j <= i + (Lk - Lq)``: the causal
-  diagonal is aligned to the **bottom-right** corner of the (Lq, Lk) score matrix, as in
-  flash-attention 2.1 and later. The last query sees every key; with ``Lq == Lk`` it is the usual
+  diagonal is aligned to the **bottom-right** corner of the (Lq, Lk) score matrix. The last
+  query sees every key; with ``Lq == Lk`` it is the usual
   lower-triangular mask; with ``Lq < Lk`` the queries are the *last* ``Lq`` positions of the key
   sequence (streaming: a new chunk of queries over a cache of past keys); with ``Lq > Lk`` the
   first ``Lq - Lk`` queries see no key at all. The alignment uses the padded lengths ``Lq`` and
