@@ -21,9 +21,10 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from sepkit.kernels.mmd import mmd
 from sepkit.kernels.nce import nce
-from sepkit.kernels.reference.mmd import DEFAULT_MULTIPLIERS, ESTIMATORS
+from sepkit.kernels.reference.mmd import DEFAULT_MULTIPLIERS
+
+from .mmd import MMDLoss
 
 NEGATIVE_POOLS = ("all", "masked")
 
@@ -325,14 +326,9 @@ class MICLoss(nn.Module):
         backend: str | None = None,
     ):
         super().__init__()
-        if estimator not in ESTIMATORS:
-            raise ValueError(f"MICLoss: estimator must be one of {ESTIMATORS}, got {estimator!r}")
         self.alpha = float(alpha)
         self.mpc = MPCLoss(num_negatives, temperature, diversity_weight, reduction, negatives_from, backend)
-        self.bandwidths = None if bandwidths is None else tuple(float(b) for b in bandwidths)
-        self.multipliers = tuple(float(m) for m in multipliers)
-        self.estimator = estimator
-        self.backend = backend
+        self.mmd = MMDLoss(bandwidths, multipliers, estimator, backend)
 
     def forward(self, real: Branch, synthetic: Branch, generator: torch.Generator | None = None,
                 return_parts: bool = False):
@@ -343,14 +339,14 @@ class MICLoss(nn.Module):
         x, y = real.valid_cues(), synthetic.valid_cues()
         if x.shape[-1] != y.shape[-1]:
             raise ValueError(f"MICLoss: real cues have {x.shape[-1]} features, synthetic {y.shape[-1]}")
-        discrepancy = mmd(x, y, self.bandwidths, self.multipliers, self.estimator, backend=self.backend)
+        discrepancy = self.mmd(x, y)
         loss = mpc_real + mpc_synth + self.alpha * discrepancy.to(mpc_real.dtype)
         if not return_parts:
             return loss
         return loss, {"mpc_real": mpc_real.detach(), "mpc_synthetic": mpc_synth.detach(), "mmd": discrepancy.detach()}
 
     def extra_repr(self) -> str:
-        return f"alpha={self.alpha}, estimator={self.estimator!r}"
+        return f"alpha={self.alpha}"
 
 
 __all__ = ["sample_negatives", "diversity_loss", "valid_mask", "MPCLoss", "MICLoss", "Branch"]
