@@ -13,6 +13,8 @@ import importlib
 import numpy as np
 import torch
 
+from .sdr import _check_pair
+
 PESQ_SAMPLE_RATES = (8000, 16000)
 
 
@@ -27,13 +29,7 @@ def _require(module: str, op: str):
 
 
 def _flatten_pair(op: str, estimate, reference) -> tuple[np.ndarray, np.ndarray, torch.Size, torch.device]:
-    for name, t in (("estimate", estimate), ("reference", reference)):
-        if not isinstance(t, torch.Tensor):
-            raise TypeError(f"{op}: {name} must be a torch.Tensor, got {type(t).__name__}")
-        if not t.is_floating_point():
-            raise TypeError(f"{op}: {name} must be a floating-point tensor, got dtype {t.dtype}")
-        if t.dim() < 1 or t.shape[-1] < 1:
-            raise ValueError(f"{op}: {name} must have a non-empty time axis (last), got shape {tuple(t.shape)}")
+    _check_pair(op, estimate, reference)
     if estimate.shape != reference.shape:
         raise ValueError(
             f"{op}: estimate shape {tuple(estimate.shape)} differs from reference shape {tuple(reference.shape)}"
