@@ -1,6 +1,7 @@
 """``sepkit train RECIPE [--preset P] [--config FILE] [key=value ...] --out DIR [--resume]``."""
 from __future__ import annotations
 
+import os
 import sys
 
 
@@ -28,6 +29,8 @@ def run(args) -> int:
     except (ConfigError, CheckpointError, AudioError, FileNotFoundError, FloatingPointError) as exc:
         print(f"sepkit train: {exc}", file=sys.stderr)
         return 2
+    if int(os.environ.get("RANK", "0")) != 0:  # torchrun: rank 0 reports
+        return 0
     print(f"run folder: {out} (step {result['step']}; checkpoints in {out}/checkpoints)")
     if "test" in result:
         mean = result["test"]["si_sdri"][0]

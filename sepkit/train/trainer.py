@@ -262,4 +262,6 @@ def train(cfg: RecipeConfig, run_dir: str | os.PathLike, resume: bool = False, d
         result["test"] = summary
         print(format_summary(summary, len(rows)))
     log.close()
+    if world > 1:
+        torch.distributed.destroy_process_group()
     return result
