@@ -102,3 +102,19 @@ def test_data_synth_refuses_to_overwrite(trained, capsys):
     tmp, _, _ = trained
     assert main(["data", "synth", "--out", str(tmp / "data"), "--train", "1", "--dev", "0", "--test", "0"]) == 2
     assert "nothing was overwritten" in capsys.readouterr().err
+
+
+def test_distributed_training_with_torchrun_on_cpu(tmp_path):
+    """torchrun with two CPU processes (gloo): DistributedDataParallel trains, rank 0 reports and saves."""
+    import subprocess
+    import sys
+
+    args = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29533",
+            "-m", "sepkit", "train", "convtasnet", "--preset", "demo", "--out", str(tmp_path / "ddp"),
+            "--no-progress", "--no-test", "data.segment=0.25", "data.batch_size=2", "data.synthetic.num_train=8",
+            "data.synthetic.num_valid=2", *TINY_MODEL, "train.max_steps=2", "train.eval_every=2",
+            "train.ckpt_every=2"]
+    done = subprocess.run(args, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.count("run folder:") == 1  # rank 0 alone reports
+    assert (tmp_path / "ddp" / "checkpoints" / "step-0000002" / "model.safetensors").is_file()
