@@ -208,7 +208,8 @@ def synth_utterance(speaker: Speaker, num_samples: int, sample_rate: int, rng: n
     """One speech-like utterance of exactly ``num_samples`` samples at ``sample_rate`` Hz.
 
     Returns a float64 array of shape ``(num_samples,)`` with RMS 0.05 over its active part
-    (about -26 dBFS), silence before, between phrases and after.
+    (about -26 dBFS), near-silence (a noise floor 60 dB down) before, between phrases and
+    after.
     """
     if num_samples < 1:
         raise ValueError(f"synth_utterance: num_samples must be positive, got {num_samples}")
@@ -337,6 +338,7 @@ def synth_utterance(speaker: Speaker, num_samples: int, sample_rate: int, rng: n
     rms = np.sqrt(np.mean(out[active] ** 2)) if active.any() else 0.0
     if rms > 0:
         out *= 0.05 / rms
+    out += 0.05 * 1e-3 * rng.standard_normal(num_samples)  # recording noise floor, -60 dB
     return out
 
 
