@@ -1,29 +1,16 @@
-"""Data: audio IO, the synthetic speech-like mixture generator (the embedded default), and
-loaders for LibriMix, WSJ0-2mix/3mix and REAL-M in their standard layouts."""
+"""Data: audio IO, the synthetic speech-like default, loaders for LibriMix, WSJ0-mix and REAL-M.
+
+Every separation item is a dict with ``mixture`` (T,) and ``sources`` (S, T) float32 tensors
+(amplitudes in [-1, 1]) and an ``id``; REAL-M items have no sources.
+"""
 from .audio import AudioError, audio_info, check_waveform, read_audio, resample, write_audio
-from .datasets import DatasetError, Example, LibriMix, RealM, SeparationDataset, WSJ0Mix
-from .make import librimix_base, synth_librimix
-from .synth import MixtureSpec, Speaker, SyntheticMixtures, make_speakers, synth_mixture, synth_utterance
+from .corpora import RealM, WSJ0Mix
+from .librimix import LibriMix, librimix_root, write_synthetic_librimix
+from .mixing import DynamicMixing, collate
+from .synth import MixtureSpec, SyntheticMixtures, make_speakers, synth_mixture
 
 __all__ = [
-    "AudioError",
-    "DatasetError",
-    "Example",
-    "LibriMix",
-    "MixtureSpec",
-    "RealM",
-    "SeparationDataset",
-    "Speaker",
-    "SyntheticMixtures",
-    "WSJ0Mix",
-    "audio_info",
-    "check_waveform",
-    "librimix_base",
-    "make_speakers",
-    "read_audio",
-    "resample",
-    "synth_librimix",
-    "synth_mixture",
-    "synth_utterance",
-    "write_audio",
+    "AudioError", "DynamicMixing", "LibriMix", "MixtureSpec", "RealM", "SyntheticMixtures", "WSJ0Mix",
+    "audio_info", "check_waveform", "collate", "librimix_root", "make_speakers", "read_audio", "resample",
+    "synth_mixture", "write_audio", "write_synthetic_librimix",
 ]
