@@ -109,7 +109,12 @@ def test_distributed_training_with_torchrun_on_cpu(tmp_path):
     import subprocess
     import sys
 
-    args = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29533",
+    import socket
+
+    with socket.socket() as s:  # a free port for the rendezvous
+        s.bind(("127.0.0.1", 0))
+        port = str(s.getsockname()[1])
+    args = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", port,
             "-m", "sepkit", "train", "convtasnet", "--preset", "demo", "--out", str(tmp_path / "ddp"),
             "--no-progress", "--no-test", "data.segment=0.25", "data.batch_size=2", "data.synthetic.num_train=8",
             "data.synthetic.num_valid=2", *TINY_MODEL, "train.max_steps=2", "train.eval_every=2",

@@ -51,6 +51,19 @@ def test_unknown_key_in_a_config_file(tmp_path):
         load_recipe("nope")
 
 
+def test_recipes_are_found_by_name_in_sepkit_recipes_or_by_path(tmp_path, monkeypatch):
+    own = tmp_path / "mine"
+    own.mkdir()
+    text = (recipes_dir() / "convtasnet.yaml").read_text().replace("recipe: convtasnet-librimix", "recipe: mine")
+    (own / "mytasnet.yaml").write_text(text)
+    monkeypatch.setenv("SEPKIT_RECIPES", str(own))
+    assert load_recipe("mytasnet").recipe == "mine"
+    assert load_recipe(str(own / "mytasnet.yaml"), preset="demo").recipe == "convtasnet-demo"
+    assert load_recipe("convtasnet").recipe == "convtasnet-librimix"  # the checkout's recipes still resolve
+    with pytest.raises(ConfigError, match="mytasnet"):  # the error lists what is available
+        load_recipe("mytasnett")
+
+
 def test_overrides_parse_yaml_scalars():
     cfg = load_recipe("convtasnet", "demo", ["optim.lr=3e-4", "data.segment=null", "model.args.layers=2"])
     assert cfg.optim.lr == 3e-4 and cfg.data.segment is None and cfg.model.args["layers"] == 2

@@ -219,24 +219,41 @@ def _apply_override(raw: dict, parts: list[str], value: Any, text: str) -> None:
     node[parts[-1]] = value
 
 
+def recipe_dirs() -> list[Path]:
+    """Where recipe names are looked up, in order: the folders in the environment variable
+    ``SEPKIT_RECIPES`` (``os.pathsep``-separated), ``./recipes`` of the working directory, and the
+    ``recipes/`` folder of the source checkout sepkit runs from (an editable install)."""
+    dirs = [Path(d) for d in os.environ.get("SEPKIT_RECIPES", "").split(os.pathsep) if d]
+    dirs += [Path.cwd() / "recipes", recipes_dir()]
+    out: list[Path] = []
+    for d in dirs:
+        if d.is_dir() and d.resolve() not in [o.resolve() for o in out]:
+            out.append(d)
+    return out
+
+
 def recipes_dir() -> Path:
     """The ``recipes/`` folder of the source checkout sepkit runs from."""
     return Path(__file__).resolve().parents[2] / "recipes"
 
 
 def resolve_recipe(name_or_path: str | os.PathLike) -> Path:
-    """A recipe name (``recipes/<name>.yaml`` of the checkout) or a path to a YAML file."""
+    """A path to a YAML file, or a recipe name: ``<name>.yaml`` in the first of
+    :func:`recipe_dirs` that has it."""
     p = Path(name_or_path)
     if p.suffix in (".yaml", ".yml"):
         if not p.is_file():
             raise ConfigError(f"recipe file not found: {p}")
         return p
-    candidate = recipes_dir() / f"{name_or_path}.yaml"
-    if candidate.is_file():
-        return candidate
-    available = sorted(q.stem for q in recipes_dir().glob("*.yaml")) if recipes_dir().is_dir() else []
+    dirs = recipe_dirs()
+    for d in dirs:
+        candidate = d / f"{name_or_path}.yaml"
+        if candidate.is_file():
+            return candidate
+    available = sorted({q.stem for d in dirs for q in d.glob("*.yaml")})
+    where = ", ".join(str(d) for d in dirs) or "no recipes folder found; set SEPKIT_RECIPES"
     raise ConfigError(f"unknown recipe {str(name_or_path)!r}; available: {', '.join(available) or 'none'} "
-                      "(or give a path to a .yaml file)")
+                      f"(looked in {where}; or give a path to a .yaml file)")
 
 
 def load_recipe(name_or_path: str | os.PathLike, preset: str | None = None, overrides: list[str] = (),

@@ -91,8 +91,10 @@ class MetricLog:
                 from torch.utils.tensorboard import SummaryWriter
 
                 self.tb = SummaryWriter(str(run_dir / "tensorboard"))
-            except Exception:  # tensorboard is optional
+            except ImportError:  # tensorboard is optional
                 self.tb = None
+                print("sepkit train: tensorboard is not installed; metrics go to metrics.csv only "
+                      "(pip install tensorboard to get TensorBoard logs)", file=sys.stderr)
 
     def log(self, step: int, split: str, values: dict) -> None:
         if not self.enabled:
