@@ -17,7 +17,7 @@ def trained(tmp_path_factory):
     assert main(["data", "synth", "--out", str(tmp / "data"), "--train", "8", "--dev", "2", "--test", "2",
                  "--min-duration", "0.5", "--max-duration", "0.7"]) == 0
     root = tmp / "data" / "Libri2Mix" / "wav8k" / "min"
-    data = [f"data.root={root}", "data.dataset=librimix", "data.train_split=train-100", "data.segment=0.25",
+    data = [f"data.root={root}", "data.dataset=librimix", "data.segment=0.25",
             "data.batch_size=2"]
     code = main(["train", "convtasnet", "--preset", "demo", "--out", str(tmp / "run"), "--no-progress",
                  *data, *TINY_MODEL, "train.max_steps=3", "train.eval_every=3", "train.ckpt_every=3"])

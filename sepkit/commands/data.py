@@ -11,7 +11,9 @@ def add_arguments(parser) -> None:
     p.add_argument("--n-src", type=int, default=2, help="speakers per mixture (default 2)")
     p.add_argument("--sample-rate", type=int, default=8000, choices=(8000, 16000), help="Hz (default 8000)")
     p.add_argument("--mode", choices=("min", "max"), default="min", help="mixture length rule (default min)")
-    p.add_argument("--train", type=int, default=1000, help="mixtures in train-100 (default 1000)")
+    p.add_argument("--train", type=int, default=1000, help="mixtures in the training split (default 1000)")
+    p.add_argument("--train-split", default="train-360",
+                   help="name of the training split (default train-360, the LibriMix recipes' choice; or train-100)")
     p.add_argument("--dev", type=int, default=100, help="mixtures in dev (default 100)")
     p.add_argument("--test", type=int, default=100, help="mixtures in test (default 100)")
     p.add_argument("--min-duration", type=float, default=3.0, help="seconds (default 3)")
@@ -39,7 +41,7 @@ def run(args) -> int:
         print(f"sepkit data synth: {root} already holds a data set; choose another --out (nothing was overwritten)",
               file=sys.stderr)
         return 2
-    splits = {"train-100": args.train, "dev": args.dev, "test": args.test}
+    splits = {args.train_split: args.train, "dev": args.dev, "test": args.test}
     root = write_synthetic_librimix(Path(args.out), spec, splits, seed=args.seed, progress=True)
     print(f"wrote {sum(splits.values())} mixtures to {root}")
     return 0
