@@ -52,6 +52,10 @@ def _check_pair(op: str, estimate, reference) -> torch.Size:
         ) from None
 
 
+def _centred(x: torch.Tensor, zero_mean: bool) -> torch.Tensor:
+    return x - x.mean(dim=-1, keepdim=True) if zero_mean else x
+
+
 def _upcast(dtype_a: torch.dtype, dtype_b: torch.dtype, floor: torch.dtype = torch.float32) -> torch.dtype:
     return torch.promote_types(torch.promote_types(dtype_a, dtype_b), floor)
 
@@ -76,10 +80,7 @@ def si_sdr(estimate: torch.Tensor, reference: torch.Tensor, zero_mean: bool = Tr
     """
     _check_pair("si_sdr", estimate, reference)
     dtype = _upcast(estimate.dtype, reference.dtype)
-    est, ref = estimate.to(dtype), reference.to(dtype)
-    if zero_mean:
-        est = est - est.mean(dim=-1, keepdim=True)
-        ref = ref - ref.mean(dim=-1, keepdim=True)
+    est, ref = _centred(estimate.to(dtype), zero_mean), _centred(reference.to(dtype), zero_mean)
     dot = (est * ref).sum(dim=-1, keepdim=True)
     ref_energy = ref.square().sum(dim=-1, keepdim=True)
     target = (dot + eps) / (ref_energy + eps) * ref
@@ -94,10 +95,7 @@ def snr(estimate: torch.Tensor, reference: torch.Tensor, zero_mean: bool = False
     """
     _check_pair("snr", estimate, reference)
     dtype = _upcast(estimate.dtype, reference.dtype)
-    est, ref = estimate.to(dtype), reference.to(dtype)
-    if zero_mean:
-        est = est - est.mean(dim=-1, keepdim=True)
-        ref = ref - ref.mean(dim=-1, keepdim=True)
+    est, ref = _centred(estimate.to(dtype), zero_mean), _centred(reference.to(dtype), zero_mean)
     return _ratio_db(ref.square().sum(dim=-1), (ref - est).square().sum(dim=-1), eps)
 
 
@@ -134,11 +132,8 @@ def sdr(
     shape = _check_pair("sdr", estimate, reference)
     if not isinstance(filter_length, int) or filter_length < 1:
         raise ValueError(f"sdr: filter_length must be a positive int, got {filter_length!r}")
-    est = estimate.to(torch.float64)
-    ref = reference.to(torch.float64)
-    if zero_mean:
-        est = est - est.mean(dim=-1, keepdim=True)
-        ref = ref - ref.mean(dim=-1, keepdim=True)
+    est = _centred(estimate.to(torch.float64), zero_mean)
+    ref = _centred(reference.to(torch.float64), zero_mean)
     T = shape[-1]
     taps = filter_length
     n_fft = 1 << (T + taps - 1 - 1).bit_length()  # >= T + taps - 1: circular == linear correlation
