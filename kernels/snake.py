@@ -56,6 +56,14 @@ if HAS_TRITON:
         return offs, mask, ch, ch_mask
 
     @triton.jit
+    def _on_tile(v, CH_ON_ROWS: tl.constexpr):
+        """Broadcast a per-channel vector over the tile: a column when channels run along rows."""
+        if CH_ON_ROWS:
+            return v[:, None]
+        else:
+            return v[None, :]
+
+    @triton.jit
     def _snake_fwd_kernel(
         X, A, B, Y, R, K, C,
         HAS_BETA: tl.constexpr, LOGSCALE: tl.constexpr, CH_ON_ROWS: tl.constexpr,
@@ -65,12 +73,8 @@ if HAS_TRITON:
         pid_k = tl.program_id(1).to(tl.int64)
         offs, mask, ch, ch_mask = _snake_tile(pid_r, pid_k, R, K, C, CH_ON_ROWS, BLOCK_R, BLOCK_K)
         a, b = _snake_params(A, B, ch, ch_mask, HAS_BETA, LOGSCALE)
-        if CH_ON_ROWS:
-            a = a[:, None]
-            b = b[:, None]
-        else:
-            a = a[None, :]
-            b = b[None, :]
+        a = _on_tile(a, CH_ON_ROWS)
+        b = _on_tile(b, CH_ON_ROWS)
         x = tl.load(X + offs, mask=mask, other=0.0).to(tl.float32)
         s = tm.sin(a * x)
         y = x + s * s / (b + 1e-9)
@@ -86,12 +90,8 @@ if HAS_TRITON:
         pid_k = tl.program_id(1).to(tl.int64)
         offs, mask, ch, ch_mask = _snake_tile(pid_r, pid_k, R, K, C, CH_ON_ROWS, BLOCK_R, BLOCK_K)
         a1, b1 = _snake_params(A, B, ch, ch_mask, HAS_BETA, LOGSCALE)
-        if CH_ON_ROWS:
-            a = a1[:, None]
-            b = b1[:, None]
-        else:
-            a = a1[None, :]
-            b = b1[None, :]
+        a = _on_tile(a1, CH_ON_ROWS)
+        b = _on_tile(b1, CH_ON_ROWS)
         x = tl.load(X + offs, mask=mask, other=0.0).to(tl.float32)
         g = tl.load(G + offs, mask=mask, other=0.0).to(tl.float32)
         s = tm.sin(a * x)
