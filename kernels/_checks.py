@@ -58,3 +58,18 @@ def check_finite(op: str, name: str, t: torch.Tensor) -> None:
     """Raise ValueError if ``t`` holds NaN or Inf (for inputs that feed a reduction)."""
     if not bool(torch.isfinite(t).all()):
         raise ValueError(f"{op}: {name} contains NaN or Inf")
+
+
+def check_row_sets(op: str, a_name: str, a, b_name: str, b) -> int:
+    """Two float (rows, D) matrices on one device, of one dtype, with the same D >= 1; returns D."""
+    check_tensor(op, a_name, a, ndim=2, dtypes=FLOAT_DTYPES)
+    check_tensor(op, b_name, b, ndim=2, dtypes=FLOAT_DTYPES)
+    check_same_device(op, **{a_name: a, b_name: b})
+    check_same_dtype(op, **{a_name: a, b_name: b})
+    d = a.shape[1]
+    if b.shape[1] != d:
+        raise ValueError(f"{op}: {a_name} has {d} features but {b_name} has {b.shape[1]} "
+                         f"(shapes {tuple(a.shape)}, {tuple(b.shape)})")
+    if d == 0:
+        raise ValueError(f"{op}: {a_name} and {b_name} have no features (D = 0)")
+    return d

@@ -35,7 +35,7 @@ import torch
 
 from ._alloc import empty, empty_like
 from ._backend import HAS_TRITON, INTERPRET, resolve_backend
-from ._checks import FLOAT_DTYPES, check_finite, check_same_device, check_same_dtype, check_tensor
+from ._checks import FLOAT_DTYPES, check_finite, check_row_sets, check_same_device, check_tensor
 from .reference.mmd import DEFAULT_MULTIPLIERS, ESTIMATORS, heuristic_base, mmd_reference
 
 OP = "mmd"
@@ -382,16 +382,8 @@ def mmd(
     Returns:
         0-d tensor, float32 (float64 for float64 inputs); gradients flow to x and y.
     """
-    check_tensor(OP, "x", x, ndim=2, dtypes=FLOAT_DTYPES)
-    check_tensor(OP, "y", y, ndim=2, dtypes=FLOAT_DTYPES)
-    check_same_device(OP, x=x, y=y)
-    check_same_dtype(OP, x=x, y=y)
-    n, d = x.shape
-    m = y.shape[0]
-    if y.shape[1] != d:
-        raise ValueError(f"{OP}: x has {d} features but y has {y.shape[1]} (shapes {tuple(x.shape)}, {tuple(y.shape)})")
-    if d == 0:
-        raise ValueError(f"{OP}: x and y have no features (D = 0)")
+    check_row_sets(OP, "x", x, "y", y)
+    n, m = x.shape[0], y.shape[0]
     if estimator not in ESTIMATORS:
         raise ValueError(f"{OP}: estimator must be one of {ESTIMATORS}, got {estimator!r}")
     if n == 0 or m == 0:

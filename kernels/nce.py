@@ -26,7 +26,7 @@ import torch
 
 from ._alloc import empty
 from ._backend import HAS_TRITON, INTERPRET, resolve_backend
-from ._checks import FLOAT_DTYPES, check_finite, check_same_device, check_same_dtype, check_tensor
+from ._checks import check_finite, check_row_sets, check_same_device, check_tensor
 from .reference.nce import EPS, REDUCTIONS, nce_reference
 
 OP = "nce"
@@ -310,16 +310,9 @@ def nce(
         float32 loss (float64 for float64 inputs): 0-d, or (N,) for "none". Gradients flow to
         context and targets.
     """
-    check_tensor(OP, "context", context, ndim=2, dtypes=FLOAT_DTYPES)
-    check_tensor(OP, "targets", targets, ndim=2, dtypes=FLOAT_DTYPES)
-    check_same_device(OP, context=context, targets=targets, pos_idx=pos_idx, neg_idx=neg_idx)
-    check_same_dtype(OP, context=context, targets=targets)
-    n, d = context.shape
-    t_total = targets.shape[0]
-    if targets.shape[1] != d:
-        raise ValueError(f"{OP}: context has {d} features but targets has {targets.shape[1]}")
-    if d == 0:
-        raise ValueError(f"{OP}: context and targets have no features (D = 0)")
+    d = check_row_sets(OP, "context", context, "targets", targets)
+    check_same_device(OP, context=context, pos_idx=pos_idx, neg_idx=neg_idx)
+    n, t_total = context.shape[0], targets.shape[0]
     pos_idx = _check_indices("pos_idx", pos_idx, 1, t_total)
     neg_idx = _check_indices("neg_idx", neg_idx, 2, t_total)
     if pos_idx.shape[0] != n:
