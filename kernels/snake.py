@@ -21,7 +21,7 @@ import torch
 
 from . import _tmath as tm
 from ._alloc import empty, empty_like
-from ._backend import HAS_TRITON, INTERPRET, TRITON_DTYPES, resolve_backend
+from ._backend import HAS_TRITON, INTERPRET, resolve_backend
 from ._checks import FLOAT_DTYPES, check_same_device, check_tensor
 from .reference.snake import EPS, snake_reference
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import torch
 
-from ._alloc import empty, empty_like
+from ._alloc import empty_like
 from ._backend import HAS_TRITON, INTERPRET, resolve_backend
 from ._checks import FLOAT_DTYPES, check_same_device, check_tensor
 from .reference.stft_mask import (

@@ -110,8 +110,9 @@ def run(ctx) -> None:
         config = dict(B=B, H=H, Lq=lq, Lk=lk, Dh=DH, causal=causal, dtype=str(ctx.dtype))
         for name, fn in providers.items():
             qg, kg, vg = (t.detach().requires_grad_() for t in (q, k, v))
-            fwd = (lambda f: lambda: f(q, k, v, causal))(fn)
-            full = (lambda f, a, b, c: lambda: torch.autograd.grad(f(a, b, c, causal), (a, b, c), do))(fn, qg, kg, vg)
+            fwd = (lambda f, a, b, c: lambda: f(a, b, c, causal))(fn, q, k, v)
+            full = (lambda f, a, b, c, g: lambda: torch.autograd.grad(f(a, b, c, causal), (a, b, c), g))(
+                fn, qg, kg, vg, do)
             common = dict(op="attention", provider=name, x_name="shape", x_value=label, config=config)
             try:
                 fwd()  # a provider that cannot run this shape raises here, before timing

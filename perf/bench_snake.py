@@ -42,15 +42,15 @@ def run(ctx) -> None:
         }
         for name, fn in providers.items():
             if name == "dac-torchscript":
-                fwd = lambda: _scripted_snake(x, alpha3)  # noqa: E731
                 xg = x.detach().requires_grad_()
-                full = lambda: torch.autograd.grad(_scripted_snake(xg, alpha3), (xg, alpha3), dy)  # noqa: E731
+                fwd = (lambda a: lambda: _scripted_snake(a, alpha3))(x)
+                full = (lambda a, g: lambda: torch.autograd.grad(_scripted_snake(a, alpha3), (a, alpha3), g))(xg, dy)
             elif fn is None:
                 continue
             else:
-                fwd = (lambda f: lambda: f(x, alpha))(fn)
                 xg = x.detach().requires_grad_()
-                full = (lambda f, xg: lambda: torch.autograd.grad(f(xg, alpha), (xg, alpha), dy))(fn, xg)
+                fwd = (lambda f, a: lambda: f(a, alpha))(fn, x)
+                full = (lambda f, a, g: lambda: torch.autograd.grad(f(a, alpha), (a, alpha), g))(fn, xg, dy)
             ctx.record_time(op="snake", provider=name, mode="fwd", x_name="elements", x_value=x.numel(),
                             fn=fwd, nbytes=2 * x.numel() * es, config=cfg)
             ctx.record_time(op="snake", provider=name, mode="full", x_name="elements", x_value=x.numel(),

@@ -41,8 +41,8 @@ def run(ctx) -> None:
                 if fn is None:
                     continue
                 sg, mg = spec.detach().requires_grad_(), mask.detach().requires_grad_()
-                fwd = (lambda f: lambda: f(spec, mask))(fn)
-                full = (lambda f, sg, mg: lambda: torch.autograd.grad(f(sg, mg), (sg, mg), dy))(fn, sg, mg)
+                fwd = (lambda f, s, m: lambda: f(s, m))(fn, spec, mask)
+                full = (lambda f, sg, mg, g: lambda: torch.autograd.grad(f(sg, mg), (sg, mg), g))(fn, sg, mg, dy)
                 ctx.record_time(op="stft_mask", provider=name, mode=f"fwd:{cname}", x_name="bins", x_value=bins,
                                 fn=fwd, nbytes=3 * bins * 8, config=config)
                 ctx.record_time(op="stft_mask", provider=name, mode=f"full:{cname}", x_name="bins", x_value=bins,

@@ -66,7 +66,7 @@ def measure_copy_bandwidth(nbytes: int = 2**30) -> float:
     """GB/s of a device-to-device copy (bytes read + bytes written per second)."""
     src = torch.empty(nbytes // 4, dtype=torch.float32, device="cuda").uniform_()
     dst = torch.empty_like(src)
-    p50, _, _ = _do_bench(lambda: dst.copy_(src))
+    p50, _, _ = _do_bench(lambda d=dst, s=src: d.copy_(s))
     del src, dst
     return 2 * nbytes / (p50 * 1e-3) / 1e9
 

@@ -21,7 +21,6 @@ Everything is deterministic given ``(seed, split, index)``.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
