@@ -35,6 +35,11 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-").lower()
 
 
+def _stamp(date: str) -> str:
+    """The file-name stamp of a results file from its ISO date (as ``write_results`` names them)."""
+    return date.replace(":", "").replace("+0000", "Z")[:15]
+
+
 def _fmt(v: float) -> str:
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return "-"
@@ -132,7 +137,7 @@ def plot(rows: list[dict], path_prefix: Path) -> list[Path]:
 
 def write_results(ctx, out_dir: Path) -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
-    stamp = ctx.facts["date"].replace(":", "").replace("+0000", "Z")[:15]
+    stamp = _stamp(ctx.facts["date"])
     prefix = out_dir / f"{stamp}-{_slug(ctx.facts['gpu'])}"
     data = dict(facts=ctx.facts, notes=ctx.notes, rows=ctx.rows)
     json_path = Path(f"{prefix}.json")
@@ -385,7 +390,7 @@ def merge_from(folder: Path, results_dir: Path = RESULTS) -> list[Path]:
     if facts.get("dry_run"):
         raise ValueError(f"--from: {src} comes from a dry run (no GPU); nothing to merge")
     results_dir.mkdir(parents=True, exist_ok=True)
-    stamp = str(facts.get("date", "undated")).replace(":", "").replace("+0000", "Z")[:15]
+    stamp = _stamp(str(facts.get("date", "undated")))
     prefix = f"{stamp}-{_slug(str(facts.get('gpu', 'gpu')))}"
     written = [results_dir / f"{prefix}.json"]
     written[0].write_text(json.dumps(data, indent=1))
