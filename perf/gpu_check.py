@@ -49,7 +49,6 @@ that fits, so their tests and baseline are skipped.) On a device session: carry 
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import shutil
@@ -352,7 +351,7 @@ class Check:
         tail = text[text.rfind("short test summary"):] if "short test summary" in text else text[-3000:]
         body = "\n".join(f"### FAILED {e['nodeid']} ({e['when']})\n\n{e['message']}\n" for e in failures[:40])
         self.test_reports.append(f"## {st.name} (exit {rc}): {st.detail}\n\n{tail[-8000:]}\n\n{body}"
-                                 + (f"\nskipped for time:\n" + "\n".join(timed) if timed else ""))
+                                 + ("\nskipped for time:\n" + "\n".join(timed) if timed else ""))
 
     # 5.-7. benchmarks ---------------------------------------------------------------------
     def bench_modules(self, kernel: bool) -> list[str]:
@@ -419,7 +418,8 @@ class Check:
                  f"budget {self.budget_s:.0f} s, used {time.time() - self.t0:.0f} s.", "",
                  "| stage | result | s | cap s | detail |", "|---|---|---|---|---|"]
         for st in self.stages:
-            lines.append(f"| {st.name} | {st.status} | {st.seconds:.0f} | {st.cap_s:.0f} | {st.detail.replace('|', '/')} |")
+            detail = st.detail.replace("|", "/")
+            lines.append(f"| {st.name} | {st.status} | {st.seconds:.0f} | {st.cap_s:.0f} | {detail} |")
         lines += ["", targets_table(self.targets())]
         timed = [f"- {st.name}: {x}" for st in self.stages for x in st.skipped_for_time[:20]]
         timed += [f"- {st.name}: whole stage ({st.detail})" for st in self.stages if st.status == "skipped for time"]
@@ -548,7 +548,8 @@ def facts_worker(path: Path) -> int:
     if torch.cuda.is_available():
         p = torch.cuda.get_device_properties(0)
         facts.update(gpu=p.name, capability=f"{p.major}.{p.minor}", sm_count=p.multi_processor_count,
-                     memory_gib=round(p.total_memory / 2**30, 1), l2_mib=round(getattr(p, "L2_cache_size", 0) / 2**20, 1),
+                     memory_gib=round(p.total_memory / 2**30, 1),
+                     l2_mib=round(getattr(p, "L2_cache_size", 0) / 2**20, 1),
                      device_count=torch.cuda.device_count())
         try:
             import pynvml
