@@ -112,12 +112,24 @@ def pytest_collection_modifyitems(config, items):
         items[:] = kept
 
 
+_FILE_DEADLINES: dict = {}
+
+
 def pytest_runtest_setup(item):
+    """Past the stage's deadline, skip; before it, each test file gets an equal share of the time
+    left when its first test starts, so a slow file cannot starve the ones after it."""
     deadline = os.environ.get("SEPKIT_GPU_CHECK_DEADLINE")
-    if deadline and time.time() > float(deadline):
+    if not deadline:
+        return
+    now, f = time.time(), str(item.fspath)
+    if f not in _FILE_DEADLINES:
+        files = list(dict.fromkeys(str(i.fspath) for i in item.session.items))
+        later = files[files.index(f):] if f in files else [f]
+        _FILE_DEADLINES[f] = now + (float(deadline) - now) / len(later)
+    if now > min(float(deadline), _FILE_DEADLINES[f]):
         import pytest
 
-        pytest.skip("gpu_check: skipped for time (the stage's cap was reached)")
+        pytest.skip("gpu_check: skipped for time (the file's share of the stage's cap was used)")
 
 
 def pytest_runtest_logreport(report):
@@ -384,7 +396,11 @@ class Check:
         self.bench["rows"] = merge_rows(self.bench["rows"], data["rows"])
         status = data["status"]
         done = [o for o, s in status.items() if s == "done"]
-        failed = [f"{o} ({s})" for o, s in status.items() if s.startswith("failed")]
+        by_reason: dict = {}
+        for o, s in status.items():
+            if s.startswith("failed"):
+                by_reason.setdefault(s, []).append(o)
+        failed = [f"{', '.join(ops_)} ({reason})" for reason, ops_ in by_reason.items()]
         st.skipped_for_time = [f"bench_{o}: {s}" for o, s in status.items() if "time" in s]
         st.detail = f"{len(data['rows'])} rows; done: {', '.join(done) or 'none'}"
         if failed:
@@ -421,7 +437,13 @@ class Check:
             detail = st.detail.replace("|", "/")
             lines.append(f"| {st.name} | {st.status} | {st.seconds:.0f} | {st.cap_s:.0f} | {detail} |")
         lines += ["", targets_table(self.targets())]
-        timed = [f"- {st.name}: {x}" for st in self.stages for x in st.skipped_for_time[:20]]
+        timed = []
+        for st in self.stages:
+            per_file: dict = {}
+            for x in st.skipped_for_time:
+                key = x.split("::")[0] if "::" in x else x
+                per_file[key] = per_file.get(key, 0) + 1
+            timed += [f"- {st.name}: {k}" + (f" ({n} tests)" if k.endswith(".py") else "") for k, n in per_file.items()]
         timed += [f"- {st.name}: whole stage ({st.detail})" for st in self.stages if st.status == "skipped for time"]
         lines += ["Skipped for time:", *(timed or ["- nothing"]), ""]
         passed = sum(st.status == "pass" for st in self.stages)
@@ -598,7 +620,13 @@ def bench_worker(path: Path, ops: list[str], deadline: float, quick: bool, dry: 
 
     from perf.harness import Context
 
-    ctx = Context(quick=quick)
+    try:
+        ctx = Context(quick=quick)
+    except Exception as exc:  # no CUDA, or the ceilings could not be measured
+        for op in modules:
+            out["status"][op] = f"failed: the benchmark context: {type(exc).__name__}: {exc}"
+        save()
+        return 1
     out["facts"] = ctx.facts
     print(f"device {ctx.facts['gpu']}: copy {ctx.copy_bandwidth:.0f} GB/s, bf16 dot {ctx.matmul_tflops:.0f} TFLOP/s",
           flush=True)
