@@ -177,15 +177,16 @@ class Check:
         self.test_reports: list[str] = []
         self.env = dict(os.environ, PYTHONUNBUFFERED="1")
         self.env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
-        if dry:  # no GPU: the kernels run in Triton's interpreter (set before any kernel is defined)
-            self.env["TRITON_INTERPRET"] = "1"
+        if dry:  # CPU alone, also on a GPU machine: the kernels run in Triton's interpreter
+            self.env.update(TRITON_INTERPRET="1", CUDA_VISIBLE_DEVICES="")
 
     # time ---------------------------------------------------------------------------------
     def left(self) -> float:
         return self.budget_s - (time.time() - self.t0) - RESERVE_S
 
     def cap(self, name: str) -> float:
-        return min(CAPS[name] * self.budget_s / 480.0, self.left())
+        scaled = max(CAPS[name] * self.budget_s / 480.0, min(CAPS[name], 20))  # a small budget still starts
+        return min(scaled, self.left())
 
     # running ------------------------------------------------------------------------------
     def call(self, argv: list[str], cap: float, log: Path, env: dict | None = None) -> tuple[int | None, float]:
@@ -674,6 +675,12 @@ def run_check(out: Path, budget_s: float = 480, dry: bool = False, max_examples:
     chk = Check(out, budget_s, dry, max_examples, workers)
     try:
         chk.stage("facts", chk.facts_stage)
+        if not dry and not chk.facts.get("gpu"):
+            for name in ("check", "kernel-tests", "model-tests", "kernel-bench", "model-bench", "sweep"):
+                chk.stages.append(Stage(name, 0, "skipped", 0, "no CUDA device here (--dry-run checks the plumbing "
+                                        "on a CPU)"))
+            chk.pack()
+            return chk
         chk.stage("check", chk.check_stage)
         chk.stage("kernel-tests", lambda st, cap: chk.tests_stage(st, cap, kernel=True))
         chk.stage("model-tests", lambda st, cap: chk.tests_stage(st, cap, kernel=False))

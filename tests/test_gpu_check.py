@@ -11,6 +11,7 @@ import types
 from pathlib import Path
 
 import pytest
+import torch
 
 from perf import gpu_check, report
 
@@ -67,6 +68,16 @@ def test_report_refuses_a_dry_run_folder(dry, tmp_path):
         report.merge_from(out, tmp_path)
     with pytest.raises(FileNotFoundError, match="results.json"):
         report.merge_from(tmp_path, tmp_path / "r")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal without a GPU")
+def test_without_a_gpu_the_real_run_stops_after_the_facts(tmp_path, capsys):
+    assert gpu_check.main(["--out", str(tmp_path), "--budget-s", "120"]) == 1
+    record = json.loads((tmp_path / "gpu_check.json").read_text())
+    facts, *rest = record["stages"]
+    assert facts["status"] == "FAIL" and "no CUDA device" in facts["detail"]
+    assert [s["status"] for s in rest] == ["skipped"] * 6 and "no CUDA device" in rest[0]["detail"]
+    assert "| facts | FAIL |" in capsys.readouterr().out
 
 
 def _pytest(tmp_path, env_extra, body, conftest=""):
