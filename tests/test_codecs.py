@@ -7,6 +7,16 @@ import torch
 from sepkit.codecs import DAC, DAC_CONFIGS, Codec, IdentityCodec, round_trip
 from sepkit.losses import CodecSISDRLoss, SISDRLoss
 
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Small convolutions run faster on one thread than on an oversubscribed shared CPU."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 # Tiny codecs with the official rate layouts (the shapes only depend on the rates).
 TINY = {
     name: dict(cfg, encoder_dim=4, latent_dim=16, decoder_dim=32, n_codebooks=3, codebook_size=32, codebook_dim=4)
