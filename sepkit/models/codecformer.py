@@ -18,17 +18,16 @@ The masks use Snake, the activation of the codec encoder's last layer; the paper
 and ReLU there fail. About 16.6 M trainable parameters for two sources (the codec is frozen:
 ``requires_grad`` off, kept in eval mode, and a state dict without ``codec.*`` keys loads).
 
-Resampling (8 kHz <-> 16 kHz) is ``torchaudio.functional.resample`` (windowed sinc), inside the
+Resampling (8 kHz <-> 16 kHz) is ``sepkit.data.resample`` (windowed sinc), inside the
 model, so data, losses and outputs stay at the recipe's rate.
 """
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
-import torchaudio
 from torch import nn
 
 from sepkit.codecs.base import Codec, fit_length, round_trip
+from sepkit.data import resample
 from sepkit.nn import GlobalLayerNorm, Snake
 
 from .separators.base import as_waveform_batch
@@ -123,15 +122,11 @@ class Codecformer(nn.Module):
 
     def to_codec_rate(self, wave: torch.Tensor) -> torch.Tensor:
         """(..., T) at ``sample_rate`` -> (..., T16) at the codec's rate."""
-        if self.sample_rate == self.codec.sample_rate:
-            return wave
-        return torchaudio.functional.resample(wave, self.sample_rate, self.codec.sample_rate)
+        return resample(wave, self.sample_rate, self.codec.sample_rate)
 
     def from_codec_rate(self, wave: torch.Tensor, length: int) -> torch.Tensor:
         """(..., T16) at the codec's rate -> (..., length) at ``sample_rate`` (cropped or zero-padded)."""
-        if self.sample_rate != self.codec.sample_rate:
-            wave = torchaudio.functional.resample(wave, self.codec.sample_rate, self.sample_rate)
-        return fit_length(wave, length)
+        return fit_length(resample(wave, self.codec.sample_rate, self.sample_rate), length)
 
     # -- the model -------------------------------------------------------------------------------
 
