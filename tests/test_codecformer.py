@@ -122,3 +122,83 @@ def test_errors():
         Codecformer(IdentityCodec(8000), n_src=0)
     with pytest.raises(ValueError, match=r"\(B, 1, F\)"):
         model.masks(torch.zeros(1, 3, 10))
+
+
+# -- the codecformer and codec tasks ---------------------------------------------------------------
+
+TINY_DATA = {"dataset": "synthetic", "sample_rate": 8000, "n_src": 2, "segment": 0.25, "batch_size": 2,
+             "synthetic": {"num_train": 4, "num_valid": 1, "num_test": 1, "min_duration": 0.5, "max_duration": 0.5}}
+TINY_TRAIN = {"max_steps": 2, "eval_every": 2, "ckpt_every": 2, "log_every": 1, "max_valid_items": 1}
+
+
+def codecformer_config(**model_args):
+    from sepkit.train.config import config_from_dict
+
+    return config_from_dict({"recipe": "codecformer-test", "task": "codecformer", "data": TINY_DATA,
+                             "model": {"name": "codecformer", "args": {**SMALL, **model_args}}, "train": TINY_TRAIN})
+
+
+def test_task_without_codec_weights_names_the_key(tmp_path):
+    from sepkit.train import ConfigError, make_task
+
+    task = make_task(codecformer_config())
+    with pytest.raises(ConfigError, match="model.args.codec_weights is required"):
+        task.build_model()
+    task = make_task(codecformer_config(codec_weights=str(tmp_path / "absent.pth")))
+    with pytest.raises(ConfigError, match="model.args.codec_weights=.*not found"):
+        task.build_model()
+    torch.save({"weights": {}}, tmp_path / "foreign.pth")
+    task = make_task(codecformer_config(codec_weights=str(tmp_path / "foreign.pth")))
+    with pytest.raises(ConfigError, match="model.args.codec_weights=.*'state_dict'"):
+        task.build_model()
+    with pytest.raises(ConfigError, match="model.args.hop"):
+        make_task(codecformer_config(hop=3))
+
+
+def test_transmitted_targets_are_cached(tmp_path, monkeypatch):
+    from sepkit.train import make_task
+
+    DAC(**TINY_CODEC).save(tmp_path / "codec.pth")
+    task = make_task(codecformer_config(codec_weights=str(tmp_path / "codec.pth")))
+    model = task.build_model()
+    assert task.frozen(model) == ("codec",)
+    calls = []
+    round_trip = Codecformer.round_trip
+    monkeypatch.setattr(Codecformer, "round_trip", lambda self, w, **k: calls.append(w.shape[0]) or round_trip(self, w, **k))
+    batch = {"mixture": torch.randn(2, 2000) * 0.1, "sources": torch.randn(2, 2, 2000) * 0.1, "id": ["a", "b"]}
+    first = task.transmitted(model, batch)
+    again = task.transmitted(model, batch)
+    assert torch.equal(first, again) and calls == [2]
+    batch["sources"][1] += 0.01  # same id, other samples (a new random crop): recomputed
+    task.transmitted(model, batch)
+    assert calls == [2, 1]
+    loss, _ = task.training_step(model, batch)
+    assert loss.dim() == 0 and torch.isfinite(loss)
+
+
+def test_demo_pipeline_trains_the_codec_then_the_separator(tmp_path):
+    import yaml
+    from safetensors.torch import load_file
+
+    from sepkit.train import load_trained, train
+
+    codec_recipe = tmp_path / "codec.yaml"
+    codec_recipe.write_text(yaml.safe_dump({
+        "recipe": "codec-test", "task": "codec", "task_args": {"stft_windows": [64, 16], "unquantized_weight": 1.0},
+        "data": TINY_DATA, "model": {"name": "dac", "args": {k: v for k, v in TINY_CODEC.items() if k != "sample_rate"}},
+        "train": TINY_TRAIN}))
+    cfg = codecformer_config()
+    cfg.task_args = {"codec_recipe": str(codec_recipe)}
+    result = train(cfg, tmp_path / "run", progress=False)
+    assert {"si_sdr", "si_sdri", "si_sdri_rt", "csi_sdr"} <= set(result["test"])
+    assert all(torch.isfinite(torch.tensor(v[0])) for v in result["test"].values())
+    weights = tmp_path / "run" / "prereq-codec" / "codec.pth"
+    assert weights.is_file()
+    ckpt = sorted((tmp_path / "run" / "checkpoints").glob("step-*"))[-1]
+    assert not any(k.startswith("codec.") for k in load_file(ckpt / "model.safetensors"))
+    task, model = load_trained(tmp_path / "run")
+    assert task.cfg.model.args["codec_weights"] == str(weights)
+    out = task.infer(model, 0.1 * torch.randn(3001), 8000)
+    assert sorted(out) == ["s1", "s2"] and all(v.shape == (3001,) for v in out.values())
+    codec_task, codec = load_trained(tmp_path / "run" / "prereq-codec")
+    assert codec_task.infer(codec, 0.1 * torch.randn(901), 8000)["decoded"].shape == (901,)
