@@ -202,3 +202,15 @@ def test_demo_pipeline_trains_the_codec_then_the_separator(tmp_path):
     assert sorted(out) == ["s1", "s2"] and all(v.shape == (3001,) for v in out.values())
     codec_task, codec = load_trained(tmp_path / "run" / "prereq-codec")
     assert codec_task.infer(codec, 0.1 * torch.randn(901), 8000)["decoded"].shape == (901,)
+
+
+def test_mac_count_matches_the_formula_and_the_paper_ratio():
+    from perf.bench_codecformer import count_macs
+
+    macs = count_macs(1.0)
+    frames, d, latent, ff, layers, S = 50, 256, 1024, 1024, 16, 2
+    per_frame = (latent * d + layers * (4 * d * d + 2 * d * ff + 2 * frames * d)  # projections, FFN, QK^T and AV
+                 + d * S * latent + S * 3 * latent * latent)                         # conv_out, gated head
+    assert macs["codecformer_separator"] == frames * per_frame
+    assert macs["codecformer_with_codec"] > macs["dac_encoder"] + macs["dac_decoder_2_sources"]
+    assert macs["sepformer_over_separator"] > 40  # the paper: about 52x fewer MACs than Sepformer
