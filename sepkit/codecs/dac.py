@@ -25,13 +25,9 @@ the official 16, 24 and 44.1 kHz weight files load as they are (:meth:`DAC.from_
 
 The official configurations (``metadata["kwargs"]`` of their weight files):
 
-======  ===============  =============  ==========  ===========  ===============
- rate    encoder_rates    decoder_rates  n_codebooks  hop_length   frame_rate (Hz)
-======  ===============  =============  ==========  ===========  ===============
-16 kHz   (2, 4, 5, 8)     (8, 5, 4, 2)       12          320           50
-24 kHz   (2, 4, 5, 8)     (8, 5, 4, 2)       32          320           75
-44.1 kHz (2, 4, 8, 8)     (8, 8, 4, 2)        9          512           86.13
-======  ===============  =============  ==========  ===========  ===============
+* 16 kHz: encoder_rates (2, 4, 5, 8), decoder_rates (8, 5, 4, 2), 12 codebooks, hop 320, 50 Hz;
+* 24 kHz: encoder_rates (2, 4, 5, 8), decoder_rates (8, 5, 4, 2), 32 codebooks, hop 320, 75 Hz;
+* 44.1 kHz: encoder_rates (2, 4, 8, 8), decoder_rates (8, 8, 4, 2), 9 codebooks, hop 512, 86.13 Hz;
 
 all with encoder_dim 64, latent_dim 1024, decoder_dim 1536, codebook_size 1024, codebook_dim 8
 (:data:`DAC_CONFIGS`).

@@ -8,11 +8,13 @@ speech and the overlapped speech a separator will encode.
 Loss per signal batch x (B, 1, T), round trip y = decode(quantize(encode(x))):
 
     waveform_weight * |y - x|_1  +  stft_weight * sum_w [ |log|Y_w| - log|X_w||_1 + |  |Y_w| - |X_w|  |_1 ]
-    + commitment_weight * commitment + codebook_weight * codebook
+    + si_sdr_weight * (-SI-SDR(y, x) in dB) + commitment_weight * commitment + codebook_weight * codebook
     [+ unquantized_weight * the same reconstruction terms for decode(encode(x))]
 
 with |X_w| the STFT magnitude at window w (hop w / 4, Hann; ``stft_windows``), clamped at 1e-5
-before the log, as the official multi-scale STFT loss. The unquantized term trains the decoder on
+before the log, as the official multi-scale STFT loss. Without the adversarial losses of the
+official training, magnitude losses leave the phase free; the SI-SDR term (``si_sdr_weight``)
+makes the round trip follow the waveform, which Codec SI-SDR needs. The unquantized term trains the decoder on
 continuous latents too, which is what Codecformer decodes.
 
 Validation and evaluation: round-trip SI-SDR of the mixtures and sources (monitor ``si_sdr``,
@@ -47,6 +49,7 @@ class CodecOptions:
     stft_windows: list = dataclasses.field(default_factory=lambda: [2048, 512])
     commitment_weight: float = 0.25
     codebook_weight: float = 1.0
+    si_sdr_weight: float = 0.0
     unquantized_weight: float = 0.0
 
 
@@ -79,7 +82,8 @@ class CodecTask(Task):
         o = self.options
         if not o.stft_windows or not all(isinstance(w, int) and w >= 8 for w in o.stft_windows):
             raise ConfigError(f"task_args.stft_windows={o.stft_windows!r}: must be a list of ints >= 8")
-        for name in ("waveform_weight", "stft_weight", "commitment_weight", "codebook_weight", "unquantized_weight"):
+        for name in ("waveform_weight", "stft_weight", "commitment_weight", "codebook_weight", "si_sdr_weight",
+                     "unquantized_weight"):
             if getattr(o, name) < 0:
                 raise ConfigError(f"task_args.{name}={getattr(o, name)!r}: must be >= 0")
 
@@ -109,6 +113,8 @@ class CodecTask(Task):
         loss = o.waveform_weight * F.l1_loss(estimate, target)
         if o.stft_weight:
             loss = loss + o.stft_weight * stft_loss(estimate[:, 0], target[:, 0], o.stft_windows)
+        if o.si_sdr_weight:
+            loss = loss - o.si_sdr_weight * si_sdr(estimate[:, 0], target[:, 0]).mean()
         return loss
 
     def training_step(self, model: DAC, batch: dict):
