@@ -183,8 +183,9 @@ def sdr(
 
 def _as_mixture(op: str, mixture: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
     """(..., T) mixture for (..., S, T) references: a source axis of 1 is inserted (or kept)."""
-    if not isinstance(mixture, torch.Tensor):
-        raise TypeError(f"{op}: mixture must be a torch.Tensor, got {type(mixture).__name__}")
+    for name, t in (("reference", reference), ("mixture", mixture)):
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"{op}: {name} must be a torch.Tensor, got {type(t).__name__}")
     if mixture.dim() == reference.dim() and mixture.shape[-2] == 1:
         return mixture
     if mixture.dim() == reference.dim() - 1:
