@@ -44,7 +44,8 @@ if HAS_TRITON:
         ax = tl.abs(x)
         e = tl.exp(-2.0 * ax)
         big = (1.0 - e) / (1.0 + e)
-        x2 = x * x
+        xs = tl.minimum(ax, 0.125)  # the series is used below 0.125 only (and x * x may overflow)
+        x2 = xs * xs
         small = ax * (1.0 + x2 * (-1.0 / 3.0 + x2 * (2.0 / 15.0 + x2 * (-17.0 / 315.0 + x2 * (62.0 / 2835.0)))))
         t = tl.where(ax < 0.125, small, big)
         return tl.where(x < 0, -t, t)
@@ -202,7 +203,8 @@ if HAS_TRITON:
                 r, er, ei, pos = _magnitude(rawr, rawi)
                 t = _tanh(r)
                 g = tl.where(pos, t / r, 1.0)
-                r2 = r * r
+                rs = tl.minimum(r, 0.125)  # the series is used below 0.125 only (and r * r may overflow)
+                r2 = rs * rs
                 hr2_big = (1.0 - t * t) - t / r
                 hr2_small = r2 * (-2.0 / 3.0 + r2 * (8.0 / 15.0 + r2 * (-34.0 / 105.0 + r2 * (496.0 / 2835.0))))
                 hr2 = tl.where(r < 0.125, hr2_small, hr2_big)
