@@ -1,16 +1,22 @@
-"""The training loop of every separation recipe.
+"""The one training loop: every recipe runs here, its task (:mod:`sepkit.train.tasks`) says
+what a step computes.
 
 Deterministic by construction: the order of training items in epoch ``e`` is a permutation
 seeded by ``(seed, e)``, crops and synthetic mixtures are seeded by ``(seed, epoch, index)``, and
 a checkpoint stores the step and every RNG state, so ``resume`` continues bit-for-bit on a CPU.
-With ``torchrun`` (WORLD_SIZE > 1) it runs DistributedDataParallel: each rank takes every
-WORLD_SIZE-th batch of the shared permutation; rank 0 logs and saves.
+With ``train.grad_accum = A`` an optimizer step sums the gradients of A consecutive micro-batches
+(loss / A each). With ``torchrun`` (WORLD_SIZE > 1) it runs DistributedDataParallel over a module
+wrapping the task's training step: each rank takes every WORLD_SIZE-th micro-batch of the shared
+permutation; rank 0 validates (its summary is broadcast, so every rank's scheduler steps on the
+same value), logs and saves. An EMA of the weights (``train.ema``) is updated after every
+optimizer step, saved with each checkpoint and used for validation and the final test.
 """
 from __future__ import annotations
 
 import csv
 import math
 import os
+import shutil
 import sys
 import time
 from contextlib import nullcontext
@@ -18,12 +24,13 @@ from pathlib import Path
 
 import torch
 
-from sepkit.data import collate
-
-from .builders import build_dataset, build_loss, build_model, model_meta
-from .checkpoint import CheckpointError, load_state, load_weights, read_meta, resolve_checkpoint, save_checkpoint, set_rng_state
-from .config import ConfigError, RecipeConfig
-from .evaluate import evaluate, format_summary, summarize, write_rows
+from .checkpoint import (BEST, CheckpointError, load_state, load_weights, read_meta, read_weights, resolve_checkpoint,
+                         mark_best, save_checkpoint, set_rng_state)
+from .checks import check_output_dir, resolve_device
+from .config import ConfigError, RecipeConfig, check_ranges
+from .ema import EMA
+from .evaluate import format_summary, summarize, write_rows
+from .tasks import Task, make_task
 
 
 def _distributed() -> tuple[int, int, int]:
@@ -75,18 +82,26 @@ def build_scheduler(cfg: RecipeConfig, optimizer):
 
 
 class MetricLog:
-    """metrics.csv (step, split, name, value) plus TensorBoard when it is installed."""
+    """metrics.csv (step, split, name, value) plus TensorBoard when it is installed.
 
-    def __init__(self, run_dir: Path, enabled: bool):
+    ``resume_step``: the step of the checkpoint a resumed run continues from; rows logged after
+    it (by the interrupted run) and the test rows of a finished run are dropped, so every step
+    appears once. None (a fresh run): a ``metrics.csv`` left by a run that failed before its
+    first checkpoint is started afresh."""
+
+    HEADER = ["step", "split", "name", "value", "time"]
+
+    def __init__(self, run_dir: Path, enabled: bool, resume_step: int | None = None):
         self.enabled = enabled
         self.path = run_dir / "metrics.csv"
         self.tb = None
         if enabled:
+            self._trim(resume_step)
             new = not self.path.exists()
             self.file = open(self.path, "a", newline="")
             self.writer = csv.writer(self.file)
             if new:
-                self.writer.writerow(["step", "split", "name", "value", "time"])
+                self.writer.writerow(self.HEADER)
             try:
                 from torch.utils.tensorboard import SummaryWriter
 
@@ -95,6 +110,22 @@ class MetricLog:
                 self.tb = None
                 print("sepkit train: tensorboard is not installed; metrics go to metrics.csv only "
                       "(pip install tensorboard to get TensorBoard logs)", file=sys.stderr)
+
+    def _trim(self, resume_step: int | None) -> None:
+        if not self.path.exists():
+            return
+        if resume_step is None:
+            print(f"sepkit train: {self.path} of a run without a checkpoint is started afresh", file=sys.stderr)
+            self.path.unlink()
+            return
+        with open(self.path, newline="") as f:
+            rows = list(csv.reader(f))
+        kept = [r for r in rows[1:] if len(r) == len(self.HEADER) and r[0].isdigit() and int(r[0]) <= resume_step
+                and r[1] != "test"]
+        tmp = self.path.with_name(f".{self.path.name}.tmp")
+        with open(tmp, "w", newline="") as f:
+            csv.writer(f).writerows([self.HEADER, *kept])
+        os.replace(tmp, self.path)
 
     def log(self, step: int, split: str, values: dict) -> None:
         if not self.enabled:
@@ -119,19 +150,103 @@ def _autocast(precision: str, device: torch.device):
     return torch.autocast("cuda", dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
 
 
+def to_device(batch, device: torch.device):
+    """Move every tensor of a (nested) batch to ``device``."""
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, dict):
+        return {k: to_device(v, device) for k, v in batch.items()}
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(to_device(v, device) for v in batch)
+    return batch
+
+
+class _Step(torch.nn.Module):
+    """The task's training step as a module, so DistributedDataParallel sees its forward."""
+
+    def __init__(self, task: Task, model: torch.nn.Module):
+        super().__init__()
+        self.task, self.model = task, model
+
+    def forward(self, batch: dict):
+        return self.task.training_step(self.model, batch)
+
+
+def freeze(model: torch.nn.Module, names: tuple[str, ...]) -> None:
+    """Turn off gradients of the submodules ``names`` and put them in eval mode."""
+    for name in names:
+        try:
+            sub = model.get_submodule(name)
+        except AttributeError:
+            raise ConfigError(f"the task names a frozen submodule {name!r} that the model does not have") from None
+        sub.requires_grad_(False)
+        sub.eval()
+
+
+def check_train_config(cfg: RecipeConfig) -> None:
+    """Value ranges (also checked when a recipe loads, again here for configs built in code)."""
+    check_ranges(cfg)
+    if cfg.data.segment is None and cfg.data.batch_size != 1:
+        raise ConfigError("data.batch_size must be 1 when data.segment is None (whole utterances differ in length)")
+
+
+def _built(what: str, build):
+    """``build()``, with a constructor's ValueError/TypeError turned into a ConfigError naming
+    the recipe section it came from."""
+    try:
+        return build()
+    except (ValueError, TypeError) as exc:
+        if isinstance(exc, ConfigError):
+            raise
+        raise ConfigError(f"{what}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+
+
+# what a resumed run must share with its checkpoint: (meta key, recipe key shown, default of old checkpoints)
+RESUME_KEYS = (("task", "task", "separation"), ("model", "model.name", None), ("args", "model.args", None),
+               ("n_src", "data.n_src", None), ("sample_rate", "data.sample_rate", None))
+
+
+def check_resumable(saved: dict, now: dict, ckpt: Path, recipe: str) -> None:
+    """Refuse to resume when the task, model, its arguments, the number of sources or the
+    sample rate differ from the checkpoint's (other overrides, such as train.max_steps, logging
+    and evaluation cadence, are allowed)."""
+    for key, shown, default in RESUME_KEYS:
+        if saved.get(key, default) != now.get(key):
+            raise CheckpointError(f"{ckpt} was trained with {shown}={saved.get(key, default)!r} but recipe {recipe!r} now "
+                                  f"has {shown}={now.get(key)!r}, other arguments than it was trained with; resume "
+                                  "with the recipe it was trained with")
+
+
+def clean_stale(ckpt_root: Path) -> None:
+    """Remove the temporary folders an interrupted checkpoint write left behind."""
+    if ckpt_root.is_dir():
+        for p in ckpt_root.iterdir():
+            if p.is_dir() and (p.name.startswith(".step-") or p.name.startswith(".old-")):
+                shutil.rmtree(p, ignore_errors=True)
+
+
+def _broadcast(obj, world: int):
+    if world <= 1:
+        return obj
+    box = [obj]
+    torch.distributed.broadcast_object_list(box, src=0)
+    return box[0]
+
+
 def train(cfg: RecipeConfig, run_dir: str | os.PathLike, resume: bool = False, device: str | None = None,
           progress: bool = True, test: bool = True) -> dict:
-    """Train ``cfg`` into ``run_dir``; returns {"step", "valid": summary, "test": summary}.
+    """Train ``cfg`` into ``run_dir``; returns {"step", "valid": summary, "lr": per group,
+    "test": summary}.
 
-    ``resume``: continue from ``run_dir``'s newest checkpoint (same recipe required).
+    ``resume``: continue from ``run_dir``'s newest checkpoint (same task, model and arguments
+    required).
     """
-    if cfg.train.precision not in ("fp32", "bf16", "fp16"):
-        raise ConfigError(f"train.precision must be fp32, bf16 or fp16, got {cfg.train.precision!r}")
+    check_train_config(cfg)
+    task = make_task(cfg)
+    check_output_dir(run_dir)
     rank, world, local_rank = _distributed()
     main = rank == 0
-    if device is None:
-        device = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
-    device = torch.device(device)
+    device = resolve_device(device, local_rank)
     if device.type == "cuda":
         torch.cuda.set_device(device)
     else:
@@ -143,63 +258,87 @@ def train(cfg: RecipeConfig, run_dir: str | os.PathLike, resume: bool = False, d
     if not resume and (ckpt_root / "LATEST").exists():
         raise CheckpointError(f"{run_dir} already holds a training run; pass --resume to continue it or choose "
                               "another --out (nothing was overwritten)")
+    ckpt = resolve_checkpoint(run_dir) if resume else None
+    if main:  # prerequisites (idempotent: reused on resume); they may record paths in the config
+        task.prepare(run_dir, device, progress)
+    if world > 1:
+        task.cfg = _broadcast(task.cfg, world)
+    cfg = task.cfg
+    if ckpt is not None:
+        check_resumable(read_meta(ckpt), task.model_meta(), ckpt, cfg.recipe)
     torch.manual_seed(cfg.train.seed)
 
-    train_ds = build_dataset(cfg.data, "train", cfg.train.seed)
-    valid_ds = build_dataset(cfg.data, "valid", cfg.train.seed)
-    if cfg.data.segment is None and cfg.data.batch_size != 1:
-        raise ConfigError("data.batch_size must be 1 when data.segment is None (whole utterances differ in length)")
-    model = build_model(cfg.model, cfg.data).to(device)
-    optimizer = build_optimizer(cfg, model.parameters())
+    train_ds = _built("data (train)", lambda: task.dataset("train"))
+    valid_ds = _built("data (valid)", lambda: task.dataset("valid"))
+    model = _built("model.args", task.build_model).to(device)
+    frozen = tuple(task.frozen(model))
+    freeze(model, frozen)
+    groups = [dict(g, params=[p for p in g["params"] if p.requires_grad]) for g in task.param_groups(model)]
+    optimizer = build_optimizer(cfg, [g for g in groups if g["params"]])
     sched = build_scheduler(cfg, optimizer)
     scheduler, sched_kind = sched if sched else (None, None)
-    loss_fn = build_loss(cfg)
+    ema = EMA(model, cfg.train.ema, exclude=frozen) if cfg.train.ema is not None else None
     scaler = torch.amp.GradScaler("cuda") if cfg.train.precision == "fp16" and device.type == "cuda" else None
 
-    step = 0
-    if resume:
-        ckpt = resolve_checkpoint(run_dir)
-        meta = read_meta(ckpt)
-        if meta.get("model") != cfg.model.name.lower() or meta.get("args") != dict(cfg.model.args):
-            raise CheckpointError(f"{ckpt} is a {meta.get('model')} model with other arguments than recipe "
-                                  f"{cfg.recipe!r} builds; resume with the recipe it was trained with")
-        load_weights(ckpt, model)
+    step, best = 0, None
+    if ckpt is not None:
+        load_weights(ckpt, model, exclude=frozen)
         state = load_state(ckpt)
         optimizer.load_state_dict(state["optimizer"])
         if scheduler is not None and "scheduler" in state:
             scheduler.load_state_dict(state["scheduler"])
+        if ema is not None:
+            try:
+                ema.load_state_dict(read_weights(ckpt, "ema.safetensors"))
+            except (CheckpointError, KeyError) as exc:
+                raise CheckpointError(f"{ckpt}: cannot resume the EMA of the weights ({exc})") from None
         set_rng_state(state["rng"])
-        step = int(state["step"])
+        step, best = int(state["step"]), state.get("best")
         if main:
             print(f"resumed from {ckpt} at step {step}")
+    stepper = _Step(task, model)
     if world > 1:
         from torch.nn.parallel import DistributedDataParallel
 
-        model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    bare = model.module if world > 1 else model
+        stepper = DistributedDataParallel(stepper, device_ids=[device.index] if device.type == "cuda" else None,
+                                          find_unused_parameters=cfg.train.find_unused_parameters)
 
     run_dir.mkdir(parents=True, exist_ok=True)
-    config_dict = cfg.to_dict()
-    meta = model_meta(cfg)
-    log = MetricLog(run_dir, main)
-    per_step = cfg.data.batch_size * world
-    steps_per_epoch = len(train_ds) // per_step
-    if steps_per_epoch == 0:
-        raise ConfigError(f"the training set has {len(train_ds)} items, fewer than one batch of {per_step}")
+    if main:
+        clean_stale(ckpt_root)
+    meta = task.model_meta()
+    log = MetricLog(run_dir, main, resume_step=step if ckpt is not None else None)
+    accum = cfg.train.grad_accum
+    per_micro = cfg.data.batch_size * world
+    micro_per_epoch = len(train_ds) // per_micro
+    if micro_per_epoch == 0:
+        raise ConfigError(f"the training set has {len(train_ds)} items, fewer than one batch of {per_micro}")
 
-    def batch_at(s: int) -> dict:
-        epoch, pos = divmod(s, steps_per_epoch)
+    def batch_at(m: int) -> dict:
+        """Micro-batch ``m`` of this rank (epochs are seeded permutations of the training set)."""
+        epoch, pos = divmod(m, micro_per_epoch)
         if hasattr(train_ds, "set_epoch"):
             train_ds.set_epoch(epoch)
         order = torch.randperm(len(train_ds), generator=torch.Generator().manual_seed(cfg.train.seed * 100003 + epoch))
-        start = pos * per_step + rank * cfg.data.batch_size
-        return collate([train_ds[int(i)] for i in order[start:start + cfg.data.batch_size]])
+        start = pos * per_micro + rank * cfg.data.batch_size
+        return task.collate([train_ds[int(i)] for i in order[start:start + cfg.data.batch_size]])
+
+    def averaged():
+        return ema.swapped(model) if ema is not None else nullcontext()
 
     def validate(s: int) -> dict:
-        rows = evaluate(bare, valid_ds, device, metrics=("si_sdr", "si_sdri"), max_items=cfg.train.max_valid_items)
-        summary = {k: v[0] for k, v in summarize(rows).items()}
-        log.log(s, "valid", summary)
-        return summary
+        summary = None
+        if main:
+            model.eval()
+            with torch.no_grad(), averaged():
+                summary = task.validate(model, valid_ds)
+            if task.monitor not in summary:
+                raise ConfigError(f"task {task.name}: validation reports {sorted(summary)}, not its monitor {task.monitor!r}")
+            log.log(s, "valid", summary)
+        return _broadcast(summary, world)
+
+    def improved(value: float) -> bool:
+        return best is None or (value > best if task.monitor_mode == "max" else value < best)
 
     bar = None
     if progress and main:
@@ -207,26 +346,30 @@ def train(cfg: RecipeConfig, run_dir: str | os.PathLike, resume: bool = False, d
 
         bar = tqdm(total=cfg.train.max_steps, initial=step, desc=f"train {cfg.recipe}", unit="step", dynamic_ncols=True)
     last_valid = {}
-    running, t0 = [], time.time()
+    running, running_logs, t0 = [], {}, time.time()
     while step < cfg.train.max_steps:
         model.train()
-        batch = batch_at(step)
-        mix = batch["mixture"].to(device)
-        ref = batch["sources"].to(device)
-        with _autocast(cfg.train.precision, device):
-            est = model(mix)
-        loss, _ = loss_fn(est.float(), ref)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"step {step}: the loss is {loss.item()} (batch {batch['id']}); lower optim.lr "
-                                     "or check the data")
+        freeze(model, frozen)
         optimizer.zero_grad(set_to_none=True)
+        total, logs = 0.0, {}
+        for micro in range(accum):
+            batch = batch_at(step * accum + micro)
+            sync = nullcontext() if world == 1 or micro == accum - 1 else stepper.no_sync()
+            with sync:
+                with _autocast(cfg.train.precision, device):
+                    loss, micro_logs = stepper(to_device(batch, device))
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(f"step {step}: the loss is {loss.item()} (batch {batch.get('id')}); lower "
+                                             "optim.lr or check the data")
+                scaled = loss / accum
+                (scaler.scale(scaled) if scaler is not None else scaled).backward()
+            total += loss.item() / accum
+            for k, v in micro_logs.items():
+                logs[k] = logs.get(k, 0.0) + float(v) / accum
         if scaler is not None:
-            scaler.scale(loss).backward()
             scaler.unscale_(optimizer)
-        else:
-            loss.backward()
         if cfg.optim.clip_grad_norm:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.clip_grad_norm)
+            torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], cfg.optim.clip_grad_norm)
         if scaler is not None:
             scaler.step(optimizer)
             scaler.update()
@@ -234,30 +377,46 @@ def train(cfg: RecipeConfig, run_dir: str | os.PathLike, resume: bool = False, d
             optimizer.step()
         if sched_kind == "step":
             scheduler.step()
+        if ema is not None:
+            ema.update(model)
         step += 1
-        running.append(loss.item())
+        running.append(total)
+        for k, v in logs.items():
+            running_logs.setdefault(k, []).append(v)
         if bar is not None:
             bar.update(1)
-            bar.set_postfix(loss=f"{loss.item():.2f}", **({"val_si_sdri": f"{last_valid['si_sdri']:.2f}"} if last_valid else {}))
+            shown = {task.monitor: f"{last_valid[task.monitor]:.2f}"} if last_valid else {}
+            bar.set_postfix(loss=f"{total:.3g}", **shown)
         if step % cfg.train.log_every == 0 or step == cfg.train.max_steps:
+            extra = {k: sum(v) / len(v) for k, v in running_logs.items()}
             log.log(step, "train", {"loss": sum(running) / len(running), "lr": optimizer.param_groups[0]["lr"],
-                                    "steps_per_s": len(running) / max(1e-9, time.time() - t0)})
-            running, t0 = [], time.time()
+                                    "steps_per_s": len(running) / max(1e-9, time.time() - t0), **extra})
+            running, running_logs, t0 = [], {}, time.time()
+        new_best = False
         if step % cfg.train.eval_every == 0 or step == cfg.train.max_steps:
-            if main:
-                last_valid = validate(step)
-            if sched_kind == "plateau":
-                scheduler.step(-last_valid.get("si_sdr", 0.0))
+            last_valid = validate(step)
+            value = float(last_valid[task.monitor])
+            if sched_kind == "plateau":  # mode "min": a "larger is better" monitor steps negated
+                scheduler.step(-value if task.monitor_mode == "max" else value)
+            if improved(value):
+                best, new_best = value, True
         if main and (step % cfg.train.ckpt_every == 0 or step == cfg.train.max_steps):
-            save_checkpoint(run_dir, step, bare, meta, config_dict, optimizer, scheduler, keep=cfg.train.keep_checkpoints)
+            best_name = (ckpt_root / BEST).read_text().strip() if (ckpt_root / BEST).is_file() else None
+            save_checkpoint(run_dir, step, model, meta, cfg.to_dict(), optimizer, scheduler,
+                            extra={"best": best}, keep=cfg.train.keep_checkpoints, exclude=frozen,
+                            ema=ema.state_dict() if ema is not None else None,
+                            protect=() if new_best or best_name is None else (best_name,))
+            if new_best:
+                mark_best(run_dir, step)
         if world > 1:
             torch.distributed.barrier()
     if bar is not None:
         bar.close()
-    result = {"step": step, "valid": last_valid}
+    result = {"step": step, "valid": last_valid, "lr": [g["lr"] for g in optimizer.param_groups]}
     if test and main:
-        test_ds = build_dataset(cfg.data, "test", cfg.train.seed)
-        rows = evaluate(bare, test_ds, device, progress=progress)
+        test_ds = task.dataset("test")
+        with torch.no_grad(), averaged():
+            rows = task.evaluate(model, test_ds, progress=progress)
         write_rows(run_dir / "test_metrics.csv", rows)
         summary = summarize(rows)
         log.log(step, "test", {k: v[0] for k, v in summary.items()})
