@@ -337,3 +337,128 @@ def test_finite_outputs_on_silence():
     loss.backward()
     assert math.isfinite(float(loss))
     assert all(torch.isfinite(p.grad).all() for p in fe.parameters() if p.grad is not None)
+
+
+# ---------------------------------------------------------------- tasks and recipes
+
+TINY_YAML = "{" + ", ".join(f"{k}: {v}" for k, v in TINY.items()) + "}"
+
+
+def _pretrain_recipe(tmp_path) -> str:
+    path = tmp_path / "tiny-pretrain.yaml"
+    path.write_text(f"""
+recipe: tiny-dip-pretrain
+task: dip-pretrain
+task_args: {{alpha: 10.0, num_negatives: 8}}
+data:
+  sample_rate: 8000
+  segment: 0.5
+  batch_size: 2
+  synthetic: {{num_train: 4, num_valid: 1, num_test: 1, min_duration: 0.6, max_duration: 0.7}}
+model: {{name: dip, args: {{config: small, conv_channels: 16, d_model: 32, n_layers: 1, n_heads: 2, ffn_dim: 64,
+         final_dim: 16, codevector_dim: 16, num_vars: 24, pos_conv_kernel: 16, pos_conv_groups: 4}}}}
+optim: {{lr: 1.0e-3, scheduler: none}}
+train: {{max_steps: 2, eval_every: 2, ckpt_every: 2, log_every: 1, max_valid_items: 1, grad_accum: 2}}
+""")
+    return str(path)
+
+
+def _separate_recipe(tmp_path, pretrain: str, frontend_ckpt: str, freeze: bool) -> str:
+    path = tmp_path / f"tiny-separate-{freeze}.yaml"
+    path.write_text(f"""
+recipe: tiny-dip-separate
+task: dip-separate
+task_args: {{freeze_frontend: {str(freeze).lower()}, pretrain_recipe: {pretrain}, pretrain_preset: null, write_real: 1}}
+data:
+  sample_rate: 8000
+  segment: 0.5
+  batch_size: 2
+  synthetic: {{num_train: 4, num_valid: 1, num_test: 1, min_duration: 0.6, max_duration: 0.7}}
+model:
+  name: convtasnet
+  args: {{frontend_ckpt: {frontend_ckpt}, n_filters: 16, kernel_size: 16, stride: 8, bottleneck: 8, hidden: 16,
+         skip: 8, layers: 2, repeats: 1}}
+optim: {{lr: 1.0e-3, scheduler: none}}
+train: {{max_steps: 1, eval_every: 1, ckpt_every: 1, log_every: 1}}
+""")
+    return str(path)
+
+
+@pytest.fixture(autouse=False)
+def _flush_denormals():
+    torch.set_flush_denormal(True)
+    yield
+    torch.set_flush_denormal(False)
+
+
+def test_pretrain_then_separate_through_sepkit_train(tmp_path, _flush_denormals):
+    from sepkit.cli import main
+    from sepkit.train import load_trained, read_meta, resolve_checkpoint
+
+    pretrain = _pretrain_recipe(tmp_path)
+    run = tmp_path / "sep"
+    assert main(["train", _separate_recipe(tmp_path, pretrain, "pretrain", True), "--out", str(run),
+                 "--no-progress"]) == 0
+    prereq = run / "prereq-dip-pretrain"
+    task, frontend = load_trained(prereq)
+    assert task.name == "dip_pretrain" and isinstance(frontend, DIPFrontend)
+    assert int(frontend.quantizer.num_updates) == 2                           # one per optimizer update
+    metrics = (prereq / "metrics.csv").read_text()
+    for name in ("valid,mpc,", "valid,mmd_cues,", "valid,mmd_pooled,", "train,temperature,"):
+        assert name in metrics
+    ids = [line.split(",")[0] for line in (run / "test_metrics.csv").read_text().splitlines()[1:]]
+    assert ids == ["synthetic/test-000000", "real/test-000000"]
+    written = sorted(p.name for p in (run / "real_separated").iterdir())
+    assert written == ["test-000000_s1.wav", "test-000000_s2.wav"]
+    sep_task, model = load_trained(run)
+    assert sep_task.cfg.model.args["frontend_ckpt"] == str(prereq)             # recorded for rebuilding
+    assert read_meta(resolve_checkpoint(run)).get("frozen") == ["frontend"]
+    torch.testing.assert_close(model.frontend.state_dict(), frontend.state_dict())
+
+    tuned = tmp_path / "tuned"                                                # fine-tune the frontend
+    assert main(["train", _separate_recipe(tmp_path, pretrain, str(prereq), False), "--out", str(tuned),
+                 "--no-progress", "--no-test", "train.max_steps=2"]) == 0   # step 1 moves the zero-initialised adapter
+    _, model = load_trained(tuned)
+    after = model.frontend.state_dict()["local_encoder.convs.0.weight"]
+    assert not torch.equal(after, frontend.state_dict()["local_encoder.convs.0.weight"])
+
+
+def test_dip_separate_refuses_a_frontend_at_another_rate(tmp_path):
+    from sepkit.train import ConfigError, load_recipe, make_task
+
+    path = tmp_path / "fe16k.pt"
+    tiny(sample_rate=16000).save(path)
+    cfg = load_recipe("dip-separate", "demo", [f"model.args.frontend_ckpt={path}", "data.sample_rate=8000"])
+    with pytest.raises(ConfigError, match="8000 Hz but the DIP frontend at 16000 Hz"):
+        make_task(cfg).build_model()
+    cfg = load_recipe("dip-separate", "demo", [f"model.args.frontend_ckpt={tmp_path / 'missing'}"])
+    with pytest.raises(ConfigError, match="frontend_ckpt.*not found"):
+        make_task(cfg)
+    cfg = load_recipe("dip-pretrain", "demo", ["model.name=convtasnet"])
+    with pytest.raises(ConfigError, match="model.name"):
+        make_task(cfg)
+
+
+def test_audio_folders_pair_two_domains(tmp_path):
+    from sepkit.data import write_audio
+    from sepkit.train.tasks.dip_pretrain import AudioFolder, TwoDomains, collate_domains
+
+    for i, seconds in enumerate((0.3, 1.0, 0.8)):
+        write_audio(tmp_path / "real" / f"r{i}.wav", torch.rand(int(16000 * seconds)) - 0.5, 16000)
+    write_audio(tmp_path / "synth" / "a" / "s0.flac", torch.rand(8000) - 0.5, 8000)
+    write_audio(tmp_path / "synth" / "s1.wav", torch.rand(8000) - 0.5, 8000)
+    real = AudioFolder(tmp_path / "real", "train", 8000, segment=0.5, held_out=1)
+    assert [p.name for p in real.files] == ["r0.wav", "r1.wav"]
+    assert [p.name for p in AudioFolder(tmp_path / "real", "valid", 8000, held_out=1).files] == ["r2.wav"]
+    assert len(AudioFolder(tmp_path / "real", "all", 8000)) == 3
+    short, long_ = real[0], real[1]
+    assert short["mixture"].shape == long_["mixture"].shape == (4000,)
+    assert short["length"] == 2400 and long_["length"] == 4000                 # 0.3 s resampled, zero-padded
+    pairs = TwoDomains(real, AudioFolder(tmp_path / "synth", "train", 8000, segment=0.5, held_out=1))
+    batch = collate_domains([pairs[0]])
+    assert batch["real"].shape == (1, 4000) and batch["real_lengths"].tolist() == [2400]
+    assert batch["id"] == ["r0|a/s0"]
+    with pytest.raises(FileNotFoundError):
+        AudioFolder(tmp_path / "nowhere", "train", 8000)
+    with pytest.raises(ValueError, match="held_out"):
+        AudioFolder(tmp_path / "real", "train", 8000, held_out=3)

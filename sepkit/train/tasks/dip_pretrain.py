@@ -67,7 +67,8 @@ class DIPPretrainOptions:
     "masked"); synthetic_root / real_root: folders of audio (null: the generator, see the
     module docstring); real_synthetic: generator settings of the stand-in real domain over
     data.synthetic; held_out: valid/test files of a folder (null: 5 %, at least one);
-    valid_seed: seed of validation's masks and negatives."""
+    valid_seed: seed of validation's masks and negatives; cache_items: keep the training pairs in
+    memory once drawn (for small demo sets, where generating mixtures costs more than the step)."""
 
     alpha: float = 10.0
     mmd: str = "frames"
@@ -81,6 +82,7 @@ class DIPPretrainOptions:
     real_synthetic: dict = dataclasses.field(default_factory=lambda: dict(DEFAULT_REAL))
     held_out: int | None = None
     valid_seed: int = 0
+    cache_items: bool = False
 
 
 class AudioFolder(torch.utils.data.Dataset):
@@ -140,10 +142,12 @@ class AudioFolder(torch.utils.data.Dataset):
 
 class TwoDomains(torch.utils.data.Dataset):
     """Pairs item i of ``synthetic`` with item i mod len(real) of ``real``: items ``{"real",
-    "real_length", "synthetic", "synthetic_length", "id"}`` (length of the synthetic set)."""
+    "real_length", "synthetic", "synthetic_length", "id"}`` (length of the synthetic set).
+    ``cache``: keep each pair once drawn (the same every epoch: only for fixed data sets)."""
 
-    def __init__(self, real, synthetic):
+    def __init__(self, real, synthetic, cache: bool = False):
         self.real, self.synthetic = real, synthetic
+        self._cache = {} if cache else None
 
     def set_epoch(self, epoch: int) -> None:
         for ds in (self.real, self.synthetic):
@@ -154,11 +158,15 @@ class TwoDomains(torch.utils.data.Dataset):
         return len(self.synthetic)
 
     def __getitem__(self, index: int) -> dict:
+        if self._cache is not None and index in self._cache:
+            return self._cache[index]
         r, s = self.real[index % len(self.real)], self.synthetic[index]
         out = {"id": f"{r['id']}|{s['id']}"}
         for name, item in (("real", r), ("synthetic", s)):
             out[name] = item["mixture"]
             out[f"{name}_length"] = int(item.get("length", item["mixture"].shape[-1]))
+        if self._cache is not None:
+            self._cache[index] = out
         return out
 
 
@@ -241,7 +249,8 @@ class DIPPretrainTask(Task):
             raise ConfigError(f"model.args: {exc}") from None
 
     def dataset(self, which: str):
-        return TwoDomains(domain_dataset(self, "real", which), domain_dataset(self, "synthetic", which))
+        cache = self.options.cache_items and which == "train"
+        return TwoDomains(domain_dataset(self, "real", which), domain_dataset(self, "synthetic", which), cache)
 
     def collate(self, items_: list[dict]) -> dict:
         return collate_domains(items_)
