@@ -136,12 +136,14 @@ class DIPConfig:
         if self.d_model % self.n_heads:
             raise ValueError(f"{name}: d_model={self.d_model} must be a multiple of n_heads={self.n_heads}")
         if self.d_model % self.pos_conv_groups:
-            raise ValueError(f"{name}: d_model={self.d_model} must be a multiple of pos_conv_groups={self.pos_conv_groups}")
+            raise ValueError(f"{name}: d_model={self.d_model} must be a multiple of "
+                             f"pos_conv_groups={self.pos_conv_groups}")
         if self.codevector_dim % self.groups:
             raise ValueError(f"{name}: codevector_dim={self.codevector_dim} must be a multiple of groups={self.groups}")
         if not 0 < self.temperature_end <= self.temperature_start or not 0 < self.temperature_decay <= 1:
-            raise ValueError(f"{name}: need 0 < temperature_end <= temperature_start and 0 < temperature_decay <= 1, got "
-                             f"{self.temperature_start}, {self.temperature_end}, {self.temperature_decay}")
+            raise ValueError(f"{name}: need 0 < temperature_end <= temperature_start and "
+                             f"0 < temperature_decay <= 1, got {self.temperature_start}, {self.temperature_end}, "
+                             f"{self.temperature_decay}")
         for key in ("dropout", "dropout_input", "dropout_features"):
             if not 0 <= getattr(self, key) < 1:
                 raise ValueError(f"{name}: {key} must lie in [0, 1), got {getattr(self, key)}")

@@ -111,8 +111,8 @@ class DIPSeparateTask(SeparationTask):
 
         path = Path(run_dir) / "prereq-dip-pretrain"
         if not (path / "checkpoints" / "LATEST").exists():
-            sub = load_recipe(self.options.pretrain_recipe, self.options.pretrain_preset,
-                              [f"data.sample_rate={int(self.cfg.data.sample_rate)}", f"train.seed={self.cfg.train.seed}"])
+            overrides = [f"data.sample_rate={int(self.cfg.data.sample_rate)}", f"train.seed={self.cfg.train.seed}"]
+            sub = load_recipe(self.options.pretrain_recipe, self.options.pretrain_preset, overrides)
             if sub.task.replace("-", "_") != "dip_pretrain":
                 raise ConfigError(f"task_args.pretrain_recipe={self.options.pretrain_recipe!r} is a {sub.task} recipe, "
                                   "not dip-pretrain")
