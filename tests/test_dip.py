@@ -41,8 +41,7 @@ def gen(seed: int = 0) -> torch.Generator:
 
 
 def test_parameter_counts_are_pinned():
-    with torch.device("meta"):
-        base = DIPFrontend("base")
+    base = DIPFrontend("base")                                                # 0.5 s on a CPU
     assert sum(p.numel() for p in base.parameters()) == 95_044_608        # wav2vec2 base
     assert base.output_dim == 768 and base.sample_rate == 16000 and base.frame_rate == 50.0
     small = DIPFrontend("small")
