@@ -12,7 +12,7 @@ random noise file (looped when shorter, randomly cropped), mixed at an SNR unifo
 is seeded by ``(seed, split, index)`` (and the epoch with ``dynamic_mixing``), so items are
 deterministic.
 
-Test layout (the DNS Challenge's synthetic test set)::
+Test layout (the DNS Challenge's synthesized test set)::
 
     noisy/  <anything>fileid_<N>.wav
     clean/  <anything>fileid_<N>.wav
@@ -179,26 +179,34 @@ class DNSTestSet(torch.utils.data.Dataset):
         return {"mixture": noisy, "sources": clean[None], "id": f"fileid_{fid}"}
 
 
-def write_synthetic_dns(root: str | os.PathLike, num_clean: int = 8, num_noise: int = 4, num_test: int = 4,
-                        duration: float = 2.0, test_snr: float = -5.0, sample_rate: int = 16000, seed: int = 0) -> Path:
-    """Write a small DNS-layout corpus from the built-in speech-like generator:
-    ``root/clean``, ``root/noise`` (training) and ``root/test/{noisy,clean}`` at ``test_snr`` dB.
-    Returns ``root``."""
+def write_synthetic_dns(root: str | os.PathLike, num_train: int = 8, num_noise: int = 4, num_valid: int = 2,
+                        num_test: int = 4, duration: float = 2.0, test_snr: float = -5.0, sample_rate: int = 16000,
+                        seed: int = 0) -> Path:
+    """Write a small corpus in the layouts above from the built-in speech-like generator:
+    ``root/train/{clean,noise}`` and ``root/valid/{clean,noise}`` (mixed on the fly) and
+    ``root/test/{noisy,clean}`` (pairs at ``test_snr`` dB); speakers of the three splits are
+    disjoint. Returns ``root``."""
     root = Path(root)
     rng = np.random.default_rng([seed, 7])
     n = int(duration * sample_rate)
-    speakers = make_speakers(max(num_clean, 4), seed, "train")
-    for i in range(num_clean):
-        wav = synth_utterance(speakers[i % len(speakers)], n, sample_rate, rng)
-        write_audio(root / "clean" / f"clean_fileid_{i}.wav", 0.5 * wav / max(np.abs(wav).max(), 1e-9), sample_rate)
-    for i in range(num_noise):
-        wav = synth_noise(n, sample_rate, rng)
-        write_audio(root / "noise" / f"noise_fileid_{i}.wav", 0.5 * wav / max(np.abs(wav).max(), 1e-9), sample_rate)
-    test_speakers = make_speakers(max(num_test, 4), seed, "test")
-    for i in range(num_test):
-        clean = synth_utterance(test_speakers[i % len(test_speakers)], n, sample_rate, rng)
-        clean = torch.from_numpy(0.5 * clean / max(np.abs(clean).max(), 1e-9)).float()
-        noise = torch.from_numpy(synth_noise(n, sample_rate, rng)).float()
+
+    def utterances(split: str, count: int) -> list[torch.Tensor]:
+        speakers = make_speakers(max(count, 2), seed, split)
+        out = []
+        for i in range(count):
+            wav = synth_utterance(speakers[i % len(speakers)], n, sample_rate, rng)
+            out.append(torch.from_numpy(0.5 * wav / max(np.abs(wav).max(), 1e-9)).float())
+        return out
+
+    def noises(count: int) -> list[torch.Tensor]:
+        return [torch.from_numpy(synth_noise(n, sample_rate, rng)).float() * 0.1 for _ in range(count)]
+
+    for split, count in (("train", num_train), ("valid", num_valid)):
+        for i, wav in enumerate(utterances(split, count)):
+            write_audio(root / split / "clean" / f"clean_fileid_{i}.wav", wav, sample_rate, subtype="FLOAT")
+        for i, wav in enumerate(noises(num_noise)):
+            write_audio(root / split / "noise" / f"noise_fileid_{i}.wav", wav, sample_rate, subtype="FLOAT")
+    for i, (clean, noise) in enumerate(zip(utterances("test", num_test), noises(num_test))):
         noisy, clean = mix_at_snr(clean, noise, test_snr)
         write_audio(root / "test" / "noisy" / f"book_snr{test_snr:g}_fileid_{i}.wav", noisy, sample_rate, subtype="FLOAT")
         write_audio(root / "test" / "clean" / f"clean_fileid_{i}.wav", clean, sample_rate, subtype="FLOAT")

@@ -501,12 +501,12 @@ class GCRN(nn.Module):
         frames = self._padded(noisy.float()).unfold(-1, self.win_length, self.hop_length)
         return self.encode(self.analyze(frames))[0]
 
-    def embedding_loss(self, noisy: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """distill / pretrain: mean L1 between the projected encoder features of ``noisy`` (B, T) and
-        the Wav2Vec2 embeddings of ``target`` (B, T): the clean speech for distillation, the noisy
-        speech itself for pretraining. Returns a scalar."""
-        predicted = self.predict_embeddings(self.encoder_features(noisy))
-        return (predicted - self.ssl_embeddings(target)).abs().mean()
+    def embedding_loss(self, features: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """distill / pretrain: mean L1 between the projected encoder ``features`` (B, K, D) (from
+        :meth:`forward_features` or :meth:`encoder_features` of the noisy input) and the Wav2Vec2
+        embeddings of ``target`` (B, T): the clean speech for distillation, the noisy speech for
+        pretraining. Returns a scalar."""
+        return (self.predict_embeddings(features) - self.ssl_embeddings(target)).abs().mean()
 
     def encoder_state_dict(self) -> dict[str, torch.Tensor]:
         """Weights of the encoder and the embedding projection (what pretraining produces)."""
