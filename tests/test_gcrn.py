@@ -341,3 +341,108 @@ def test_dns_test_set_layout(tmp_path):
     _write(tmp_path / "noisy" / "book_fileid_7.wav", torch.zeros(100))
     with pytest.raises(ValueError, match="only in noisy: \\['7'\\]"):
         DNSTestSet(tmp_path)
+
+
+# ----------------------------------------------------------------------------- the task
+
+
+def _tiny_recipe(variant="base", *more):
+    from sepkit.train import load_recipe
+
+    tiny = ("model.args={config: ondevice, variant: %s, win_length: 64, hop_length: 32, channels: [4, 8], "
+            "lstm_groups: 2, lstm_layers: 1, ssl_config: %s}" % (variant, _yaml(TINY_SSL)))
+    return load_recipe("recipes/gcrn.yaml", "demo", [
+        tiny, "data.segment=0.25", "data.batch_size=2",
+        "data.synthetic={num_train: 8, num_valid: 2, num_test: 2, min_duration: 0.5, max_duration: 0.5}",
+        "train.max_steps=2", "train.eval_every=2", "train.ckpt_every=2", "train.log_every=1",
+        "task_args.perceptual=false", "task_args.pretrain_steps=2", *more])
+
+
+def _yaml(d):
+    import json
+
+    return json.dumps(d)
+
+
+def test_task_recipe_checks():
+    from sepkit.train import ConfigError, load_recipe, make_task
+
+    cfg = load_recipe("recipes/gcrn.yaml")
+    assert cfg.task == "gcrn" and cfg.data.sample_rate == 16000 and cfg.model.args["config"] == "ondevice"
+    for override, match in [("model.args.variant=fusion", "variant"), ("data.sample_rate=8000", "16000"),
+                            ("task_args.eval_snrr=3", "eval_snrr"), ("task_args.train_snr=[5, -5]", "train_snr"),
+                            ("task_args.stage=pretrain", "variant=pretrain")]:
+        with pytest.raises(ConfigError, match=match):
+            make_task(load_recipe("recipes/gcrn.yaml", "demo", [override]))
+    task = make_task(load_recipe("recipes/gcrn.yaml", "demo"))
+    # training SNRs drawn in [-5, 5], evaluation at a fixed -5 dB
+    assert task.dataset("train").spec.snr_range == (-5.0, 5.0)
+    assert task.dataset("test").spec.snr_range == (-5.0, -5.0)
+
+
+def test_task_trains_pretrain_variant_in_two_stages_and_reloads(tmp_path):
+    from sepkit.train import load_trained, make_task, train
+
+    cfg = _tiny_recipe("pretrain")
+    result = train(cfg, tmp_path / "run", progress=False, test=False)
+    assert result["step"] == 2
+    stage1 = tmp_path / "run" / "prereq-pretrain"
+    assert (stage1 / "checkpoints" / "LATEST").exists()
+    task, model = load_trained(tmp_path / "run")
+    assert task.cfg.model.args["encoder_ckpt"] == str(stage1)
+    assert model.ssl is not None and not any(p.requires_grad for p in model.ssl.parameters())
+    # the stage-1 task follows its own loss; a fresh stage-2 model starts from the stage-1 encoder
+    from sepkit.train.checkpoint import read_weights, resolve_checkpoint
+
+    stage1_weights = read_weights(resolve_checkpoint(stage1))
+    fresh = make_task(task.cfg).build_model()
+    for key, value in fresh.encoder_state_dict().items():
+        assert torch.equal(value, stage1_weights[key]), key
+    assert "embedding_l1" in make_task(_tiny_recipe("pretrain", "task_args.stage=pretrain")).monitor
+
+
+def test_task_distill_step_logs_both_losses():
+    from sepkit.train import make_task
+
+    task = make_task(_tiny_recipe("distill"))
+    model = task.build_model()
+    assert task.frozen(model) == ("ssl",)
+    items = [task.dataset("train")[i] for i in range(2)]
+    loss, logs = task.training_step(model, task.collate(items))
+    assert set(logs) == {"enhance", "embedding_l1"}
+    assert abs(float(loss.detach()) - (logs["enhance"] + logs["embedding_l1"])) < 1e-4
+
+
+def test_task_infer_stream_equals_offline_and_resamples_8k(capsys):
+    from sepkit.train import make_task
+
+    task = make_task(_tiny_recipe("base"))
+    torch.manual_seed(0)
+    model = _eval(task.build_model())
+    wav = _speechlike(1, 4000)[0]
+    offline = task.infer(model, wav, 16000)["enhanced"]
+    streamed = task.infer(model, wav, 16000, stream=True)["enhanced"]
+    assert offline.shape == wav.shape and (offline - streamed).abs().max() < 1e-5
+    assert "RTF" in capsys.readouterr().err
+    low = task.infer(model, wav[::2].clone(), 8000)["enhanced"]
+    assert low.shape == (2000,)
+    assert "resampling 8000 Hz -> 16000 Hz" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="--steps"):
+        task.infer(model, wav, 16000, steps=4)
+
+
+def test_task_reads_dns_layout(tmp_path):
+    from sepkit.data.dns import write_synthetic_dns
+    from sepkit.train import ConfigError, make_task
+
+    write_synthetic_dns(tmp_path / "dns", num_train=3, num_noise=2, num_valid=2, num_test=2, duration=0.5)
+    task = make_task(_tiny_recipe("base", "data.dataset=dns", f"data.root={tmp_path / 'dns'}"))
+    train_ds, valid_ds, test_ds = (task.dataset(w) for w in ("train", "valid", "test"))
+    assert isinstance(train_ds, DNSMixtures) and isinstance(test_ds, DNSTestSet)
+    assert valid_ds.snr_range == (-5.0, -5.0) and train_ds.snr_range == (-5.0, 5.0)
+    assert train_ds[0]["mixture"].shape == (4000,)  # 0.25 s crops
+    item = test_ds[0]
+    noise = item["mixture"] - item["sources"][0]
+    assert abs(float(10 * torch.log10(item["sources"].pow(2).mean() / noise.pow(2).mean())) + 5) < 0.05
+    with pytest.raises(ConfigError, match="neither"):
+        make_task(_tiny_recipe("base", "data.dataset=dns", f"data.root={tmp_path}")).dataset("train")
