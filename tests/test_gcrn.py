@@ -159,10 +159,18 @@ def test_exported_step_matches_eager():
 
 
 def test_concat_variant_is_not_causal_and_refuses_to_stream():
-    model = GCRN("ondevice", "concat", **TINY, ssl_config=TINY_SSL)
+    torch.manual_seed(6)
+    model = _eval(GCRN("ondevice", "concat", **TINY, ssl_config=TINY_SSL))
     assert not model.causal
     with pytest.raises(ValueError, match="not causal"):
         StreamingEnhancer(model)
+    # as documented: the Wav2Vec2 transformer lets future input change past output
+    x = _speechlike(1, 4000)
+    x2 = x.clone()
+    x2[:, 3000:] = 0.5
+    with torch.no_grad():
+        a, b = model(x), model(x2)
+    assert (a[:, :1000] - b[:, :1000]).abs().max() > 1e-6
 
 
 # ----------------------------------------------------------------------------- the mask
