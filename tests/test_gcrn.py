@@ -384,8 +384,8 @@ def test_dns_test_set_layout(tmp_path):
 def _tiny_recipe(variant="base", *more):
     from sepkit.train import load_recipe
 
-    tiny = ("model.args={config: ondevice, variant: %s, win_length: 64, hop_length: 32, channels: [4, 8], "
-            "lstm_groups: 2, lstm_layers: 1, ssl_config: %s}" % (variant, _yaml(TINY_SSL)))
+    tiny = (f"model.args={{config: ondevice, variant: {variant}, win_length: 64, hop_length: 32, channels: [4, 8], "
+            f"lstm_groups: 2, lstm_layers: 1, ssl_config: {_yaml(TINY_SSL)}}}")
     return load_recipe("recipes/gcrn.yaml", "demo", [
         tiny, "data.segment=0.25", "data.batch_size=2",
         "data.synthetic={num_train: 8, num_valid: 2, num_test: 2, min_duration: 0.5, max_duration: 0.5}",

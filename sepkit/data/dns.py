@@ -124,7 +124,7 @@ class DNSMixtures(torch.utils.data.Dataset):
             raise IndexError(f"DNSMixtures: index {index} out of range for {self.num_examples} items")
         rng = self.rng(index)
         clean_path = self.clean[index % len(self.clean)]
-        length = None if self.segment is None else int(round(self.segment * self.sample_rate))
+        length = None if self.segment is None else round(self.segment * self.sample_rate)
         clean = self._crop(clean_path, length, rng, loop=False)
         noise_path = self.noise[int(rng.integers(len(self.noise)))]
         noise = self._crop(noise_path, clean.shape[0], rng, loop=True)

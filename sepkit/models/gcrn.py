@@ -140,12 +140,10 @@ class GatedConv(nn.Module):
 
     def __init__(self, c_in: int, c_out: int, transpose: bool = False, output_padding: int = 0):
         super().__init__()
-        if transpose:
-            make = lambda: nn.ConvTranspose2d(c_in, c_out, (1, 3), (1, 2), output_padding=(0, output_padding))  # noqa: E731
-        else:
-            make = lambda: nn.Conv2d(c_in, c_out, (1, 3), (1, 2))  # noqa: E731
-        self.conv = make()
-        self.gate = make()
+        extra = {"output_padding": (0, output_padding)} if transpose else {}
+        kind = nn.ConvTranspose2d if transpose else nn.Conv2d
+        self.conv = kind(c_in, c_out, (1, 3), (1, 2), **extra)
+        self.gate = kind(c_in, c_out, (1, 3), (1, 2), **extra)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.conv(x) * torch.sigmoid(self.gate(x))

@@ -227,7 +227,7 @@ class GCRNTask(EnhancementTask):
         CPU thread (the on-device setting; per-frame work is too small to share between threads):
         (enhanced (B, T), real-time factor = processing time / audio duration)."""
         enhancer = StreamingEnhancer(model)
-        n = max(1, int(round(self.options.stream_chunk * self.sample_rate)))
+        n = max(1, round(self.options.stream_chunk * self.sample_rate))
         threads = torch.get_num_threads()
         torch.set_num_threads(1)
         try:
