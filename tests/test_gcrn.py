@@ -479,5 +479,7 @@ def test_task_reads_dns_layout(tmp_path):
     item = test_ds[0]
     noise = item["mixture"] - item["sources"][0]
     assert abs(float(10 * torch.log10(item["sources"].pow(2).mean() / noise.pow(2).mean())) + 5) < 0.05
+    with pytest.raises(ConfigError, match="data.root is required"):
+        make_task(_tiny_recipe("base", "data.dataset=dns")).dataset("train")
     with pytest.raises(ConfigError, match="neither"):
         make_task(_tiny_recipe("base", "data.dataset=dns", f"data.root={tmp_path}")).dataset("train")

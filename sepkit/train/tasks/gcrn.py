@@ -108,8 +108,6 @@ class GCRNTask(EnhancementTask):
             raise ConfigError(f"task_args.distill_weight={o.distill_weight}: must be >= 0")
         if not o.stream_chunk > 0:
             raise ConfigError(f"task_args.stream_chunk={o.stream_chunk}: must be > 0 seconds")
-        if data.dataset == "dns" and not data.root:
-            raise ConfigError("data.root is required for data.dataset='dns' (give data.root=PATH)")
 
     # -- building ---------------------------------------------------------------------------
     def prepare(self, run_dir: Path, device: torch.device, progress: bool = True) -> None:
@@ -172,6 +170,8 @@ class GCRNTask(EnhancementTask):
             synthetic = {"noise": True, "snr_range": snr, **data.synthetic} if train else \
                 {"noise": True, **data.synthetic, "snr_range": snr}
             return build_dataset(dataclasses.replace(data, synthetic=synthetic), which, self.cfg.train.seed)
+        if not data.root:
+            raise ConfigError("data.root is required for data.dataset='dns' (give data.root=PATH)")
         split = {"train": data.train_split, "valid": data.valid_split, "test": data.test_split}[which]
         folder = Path(data.root) / split
         segment = {"train": data.segment, "valid": data.valid_segment, "test": None}[which]
