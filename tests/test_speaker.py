@@ -191,3 +191,15 @@ def test_aam_softmax_margin_and_training():
         loss.backward()
         opt.step()
     assert loss.item() < 0.5 * first
+
+
+def test_speaker_task_data_and_eer():
+    from sepkit.train.tasks.speaker import SpeakerUtterances, equal_error_rate
+
+    ds = SpeakerUtterances(6, 8000, (0.5, 0.5), 3, "dev")
+    assert [int(ds[i]["speaker"]) for i in range(6)] == [0, 1, 2, 0, 1, 2]
+    assert ds[0]["wave"].shape == (4000,) and not torch.equal(ds[0]["wave"], ds[3]["wave"])
+    labels = torch.tensor([0, 0, 1, 1, 2, 2])
+    perfect = torch.nn.functional.one_hot(labels, 3).float()
+    assert equal_error_rate(perfect, labels) == 0.0
+    assert equal_error_rate(torch.randn(60, 8), torch.arange(60) % 3) > 0.2

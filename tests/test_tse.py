@@ -78,3 +78,57 @@ def test_extractor_learns_to_pick_the_conditioned_source():
         opt.step()
         losses.append(loss.item())
     assert sum(losses[-5:]) / 5 < sum(losses[:5]) / 5 - 5.0  # at least 5 dB better
+
+
+def _tse_task_and_model():
+    """The tse task of the demo recipe with a tiny untrained conditioner (no checkpoints)."""
+    from sepkit.models.mixture2set import MixtureToSet
+    from sepkit.models.speaker import ECAPATDNN
+    from sepkit.train import load_recipe
+    from sepkit.train.tasks.tse import TSETask, TSEWithConditioner
+
+    torch.manual_seed(0)
+    cfg = load_recipe("tse", "demo")
+    task = TSETask(cfg)
+
+    class Conditioner(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.teacher = ECAPATDNN(n_mels=24, channels=[16, 16, 16, 16, 48], lin_neurons=16, attention_channels=8,
+                                     se_channels=8, res2net_scale=4, sample_rate=8000, n_fft=200)
+            self.predictor = MixtureToSet(embed_dim=16, d_model=32, nhead=2, dim_feedforward=64, n_layers=1,
+                                          n_decoder_layers=1, sample_rate=8000, n_mels=24)
+
+    extractor = ConvTasNetTSE(emb_dim=16, n_filters=32, bottleneck=16, hidden=32, skip=16, layers=2, repeats=1)
+    return task, TSEWithConditioner(extractor, Conditioner().eval(), 8000).eval()
+
+
+def test_target_slot_option():
+    task, model = _tse_task_and_model()
+    with pytest.raises(ValueError, match=r"--target-slot 3 is out of range: the predictor has 3 slots, choose 0\.\.2"):
+        task.check_options(model, {"target_slot": 3})
+    with pytest.raises(ValueError, match="out of range"):
+        task.check_options(model, {"target_slot": -1})
+    with pytest.raises(ValueError, match="needs --target-slot"):
+        task.check_options(model, {})
+    with pytest.raises(ValueError, match="--steps not supported"):
+        task.check_options(model, {"target_slot": 0, "steps": 4})
+    wave = torch.randn(4000) * 0.1
+    out0 = task.infer(model, wave, 8000, target_slot=0, chunk=8.0, overlap=1.0)["target"]
+    out1 = task.infer(model, wave, 8000, target_slot=1)["target"]
+    assert out0.shape == (4000,) and not torch.allclose(out0, out1)
+    out16k = task.infer(model, torch.randn(8000) * 0.1, 16000, target_slot=2)["target"]
+    assert out16k.shape == (8000,)
+
+
+def test_tse_task_step_and_evaluation():
+    task, model = _tse_task_and_model()
+    ds = task.dataset("train")
+    batch = task.collate([ds[0], ds[1]])
+    assert batch["mixture"].shape == batch["target"].shape == (2, 16000)
+    assert batch["enrollment"].shape == (2, 16000)
+    loss, _ = task.training_step(model.train(), batch)
+    loss.backward()
+    assert torch.isfinite(loss) and model.extractor.films[0].gamma.weight.grad is not None
+    rows = task.evaluate(model.eval(), task.dataset("valid"), max_items=2)
+    assert len(rows) == 2 and {"si_sdri_enrolled", "si_sdri_predicted", "si_sdri"} <= set(rows[0])
