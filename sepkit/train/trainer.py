@@ -208,6 +208,11 @@ def train(cfg: RecipeConfig, run_dir: str | os.PathLike, resume: bool = False, d
         raise CheckpointError(f"{run_dir} already holds a training run; pass --resume to continue it or choose "
                               "another --out (nothing was overwritten)")
     ckpt = resolve_checkpoint(run_dir) if resume else None
+    if main:  # prerequisites (idempotent: reused on resume); they may record paths in the config
+        task.prepare(run_dir, device, progress)
+    if world > 1:
+        task.cfg = _broadcast(task.cfg, world)
+    cfg = task.cfg
     if ckpt is not None:
         meta = read_meta(ckpt)
         same = (meta.get("task", "separation") == task.name and meta.get("model") == cfg.model.name.lower()
@@ -215,11 +220,6 @@ def train(cfg: RecipeConfig, run_dir: str | os.PathLike, resume: bool = False, d
         if not same:
             raise CheckpointError(f"{ckpt} is a {meta.get('task', 'separation')} / {meta.get('model')} model with other "
                                   f"arguments than recipe {cfg.recipe!r} builds; resume with the recipe it was trained with")
-    if main:
-        task.prepare(run_dir, device, progress)
-    if world > 1:
-        task.cfg = _broadcast(task.cfg, world)
-        cfg = task.cfg
     torch.manual_seed(cfg.train.seed)
 
     train_ds = task.dataset("train")
