@@ -277,3 +277,31 @@ def test_task_data_and_training_step():
     assert good["ari"] == 1.0 and good["nmi"] == pytest.approx(1.0) and good["silhouette"] > 0.9
     with pytest.raises(Exception, match="teacher_ckpt"):
         task.build_model()
+
+
+def test_librimix_sets_read_speakers_from_the_ids(tmp_path):
+    import csv
+
+    from sepkit.data import write_audio
+    from sepkit.train.tasks.mixture2set import LibriMixSets
+
+    roots = []
+    for ids in (["19-198-0001_26-495-0000", "26-495-0001_32-21631-0002"], ["19-198-0003_26-495-0004_32-21631-0005"]):
+        n = len(ids[0].split("_"))
+        root = tmp_path / f"Libri{n}Mix"
+        rows = []
+        for mid in ids:
+            srcs = [write_audio(root / "dev" / f"s{j + 1}" / f"{mid}.wav", torch.randn(800) * 0.1, 8000) for j in range(n)]
+            mix = write_audio(root / "dev" / "mix_clean" / f"{mid}.wav", torch.randn(800) * 0.1, 8000)
+            rows.append([mid, str(mix.relative_to(root)), *[str(s.relative_to(root)) for s in srcs], 800])
+        (root / "metadata").mkdir(parents=True)
+        with open(root / "metadata" / "mixture_dev_mix_clean.csv", "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["mixture_ID", "mixture_path", *[f"source_{j + 1}_path" for j in range(n)], "length"])
+            w.writerows(rows)
+        roots.append(str(root))
+    ds = LibriMixSets(roots, "dev", 3, sample_rate=8000)
+    assert len(ds) == 3 and ds.vocab == {"19": 0, "26": 1, "32": 2}
+    assert ds[0]["speakers"].tolist() == [0, 1, -1] and int(ds[0]["n_speakers"]) == 2
+    assert ds[1]["speakers"].tolist() == [1, 2, -1]
+    assert ds[2]["speakers"].tolist() == [0, 1, 2] and ds[2]["sources"].shape == (3, 800)
