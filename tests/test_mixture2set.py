@@ -30,7 +30,7 @@ def test_hungarian_loss_is_the_brute_force_minimum_and_order_invariant(seed):
     n = torch.tensor([3, 2, 1, 3, 2])
     loss_fn = SetEmbeddingLoss(presence_weight=0.0)
     logits = torch.zeros(B, S)
-    loss, logs = loss_fn(pred, logits, target, n)
+    loss, _ = loss_fn(pred, logits, target, n)
     # The loss averages over all real targets; recombine the per-example brute-force optima.
     want = sum(_brute_force(pred[b], target[b], int(n[b])) * int(n[b]) for b in range(B)) / int(n.sum())
     assert loss.item() == pytest.approx(want, abs=1e-5)

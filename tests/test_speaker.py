@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from sepkit.models.speaker import AAMSoftmax, ECAPATDNN, LogMelFilterbank
+from sepkit.models.speaker import ECAPATDNN, AAMSoftmax, LogMelFilterbank
 
 SMALL = dict(channels=[64, 64, 64, 64, 192], lin_neurons=32, attention_channels=16, se_channels=16)
 

@@ -17,8 +17,8 @@ Any callable ``wave (B, T) -> (B, D)`` can stand in for the teacher elsewhere in
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -39,7 +39,7 @@ def load_state_dict_file(path, what: str = "checkpoint") -> dict:
         raise FileNotFoundError(f"{what}: no file at {str(path)!r}")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - any unpickling failure is a foreign or corrupt file
+    except Exception as err:
         raise ValueError(f"{what}: {str(path)!r} is not a plain tensor state dict loadable with "
                          f"weights_only=True ({type(err).__name__}: {str(err).splitlines()[0][:200]})") from err
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
@@ -355,7 +355,7 @@ class ECAPATDNN(nn.Module):
                              "'mfa.conv.conv.weight', 'fc.conv.weight'") from err
 
     @classmethod
-    def from_state_dict(cls, state: dict, **kwargs) -> "ECAPATDNN":
+    def from_state_dict(cls, state: dict, **kwargs) -> ECAPATDNN:
         """Build with the widths the state dict implies (``kwargs`` override, e.g. the
         dilations or ``sample_rate``) and load it strictly."""
         config = cls.config_from_state_dict(state)
@@ -368,7 +368,7 @@ class ECAPATDNN(nn.Module):
         return model.eval()
 
     @classmethod
-    def from_speechbrain(cls, path, **kwargs) -> "ECAPATDNN":
+    def from_speechbrain(cls, path, **kwargs) -> ECAPATDNN:
         """Load SpeechBrain's ``embedding_model.ckpt`` (a plain state dict) from a local ``path``
         with ``weights_only=True``; returns the model in eval mode."""
         return cls.from_state_dict(load_state_dict_file(path, "ECAPATDNN.from_speechbrain"), **kwargs)

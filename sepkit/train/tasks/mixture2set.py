@@ -39,7 +39,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from sepkit.data import LibriMix, resample
@@ -191,7 +190,7 @@ class SetWithTeacher(nn.Module):
 
     def targets(self, sources: torch.Tensor, n_speakers: torch.Tensor) -> torch.Tensor:
         """(B, S, T) padded sources -> (B, S, D) teacher embeddings (zeros at padding)."""
-        B, S, T = sources.shape
+        B, S, _ = sources.shape
         valid = torch.arange(S, device=sources.device)[None, :] < n_speakers[:, None]
         out = torch.zeros(B, S, self.teacher.embed_dim, device=sources.device)
         out[valid] = teacher_embed(self.teacher, sources[valid], self.sample_rate).to(out.device)

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from sepkit.data.synth import MixtureSpec, make_speakers, split_code, synth_mixture
-from sepkit.models.speaker import AAMSoftmax, ECAPATDNN
+from sepkit.models.speaker import ECAPATDNN, AAMSoftmax
 
 from ..config import ConfigError
 from ..evaluate import items as iterate_items
