@@ -271,6 +271,7 @@ def test_task_data_and_training_step():
     loss.backward()
     assert torch.isfinite(loss) and set(logs) == {"cos_dist", "presence_bce", "presence_acc"}
     assert model.predictor.queries.grad is not None
+    assert bool(model.mean_initialised) and model.teacher_mean.abs().sum() > 0  # running mean of the targets
     # Corpus clustering: perfectly separated embeddings score 1, shuffled labels about 0.
     e = [F.one_hot(torch.tensor(i % 3), 3).float() + 0.01 * torch.randn(3) for i in range(12)]
     good = clustering_metrics(e, [i % 3 for i in range(12)])

@@ -95,7 +95,10 @@ class TSEWithConditioner(nn.Module):
 
     @torch.no_grad()
     def enrolled(self, enrollment: torch.Tensor) -> torch.Tensor:
-        """(B, T_e) enrollment utterances -> (B, D) teacher embeddings."""
+        """(B, T_e) enrollment utterances -> (B, D) teacher embeddings (centred like the
+        predictor's targets when the conditioner is a mixture2set model)."""
+        if hasattr(self.conditioner, "embed"):
+            return self.conditioner.embed(enrollment)
         return teacher_embed(self.teacher, enrollment, self.sample_rate)
 
     @torch.no_grad()
