@@ -15,7 +15,8 @@ to DLASWP"). Code elsewhere in sepkit that solves a symmetric system follows the
 Estimates must be aligned with their references; align separated sources first with
 :class:`sepkit.losses.PITLoss` and :func:`sepkit.losses.reorder_sources`.
 """
+from .clustering import adjusted_rand_index, normalized_mutual_info, silhouette_score
 from .perceptual import estoi, pesq, stoi
 from .sdr import BSS_FILTER_LENGTH, EPS, sdr, sdri, si_sdr, si_sdri, snr, spd_solve
 
-__all__ = ["si_sdr", "si_sdri", "sdr", "sdri", "snr", "pesq", "stoi", "estoi", "spd_solve", "EPS", "BSS_FILTER_LENGTH"]
+__all__ = ["adjusted_rand_index", "normalized_mutual_info", "silhouette_score", "si_sdr", "si_sdri", "sdr", "sdri", "snr", "pesq", "stoi", "estoi", "spd_solve", "EPS", "BSS_FILTER_LENGTH"]
