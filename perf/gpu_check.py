@@ -8,10 +8,10 @@ of wall time (the caps shrink to what is left; a stage with too little left is s
 1. ``facts``: ``nvidia-smi``, the device's properties, the versions, which of sepkit's
    dependencies import;
 2. ``check``: ``python -m sepkit check`` (every kernel compiled, against float64);
-3. ``kernel-tests``: the kernel tests (``tests/test_<op>.py`` per op, ``tests/test_check.py``)
+3. ``kernel-tests``: the kernel tests (``tests/test_<op>.py`` per op, :data:`EXTRA_KERNEL_TESTS`)
    under the ``gpu`` hypothesis profile with a bounded example count (``--max-examples``) and a
    fixed hypothesis seed; bf16 is among the dtypes on a GPU;
-4. ``model-tests``: every other test file except the CPU-only plumbing (:data:`CPU_ONLY_TESTS`);
+4. ``model-tests``: every other test file except the CPU-only ones (:data:`CPU_ONLY_TESTS`);
 5. ``kernel-bench``: every kernel benchmark at its headline shapes (``perf/bench_<op>.py``,
    ``quick``);
 6. ``model-bench``: every other ``perf/bench_*.py`` found (model-level training step and
@@ -65,7 +65,9 @@ ROOT = Path(__file__).resolve().parent.parent
 KERNEL_OPS = ("snake", "stft_mask", "attention", "mmd", "nce")
 #: Test files that exercise CPU-only plumbing (CI covers them): left out of the model-tests stage.
 CPU_ONLY_TESTS = ("test_cli", "test_data", "test_faults", "test_train", "test_tasks", "test_perf",
-                  "test_gpu_check", "test_metrics")
+                  "test_gpu_check", "test_metrics", "test_attention_cpu")
+#: Kernel test files besides ``test_<op>.py``: run in the kernel-tests stage.
+EXTRA_KERNEL_TESTS = ("test_kernel_edges", "test_check")
 #: Default caps (seconds) of the stages, for a 480 s budget; each is also cut to what is left.
 CAPS = {"facts": 30, "check": 60, "kernel-tests": 120, "model-tests": 75, "kernel-bench": 130,
         "model-bench": 75, "sweep": 120}
@@ -305,10 +307,9 @@ class Check:
     # 3./4. tests --------------------------------------------------------------------------
     def test_files(self, kernel: bool) -> list[str]:
         names = sorted(p.stem for p in (ROOT / "tests").glob("test_*.py"))
-        kernel_set = {f"test_{op}" for op in KERNEL_OPS} | {"test_check"}
-        chosen = [n for n in names if (n in kernel_set) == kernel and n not in CPU_ONLY_TESTS]
+        order = [f"test_{op}" for op in KERNEL_OPS] + list(EXTRA_KERNEL_TESTS)
+        chosen = [n for n in names if (n in order) == kernel and n not in CPU_ONLY_TESTS]
         if kernel:  # the ops' own order
-            order = [f"test_{op}" for op in KERNEL_OPS] + ["test_check"]
             chosen.sort(key=lambda n: order.index(n) if n in order else len(order))
         return [f"tests/{n}.py" for n in chosen]
 

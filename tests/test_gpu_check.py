@@ -41,6 +41,10 @@ def test_dry_run_invokes_every_stage_or_says_why_not(dry):
     assert "tests/test_snake.py" in stages["kernel-tests"]["detail"]
     bench = stages["kernel-bench"]
     assert bench["status"] == "skipped" and "5 modules import" in bench["detail"]
+    models = [p for p in (ROOT / "perf").glob("bench_*.py") if p.stem[len("bench_"):] not in gpu_check.KERNEL_OPS]
+    model_bench = stages["model-bench"]
+    assert model_bench["status"] == "skipped", model_bench
+    assert f"{len(models)} modules import" in model_bench["detail"] if models else "no model-level" in model_bench["detail"]
     for stage in stages.values():
         assert stage["status"] != "not run" and (stage["status"] == "pass" or stage["detail"])
     assert record["facts"]["dry_run"] is True and record["facts"]["imports"]["torch"] is True
