@@ -44,7 +44,8 @@ def test_dry_run_invokes_every_stage_or_says_why_not(dry):
     models = [p for p in (ROOT / "perf").glob("bench_*.py") if p.stem[len("bench_"):] not in gpu_check.KERNEL_OPS]
     model_bench = stages["model-bench"]
     assert model_bench["status"] == "skipped", model_bench
-    assert f"{len(models)} modules import" in model_bench["detail"] if models else "no model-level" in model_bench["detail"]
+    want = f"{len(models)} modules import" if models else "no model-level"
+    assert want in model_bench["detail"]
     for stage in stages.values():
         assert stage["status"] != "not run" and (stage["status"] == "pass" or stage["detail"])
     assert record["facts"]["dry_run"] is True and record["facts"]["imports"]["torch"] is True
