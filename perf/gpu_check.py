@@ -29,6 +29,9 @@ limits, :func:`enforce_limits`): ``summary.md`` (the final table, also printed),
 ``python -m perf.report --from DIR`` merges them), ``pytest.txt`` (summaries and failures),
 ``logs.tar.gz`` (every stage's full log) and ``plots.tar``.
 
+``--only kernel-tests,kernel-bench`` reruns chosen stages (after the facts) inside a smaller
+``--budget-s``, for the minutes a device session has left after the first run.
+
 ``--dry-run`` (CPU, CI): every stage runs through the same code with the interpreter and tiny
 work (``sepkit check --op snake``, the first test of the first file of each test stage, one example; the
 benchmark workers import every module and check its ``run``) or is skipped with its reason.
@@ -670,14 +673,29 @@ def bench_worker(path: Path, ops: list[str], deadline: float, quick: bool, dry: 
 
 
 # --------------------------------------------------------------------------------------------
+STAGES = ("facts", "check", "kernel-tests", "model-tests", "kernel-bench", "model-bench", "sweep")
+
+
 def run_check(out: Path, budget_s: float = 480, dry: bool = False, max_examples: int = 20,
-              workers: int = 0) -> Check:
-    """Run every stage (see the module docstring) and write ``out``; returns the record."""
+              workers: int = 0, only: tuple[str, ...] = ()) -> Check:
+    """Run every stage (see the module docstring), or the facts and those in ``only``, and write
+    ``out``; returns the record."""
     chk = Check(out, budget_s, dry, max_examples, workers)
+    if only:
+        original = chk.stage
+
+        def selected(name, fn):
+            if name == "facts" or name in only:
+                return original(name, fn)
+            st = Stage(name, 0, "skipped", 0, "not selected (--only)")
+            chk.stages.append(st)
+            return st
+
+        chk.stage = selected
     try:
         chk.stage("facts", chk.facts_stage)
         if not dry and not chk.facts.get("gpu"):
-            for name in ("check", "kernel-tests", "model-tests", "kernel-bench", "model-bench", "sweep"):
+            for name in STAGES[1:]:
                 chk.stages.append(Stage(name, 0, "skipped", 0, "no CUDA device here (--dry-run checks the plumbing "
                                         "on a CPU)"))
             chk.pack()
@@ -688,8 +706,7 @@ def run_check(out: Path, budget_s: float = 480, dry: bool = False, max_examples:
         chk.stage("kernel-bench", lambda st, cap: chk.bench_stage(st, cap, kernel=True, quick=True))
         chk.stage("model-bench", lambda st, cap: chk.bench_stage(st, cap, kernel=False, quick=True))
         if dry:
-            st = Stage("sweep", 0, "skipped", 0, "dry run: the full-size sweep only runs on a GPU")
-            chk.stages.append(st)
+            chk.stages.append(Stage("sweep", 0, "skipped", 0, "dry run: the full-size sweep only runs on a GPU"))
         else:
             chk.stage("sweep", lambda st, cap: chk.bench_stage(st, cap, kernel=True, quick=False))
         chk.pack()
@@ -705,6 +722,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--budget-s", type=float, default=480.0, help="wall-time budget in seconds (default 480)")
     parser.add_argument("--max-examples", type=int, default=20, help="hypothesis examples per kernel test (default 20)")
     parser.add_argument("--workers", type=int, default=0, help="pytest-xdist workers for the test stages (default 0)")
+    parser.add_argument("--only", default="", help="comma-separated stages to run after the facts (a rerun), "
+                        f"from: {', '.join(STAGES[1:])}")
     parser.add_argument("--worker", choices=("facts", "bench"), help=argparse.SUPPRESS)
     parser.add_argument("--json", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--ops", default="", help=argparse.SUPPRESS)
@@ -723,8 +742,12 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--budget-s must be >= 60 seconds, got {args.budget_s:g}")
     if args.max_examples < 1:
         parser.error(f"--max-examples must be >= 1, got {args.max_examples}")
+    only = tuple(x for x in args.only.split(",") if x)
+    unknown = [x for x in only if x not in STAGES[1:]]
+    if unknown:
+        parser.error(f"--only: unknown stage {unknown[0]!r}; choose from {', '.join(STAGES[1:])}")
     out = args.out or Path(os.environ.get("OUT") or "gpu-check-out")
-    chk = run_check(out, args.budget_s, args.dry_run, args.max_examples, args.workers)
+    chk = run_check(out, args.budget_s, args.dry_run, args.max_examples, args.workers, only)
     print(chk.summary())
     print("output:", ", ".join(f"{n} ({s} B)" for n, s in enforce_limits(out)))
     return 1 if any(st.status == "FAIL" for st in chk.stages) else 0

@@ -85,6 +85,16 @@ def test_without_a_gpu_the_real_run_stops_after_the_facts(tmp_path, capsys):
     assert "| facts | FAIL |" in capsys.readouterr().out
 
 
+def test_only_reruns_the_chosen_stages_after_the_facts(tmp_path, capsys):
+    chk = gpu_check.run_check(tmp_path, 120, dry=True, only=("sweep",))
+    status = {s.name: (s.status, s.detail) for s in chk.stages}
+    assert list(status) == list(gpu_check.STAGES) and status["facts"][0] == "pass"
+    assert status["check"] == ("skipped", "not selected (--only)")
+    with pytest.raises(SystemExit):
+        gpu_check.main(["--only", "kernel-test"])
+    assert "unknown stage 'kernel-test'" in capsys.readouterr().err
+
+
 def _pytest(tmp_path, env_extra, body, conftest=""):
     (tmp_path / "test_probe.py").write_text(textwrap.dedent(body))
     (tmp_path / "conftest.py").write_text(textwrap.dedent(conftest))
