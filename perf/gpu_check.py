@@ -75,7 +75,7 @@ EXTRA_KERNEL_TESTS = ("test_kernel_edges", "test_check")
 CAPS = {"facts": 30, "check": 60, "kernel-tests": 120, "model-tests": 75, "kernel-bench": 130,
         "model-bench": 75, "sweep": 120}
 #: Seconds kept back for packing the output and printing the table.
-RESERVE_S = 10
+RESERVE_S = 15
 #: A stage with less time than this left is skipped for time.
 MIN_STAGE_S = 8
 #: The device tool's limits on what comes back from $OUT.
@@ -456,13 +456,14 @@ class Check:
         lines.append(f"{passed} of {len(self.stages)} stages passed; failed: {', '.join(failed) or 'none'}.")
         return "\n".join(lines) + "\n"
 
-    def pack(self) -> None:
-        """(Re)write every output file from what is known now, inside the device tool's limits."""
+    def pack(self, final: bool = False) -> None:
+        """(Re)write every output file from what is known now, inside the device tool's limits
+        (the plots only when ``final``: drawing them takes seconds)."""
         from perf.report import markdown_table, plot
 
         self.out.mkdir(parents=True, exist_ok=True)
         for old in self.out.iterdir():  # only this check's own names are written below
-            if old.is_file() and old.name in OUTPUT_FILES:
+            if old.is_file() and old.name in OUTPUT_FILES and (final or old.name != "plots.tar"):
                 old.unlink()
         (self.out / "summary.md").write_text(self.summary())
         record = dict(facts=self.facts, stages=[asdict(s) for s in self.stages], targets=self.targets(),
@@ -473,6 +474,7 @@ class Check:
         if self.bench["rows"]:
             (self.out / "results.md").write_text(markdown_table(self.bench["rows"], facts)
                                                  + "".join(f"\n- {n}" for n in self.bench["notes"]) + "\n")
+        if self.bench["rows"] and final:
             plots = self.work / "plots"
             shutil.rmtree(plots, ignore_errors=True)
             plots.mkdir()
@@ -709,7 +711,7 @@ def run_check(out: Path, budget_s: float = 480, dry: bool = False, max_examples:
             chk.stages.append(Stage("sweep", 0, "skipped", 0, "dry run: the full-size sweep only runs on a GPU"))
         else:
             chk.stage("sweep", lambda st, cap: chk.bench_stage(st, cap, kernel=True, quick=False))
-        chk.pack()
+        chk.pack(final=True)
     finally:
         shutil.rmtree(chk.work, ignore_errors=True)
     return chk

@@ -240,6 +240,22 @@ def test_targets_read_the_design_ratios():
     assert got["stft_mask full: speedup vs eager"]["verdict"] == "not measured"
 
 
+def test_pack_with_benchmark_rows_stays_inside_the_limits(tmp_path):
+    chk = gpu_check.Check(tmp_path, 480, False, 20, 0)
+    rows = ROWS + [_row(op, "sepkit", mode, "bandwidth", 100.0, 4096, unit="GB/s")
+                   for op in ("snake", "stft_mask", "nce") for mode in ("fwd", "full", "full:a", "full:b")]
+    chk.bench = dict(facts=dict(gpu="TestGPU", date="2026-01-01T00:00:00+00:00"), notes=["n"], rows=rows)
+    chk.stages = [gpu_check.Stage("facts", 30, "pass", 1.0, "ok")]
+    chk.pack(final=True)
+    files = {p.name: p.stat().st_size for p in tmp_path.iterdir()}
+    assert set(files) == set(gpu_check.OUTPUT_FILES) and len(files) <= gpu_check.MAX_FILES
+    with tarfile.open(tmp_path / "plots.tar") as tar:
+        assert len(tar.getnames()) == 12 and all(n.endswith(".png") for n in tar.getnames())
+    summary = (tmp_path / "summary.md").read_text()
+    assert "| snake full: speedup vs eager | 4.00x | >= 3x | met |" in summary
+    assert json.loads((tmp_path / "results.json").read_text())["facts"]["dry_run"] is False
+
+
 def test_report_from_merges_a_returned_folder_and_names_the_device(tmp_path):
     returned = tmp_path / "returned"
     returned.mkdir()
