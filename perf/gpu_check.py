@@ -33,8 +33,9 @@ limits, :func:`enforce_limits`): ``summary.md`` (the final table, also printed),
 ``--budget-s``, for the minutes a device session has left after the first run.
 
 ``--dry-run`` (CPU, CI): every stage runs through the same code with the interpreter and tiny
-work (``sepkit check --op snake``, the first test of the first file of each test stage, one example; the
-benchmark workers import every module and check its ``run``) or is skipped with its reason.
+work (``sepkit check --op snake``, the first test of the first file of each test stage, one
+example; the benchmark workers import every module and check its ``run``) or is skipped with its
+reason.
 
 Wheels: what the GPU image lacks among sepkit's dependencies travels in ``.whl/`` (git-ignored)
 and is installed into a temporary folder put on PYTHONPATH. Download them here (with network):
@@ -44,10 +45,11 @@ and is installed into a temporary folder put on PYTHONPATH. Download them here (
         --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 --platform manylinux1_x86_64 \\
         -d .whl soundfile==0.13.1 cffi==2.0.0 pycparser==2.23 mir_eval==0.8.2 decorator==5.2.1 pystoi==0.4.1
 
-(soundfile is a runtime dependency, cffi and pycparser its needs; mir_eval with decorator and
-pystoi let the metric tests run against their peers; pesq has no cp312 wheel and xformers none
-that fits, so their tests and baseline are skipped.) On a device session: carry ``.whl`` and run
-``bash perf/gpu_check.sh`` with a timeout of about 540 s.
+(soundfile is the one runtime dependency the image lacks, cffi and pycparser its needs; mir_eval
+with decorator, and pystoi, are the dev and eval extras' peers, small, for a run that adds the
+metric tests. Not carried: pesq, whose tests skip without it, and xformers, whose wheels are built
+for one torch version: the attention benchmark notes it as skipped.) On a device session: carry
+``.whl`` and run ``bash perf/gpu_check.sh`` with a timeout of about 540 s.
 """
 from __future__ import annotations
 
