@@ -38,3 +38,14 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "cuda" in item.keywords:
             item.add_marker(skip)
+
+
+def pytest_runtest_teardown(item):
+    """SpeechBrain (a parity baseline in a few tests) puts lazy placeholder modules into
+    sys.modules; anything that walks sys.modules afterwards (hypothesis does) triggers their
+    imports, which fail without optional packages (k2). Drop the placeholders not yet loaded."""
+    import sys
+
+    for name, module in list(sys.modules.items()):
+        if type(module).__name__ in ("LazyModule", "DeprecatedModuleRedirect") and name.startswith("speechbrain"):
+            del sys.modules[name]
