@@ -35,7 +35,8 @@ import torch
 
 from ._alloc import empty
 from ._backend import HAS_TRITON, INTERPRET, resolve_backend
-from ._checks import check_same_device, check_same_dtype, check_tensor
+from . import _checks
+from ._checks import check_finite, check_same_device, check_same_dtype, check_tensor
 from .reference.attention import attention_reference
 
 OP = "attention"
@@ -584,6 +585,18 @@ def _check_lengths(kv_lengths, batch: int, lk: int, device) -> torch.Tensor | No
     return kv_lengths
 
 
+def _check_finite_inputs(q, k, v, kv_lengths) -> None:
+    """``SEPKIT_CHECK_FINITE=1``: NaN / Inf in q or in a valid key or value raises (padding is free)."""
+    check_finite(OP, "q", q)
+    for name, t in (("k", k), ("v", v)):
+        bad = ~torch.isfinite(t)
+        if kv_lengths is not None:
+            valid = torch.arange(t.shape[2], device=t.device) < kv_lengths.to(torch.int64)[:, None]
+            bad = bad & valid[:, None, :, None]
+        if bool(bad.any()):
+            raise ValueError(f"{OP}: {name} contains NaN or Inf in a valid position (within kv_lengths)")
+
+
 def attention(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -608,7 +621,8 @@ def attention(
 
     Returns:
         (B, H, Lq, Dh) in the dtype of ``q``. Rows with no valid key are zero (and pass zero
-        gradient back).
+        gradient back). Inputs are not checked for NaN / Inf unless ``SEPKIT_CHECK_FINITE=1``:
+        a NaN query row gives a NaN output row (see ``sepkit.kernels._checks``).
     """
     for name, t in (("q", q), ("k", k), ("v", v)):
         check_tensor(OP, name, t, ndim=4)
@@ -628,6 +642,8 @@ def attention(
         raise ValueError(f"{OP}: scale must be a finite number or None, got {scale!r}")
     lk = k.shape[2]
     kv_lengths = _check_lengths(kv_lengths, b, lk, q.device)
+    if _checks.CHECK_FINITE and not torch.compiler.is_compiling():
+        _check_finite_inputs(q, k, v, kv_lengths)
     which = resolve_backend(OP, backend, (q, k, v), _triton_reasons(q, k, v))
     if which == "torch":
         return attention_reference(q, k, v, kv_lengths=kv_lengths, causal=causal, scale=float(scale))
