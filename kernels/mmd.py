@@ -44,6 +44,7 @@ from typing import Sequence
 import torch
 
 from ._alloc import empty, empty_like
+from .attention import dot_precision
 from ._backend import HAS_TRITON, INTERPRET, resolve_backend
 from ._checks import FLOAT_DTYPES, check_finite, check_row_sets, check_same_device, check_tensor
 from .reference.mmd import DEFAULT_MULTIPLIERS, ESTIMATORS, heuristic_base, mmd_reference, pooled_centre
@@ -215,13 +216,15 @@ def _blocks(d: int) -> dict:
 def _warps(meta: dict, backward: bool) -> dict:
     if INTERPRET:
         return {}
-    # 64 x 64 tiles: 8 warps keep the forward under ~110 and the backward under ~215 registers
-    # per thread on sm_90 (checked by ahead-of-time compilation, not yet tuned on a GPU)
+    # 64 x 64 tiles on 8 warps: no spills on sm_90a or sm_80 at any BLOCK_D (``python -m perf
+    # static``, perf/results/static-*); the fp16/bf16 backward at BLOCK_D 128 uses up to ~220
+    # registers per thread (one block per SM)
     return {"num_warps": 8, "num_stages": 2 if backward else 3}
 
 
 def _precision(t: torch.Tensor):
-    return "ieee" if t.dtype == torch.float32 else None
+    """fp32 dots follow ``torch.get_float32_matmul_precision()`` (see ``attention.dot_precision``)."""
+    return dot_precision(t.dtype)
 
 
 def _is_squaring_chain(gammas: torch.Tensor) -> bool:

@@ -489,20 +489,19 @@ def run_static(ops=None, dtypes=DTYPES, targets=tuple(TARGETS), quick=False, pre
     )
 
 
-def _largest(cases: list[Case]) -> list[Case]:
-    """Per (kernel, dtype, flags): the configs with the largest tile and the most warps."""
+def _largest(cases: list[Case], by_flags: bool = False) -> list[Case]:
+    """Per (kernel, dtype, precision) (and flags when ``by_flags``): the configs with the largest
+    tile and the most warps (the CI subset: registers and shared memory grow with the tile)."""
     best: dict = {}
     for c in cases:
         tile = 1
         for k in ("BLOCK_M", "BLOCK_N", "BLOCK_D", "BLOCK_R", "BLOCK", "BLOCK_J", "BLOCK_K", "BLOCK_E"):
             tile *= int(c.kwargs.get(k, 1))
-        key = (c.kernel, c.dtype, c.flags())
-        score = (tile, c.kwargs.get("num_warps", 4))
+        key = (c.kernel, c.dtype, str(c.kwargs.get("PRECISION")), c.flags() if by_flags else "")
+        score = (tile, c.kwargs.get("num_warps", 4), c.flags())
         if key not in best or score > best[key][0]:
-            best[key] = (score, [c])
-        elif score == best[key][0]:
-            best[key][1].append(c)
-    return [c for _, cs in best.values() for c in cs]
+            best[key] = (score, c)
+    return [c for _, c in best.values()]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -573,6 +572,8 @@ def main(argv=None) -> int:
     parser.add_argument("--target", action="append", choices=tuple(TARGETS))
     parser.add_argument("--quick", action="store_true", help="fewer shapes")
     parser.add_argument("--largest", action="store_true", help="only the largest config per kernel variant")
+    parser.add_argument("--precision", action="append", choices=("highest", "high"),
+                        help="fp32 matmul precision(s) to capture under (default: both)")
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--no-write", action="store_true")
@@ -582,7 +583,7 @@ def main(argv=None) -> int:
         print("perf static: unset TRITON_INTERPRET (the kernels must be compiled, not interpreted)", file=sys.stderr)
         return 2
     doc = run_static(args.op, tuple(args.dtype or DTYPES), tuple(args.target or TARGETS), quick=args.quick,
-                     jobs=args.jobs, largest_only=args.largest,
+                     precisions=tuple(args.precision or ("highest", "high")), jobs=args.jobs, largest_only=args.largest,
                      log=lambda m: print(m, file=sys.stderr, flush=True))
     print(summary(doc))
     if args.json:
