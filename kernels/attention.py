@@ -390,15 +390,16 @@ if HAS_TRITON and not INTERPRET:
     _SMEM_BUDGET = 160 * 1024
     #: Tiles for exact fp32 (``PRECISION="ieee"``): the dots are FMA loops whose operands and
     #: accumulators all live in registers, so fp32 gets its own small tiles.
-    _IEEE = {(64, 32, 4, 2), (32, 64, 4, 2), (32, 32, 4, 2), (32, 32, 8, 2), (16, 64, 4, 2), (16, 32, 4, 2)}
+    _IEEE = {(32, 32, 8, 2), (16, 32, 8, 2)}
 
-    def _keep_for(acc_blocks: tuple, stream: str, resident: int):
+    def _keep_for(acc_blocks: tuple, stream: str, resident: int, not_fp32: tuple = ()):
         """Config filter: tiles no larger than the (bucketed) problem, fp32 accumulators within
         64 registers per thread (``acc_blocks``: the tile axes of the (axis, head dim)
         accumulators: dK and dV for the dK/dV kernel), planned shared memory within the budget
         (two (``stream``, head dim) operand tiles per pipeline stage plus ``resident`` tiles of
-        the other axis),
-        and the exact-fp32 tile list for ``PRECISION="ieee"`` (the tensor-core list otherwise)."""
+        the other axis), the exact-fp32 tile list for ``PRECISION="ieee"`` (the tensor-core list
+        otherwise; with fp32 storage (TF32) less the ``not_fp32`` tiles, whose 4-byte operands
+        spill)."""
 
         def keep(configs, named_args, **kwargs):
             lq = _bucket(named_args["LQ"])
@@ -413,10 +414,12 @@ if HAS_TRITON and not INTERPRET:
                     return False
                 if bm > lq or bn > lk:
                     return False
+                if size == 4 and (bm, bn, w, s) in not_fp32:
+                    return False
                 acc = sum(c.kwargs[a] for a in acc_blocks) * bd
-                if ieee:  # the FMA dots hold their (BLOCK_M, BLOCK_N) product in registers too
-                    acc += bm * bn
-                if acc > 2048 * w:
+                if ieee:  # the FMA dots hold operands and their (BLOCK_M, BLOCK_N) product in
+                    acc += bm * bn  # registers too: half the budget
+                if acc > (1024 if ieee else 2048) * w:
                     return False
                 other = bn if stream == "BLOCK_M" else bm
                 return (2 * s * c.kwargs[stream] + resident * other) * bd * size <= _SMEM_BUDGET
@@ -439,10 +442,13 @@ if HAS_TRITON and not INTERPRET:
     ] + _IEEE_LIST), key=_KEY, prune_configs_by=_keep_for(("BLOCK_M",), "BLOCK_N", 1))(_attn_fwd_kernel)
     _dkdv = triton.autotune(_configs([
         (64, 128, 8, 3), (64, 64, 4, 3), (64, 64, 8, 3), (32, 64, 4, 3), (32, 64, 8, 3), (16, 64, 4, 3),
-    ] + _IEEE_LIST), key=_KEY, prune_configs_by=_keep_for(("BLOCK_N", "BLOCK_N"), "BLOCK_M", 2))(_attn_bwd_dkdv_kernel)
+    ] + _IEEE_LIST), key=_KEY, prune_configs_by=_keep_for(("BLOCK_N", "BLOCK_N"), "BLOCK_M", 2,
+                                              ((64, 128, 8, 3), (64, 64, 8, 3), (64, 64, 4, 3))))(
+        _attn_bwd_dkdv_kernel)
     _dq = triton.autotune(_configs([
         (128, 64, 8, 3), (64, 64, 4, 3), (128, 32, 4, 3), (64, 32, 4, 3), (16, 64, 4, 3), (16, 128, 4, 3),
-    ] + _IEEE_LIST), key=_KEY, prune_configs_by=_keep_for(("BLOCK_M",), "BLOCK_N", 2))(_attn_bwd_dq_kernel)
+    ] + _IEEE_LIST), key=_KEY, prune_configs_by=_keep_for(("BLOCK_M",), "BLOCK_N", 2, ((128, 64, 8, 3), (64, 64, 4, 3))))(
+        _attn_bwd_dq_kernel)
     _FIXED: dict = {}
     _MIN_SPLIT_KEYS = 256
 elif HAS_TRITON:

@@ -205,11 +205,13 @@ if HAS_TRITON:
                  mask=rmask[:, None] & dmask[None, :])
 
 
-def _blocks(d: int) -> dict:
+def _blocks(d: int, exact: bool = False) -> dict:
+    """Tile sizes; ``exact`` (fp32 with IEEE dots: FMA loops whose operands live in registers)
+    halves the depth and quarters the D chunk so nothing spills (sm_80, ``python -m perf static``)."""
     if INTERPRET:  # small tiles so tests cross block boundaries at small sizes
         return dict(BLOCK_M=16, BLOCK_N=16, BLOCK_K=32, BLOCK_D=32)
-    block_k = min(64, max(16, triton.next_power_of_2(d)))
-    block_d = min(128, max(16, triton.next_power_of_2(d)))
+    block_k = min(32 if exact else 64, max(16, triton.next_power_of_2(d)))
+    block_d = min(32 if exact else 128, max(16, triton.next_power_of_2(d)))
     return dict(BLOCK_M=64, BLOCK_N=64, BLOCK_K=block_k, BLOCK_D=block_d)
 
 
@@ -253,7 +255,7 @@ def _pair_sum(a, b, na, nb, table, nk, squaring, symmetric, diag_value) -> torch
     """sum over row/column pairs of the kernel values (float64 0-d), by tiles."""
     n, d = a.shape
     m = b.shape[0]
-    meta = _blocks(d)
+    meta = _blocks(d, _precision(a) == "ieee")
     n_rb = triton.cdiv(n, meta["BLOCK_M"])
     n_cb = triton.cdiv(m, meta["BLOCK_N"])
     if INTERPRET:
@@ -300,7 +302,7 @@ def _(x, y, gammas, unbiased, squaring):
 def _grad_rows(a, b, na, nb, table, scales, nk, squaring) -> torch.Tensor:
     n, d = a.shape
     out = empty_like(a)
-    meta = _blocks(d)
+    meta = _blocks(d, _precision(a) == "ieee")
     grid = (triton.cdiv(n, meta["BLOCK_M"]), triton.cdiv(d, meta["BLOCK_D"]))
     _mmd_bwd_kernel[grid](
         a, b, na, nb, table, scales, out, n, b.shape[0], d, a.stride(0), b.stride(0), out.stride(0),
