@@ -447,7 +447,7 @@ if HAS_TRITON and not INTERPRET:
         _attn_bwd_dkdv_kernel)
     _dq = triton.autotune(_configs([
         (128, 64, 8, 3), (64, 64, 4, 3), (128, 32, 4, 3), (64, 32, 4, 3), (16, 64, 4, 3), (16, 128, 4, 3),
-    ] + _IEEE_LIST), key=_KEY, prune_configs_by=_keep_for(("BLOCK_M",), "BLOCK_N", 2, ((128, 64, 8, 3), (64, 64, 4, 3))))(
+    ] + _IEEE_LIST), key=_KEY, prune_configs_by=_keep_for(("BLOCK_M",), "BLOCK_N", 2, ((128, 64, 8, 3), (128, 32, 4, 3), (64, 64, 4, 3))))(
         _attn_bwd_dq_kernel)
     _FIXED: dict = {}
     _MIN_SPLIT_KEYS = 256
