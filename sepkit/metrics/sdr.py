@@ -33,7 +33,8 @@ def spd_solve(matrix: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor:
 
     ``torch.linalg.cholesky_ex`` factorises every system of the batch and reports, per system,
     whether the factorisation failed (not positive definite in floating point); those systems
-    alone are solved again by least squares (``torch.linalg.lstsq``, minimum-norm where singular).
+    alone are solved again by least squares: the minimum-norm solution through the symmetric
+    pseudo-inverse (``torch.linalg.pinv(hermitian=True)``, an eigendecomposition, on any device).
     sepkit solves its symmetric systems this way rather than with the LU of
     ``torch.linalg.solve``: Cholesky costs half as much, and batched float64 LU solves hang on some
     builds after ``torch.set_num_threads`` (oneMKL DLASWP parameter error).
@@ -48,7 +49,7 @@ def spd_solve(matrix: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor:
     solution = torch.cholesky_solve(rhs, factor)
     failed = info != 0
     if bool(failed.any()):
-        fallback = torch.linalg.lstsq(matrix[failed], rhs[failed]).solution
+        fallback = torch.linalg.pinv(matrix[failed], hermitian=True) @ rhs[failed]
         solution = solution.masked_scatter(failed[..., None, None].expand_as(solution), fallback)
     return solution
 
