@@ -544,8 +544,8 @@ def markdown(doc: dict) -> str:
 def write(doc: dict, out_dir: Path = RESULTS) -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     f = doc["facts"]
-    stem = out_dir / f"static-triton{f['triton']}-{f['date']}"
-    paths = [stem.with_suffix(".json"), stem.with_suffix(".md")]
+    stem = f"static-triton{f['triton']}-{f['date']}"
+    paths = [out_dir / f"{stem}.json", out_dir / f"{stem}.md"]
     paths[0].write_text(json.dumps(doc, indent=1, default=str) + "\n")
     paths[1].write_text(markdown(doc))
     return paths

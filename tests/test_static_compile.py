@@ -24,7 +24,6 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def _run_static(tmp_path: Path) -> dict:
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    env["TRITON_CACHE_DIR"] = env.get("TRITON_CACHE_DIR", str(Path.home() / ".triton" / "cache"))
     out = tmp_path / "static.json"
     cmd = [sys.executable, "-m", "perf", "static", "--quick", "--largest", "--target", "sm_90a",
            "--dtype", "float16", "--dtype", "float32", "--precision", "highest", "--no-write", "--json", str(out)]
