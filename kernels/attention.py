@@ -398,8 +398,8 @@ if HAS_TRITON and not INTERPRET:
         accumulators: dK and dV for the dK/dV kernel), planned shared memory within the budget
         (two (``stream``, head dim) operand tiles per pipeline stage plus ``resident`` tiles of
         the other axis), the exact-fp32 tile list for ``PRECISION="ieee"`` (the tensor-core list
-        otherwise; with fp32 storage (TF32) less the ``not_fp32`` tiles, whose 4-byte operands
-        spill)."""
+        otherwise; with fp32 storage less the ``not_fp32`` tiles, which spill there: found by
+        ``python -m perf static``)."""
 
         def keep(configs, named_args, **kwargs):
             lq = _bucket(named_args["LQ"])
@@ -408,18 +408,22 @@ if HAS_TRITON and not INTERPRET:
             ieee = kwargs.get("PRECISION", named_args.get("PRECISION")) == "ieee"
             size = named_args["Q"].element_size()
 
+            # fp32 storage beyond head dim 64 holds 4-byte operand tiles too large for the
+            # tensor-core tiles (TF32 spills): it takes the small 8-warp tiles as well
+            small = ieee or (size == 4 and bd > 64)
+
             def fits(c):
                 bm, bn, w, s = c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.num_warps, c.num_stages
-                if ((bm, bn, w, s) in _IEEE) != ieee:
+                if ((bm, bn, w, s) in _IEEE) != small:
                     return False
                 if bm > lq or bn > lk:
                     return False
                 if size == 4 and (bm, bn, w, s) in not_fp32:
                     return False
                 acc = sum(c.kwargs[a] for a in acc_blocks) * bd
-                if ieee:  # the FMA dots hold operands and their (BLOCK_M, BLOCK_N) product in
-                    acc += bm * bn  # registers too: half the budget
-                if acc > (1024 if ieee else 2048) * w:
+                if small:  # the dots hold operands and their (BLOCK_M, BLOCK_N) product in
+                    acc += bm * bn  # registers too: half the budget (a quarter for FMA dots)
+                if acc > (512 if ieee else 1024 if small else 2048) * w:
                     return False
                 other = bn if stream == "BLOCK_M" else bm
                 return (2 * s * c.kwargs[stream] + resident * other) * bd * size <= _SMEM_BUDGET
@@ -428,7 +432,7 @@ if HAS_TRITON and not INTERPRET:
             if kept:
                 return kept
             own = [c for c in configs if ((c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.num_warps, c.num_stages)
-                                          in _IEEE) == ieee]
+                                          in _IEEE) == small]
             return [min(own, key=lambda c: c.kwargs["BLOCK_M"] * c.kwargs["BLOCK_N"])]
 
         return {"early_config_prune": keep}
@@ -439,7 +443,8 @@ if HAS_TRITON and not INTERPRET:
     _fwd = triton.autotune(_configs([
         (128, 64, 4, 3), (128, 64, 8, 3), (128, 128, 8, 3), (64, 64, 4, 3), (64, 128, 4, 3),
         (32, 64, 4, 3), (16, 64, 4, 4), (16, 128, 4, 3),
-    ] + _IEEE_LIST), key=_KEY, prune_configs_by=_keep_for(("BLOCK_M",), "BLOCK_N", 1))(_attn_fwd_kernel)
+    ] + _IEEE_LIST), key=_KEY, prune_configs_by=_keep_for(("BLOCK_M",), "BLOCK_N", 1, ((128, 64, 4, 3),)))(
+        _attn_fwd_kernel)
     _dkdv = triton.autotune(_configs([
         (64, 128, 8, 3), (64, 64, 4, 3), (64, 64, 8, 3), (32, 64, 4, 3), (32, 64, 8, 3), (16, 64, 4, 3),
     ] + _IEEE_LIST), key=_KEY, prune_configs_by=_keep_for(("BLOCK_N", "BLOCK_N"), "BLOCK_M", 2,
@@ -447,7 +452,8 @@ if HAS_TRITON and not INTERPRET:
         _attn_bwd_dkdv_kernel)
     _dq = triton.autotune(_configs([
         (128, 64, 8, 3), (64, 64, 4, 3), (128, 32, 4, 3), (64, 32, 4, 3), (16, 64, 4, 3), (16, 128, 4, 3),
-    ] + _IEEE_LIST), key=_KEY, prune_configs_by=_keep_for(("BLOCK_M",), "BLOCK_N", 2, ((128, 64, 8, 3), (128, 32, 4, 3), (64, 64, 4, 3))))(
+    ] + _IEEE_LIST), key=_KEY, prune_configs_by=_keep_for(("BLOCK_M",), "BLOCK_N", 2,
+                                            ((128, 64, 8, 3), (128, 32, 4, 3), (64, 64, 4, 3), (16, 32, 8, 2))))(
         _attn_bwd_dq_kernel)
     _FIXED: dict = {}
     _MIN_SPLIT_KEYS = 256
