@@ -6,7 +6,8 @@ the (Lq, Lk) matrix. Masking rules (``sepkit.kernels.reference.attention``): key
 ``kv_lengths[b]`` are ignored (never even read), the causal mask is bottom-right aligned
 (query i sees keys j <= i + Lk - Lq), a row with no valid key has zero output and zero gradient.
 
-Kernels (fp32 arithmetic whatever the storage dtype; fp32 storage uses IEEE fp32 dots, not TF32;
+Kernels (fp32 arithmetic whatever the storage dtype; fp32 storage uses exact IEEE fp32 dots unless
+``torch.get_float32_matmul_precision()`` is "high" or "medium" (then TF32 tensor cores);
 offsets in int64; inputs with any strides whose last dimension is contiguous):
 
 * forward: one program per (query block, batch x head) streams key blocks with the online
@@ -360,6 +361,16 @@ _LOG2E = 1.4426950408889634
 MAX_HEAD_DIM = 128
 
 
+def dot_precision(dtype: torch.dtype):
+    """``tl.dot`` input precision for a storage dtype: fp32 follows
+    ``torch.get_float32_matmul_precision()`` as PyTorch's own matmuls do ("highest": exact
+    "ieee" FMA dots; "high" / "medium": "tf32" tensor cores, inputs rounded to 10 mantissa
+    bits); fp16 / bf16 always use tensor cores (None: Triton's default)."""
+    if dtype != torch.float32:
+        return None
+    return "ieee" if torch.get_float32_matmul_precision() == "highest" else "tf32"
+
+
 def _bucket(n: int) -> int:
     """Autotuning key for a length: the next power of two (at least 16), so varying audio lengths
     re-tune O(log L) times, not once per length."""
@@ -374,34 +385,76 @@ if HAS_TRITON and not INTERPRET:
     def _configs(shapes):
         return [triton.Config(_fixed(bm, bn), num_warps=w, num_stages=s) for bm, bn, w, s in shapes]
 
-    def _keep_for(acc_block: str):
-        """Config filter: tiles no larger than the (bucketed) problem, accumulators that fit."""
+    #: Shared memory a config may plan for (bytes): within the per-block limit of both targets
+    #: (A100 163 KB, H100 227 KB), so no config is even tried that could not launch.
+    _SMEM_BUDGET = 160 * 1024
+    #: Tiles for exact fp32 (``PRECISION="ieee"``): the dots are FMA loops whose operands and
+    #: accumulators all live in registers, so fp32 gets its own small tiles.
+    _IEEE = {(32, 32, 8, 2), (16, 32, 8, 2)}
+
+    def _keep_for(acc_blocks: tuple, stream: str, resident: int, not_fp32: tuple = ()):
+        """Config filter: tiles no larger than the (bucketed) problem, fp32 accumulators within
+        64 registers per thread (``acc_blocks``: the tile axes of the (axis, head dim)
+        accumulators: dK and dV for the dK/dV kernel), planned shared memory within the budget
+        (two (``stream``, head dim) operand tiles per pipeline stage plus ``resident`` tiles of
+        the other axis), the exact-fp32 tile list for ``PRECISION="ieee"`` (the tensor-core list
+        otherwise; with fp32 storage less the ``not_fp32`` tiles, which spill there: found by
+        ``python -m perf static``)."""
 
         def keep(configs, named_args, **kwargs):
             lq = _bucket(named_args["LQ"])
             lk = _bucket(named_args["LK"])
             bd = kwargs.get("BLOCK_D", named_args.get("BLOCK_D", 64))
-            kept = [
-                c for c in configs
-                if c.kwargs["BLOCK_M"] <= lq and c.kwargs["BLOCK_N"] <= lk
-                and c.kwargs[acc_block] * bd <= 2048 * c.num_warps  # fp32 accumulator <= 64 registers/thread
-            ]
-            return kept or [min(configs, key=lambda c: c.kwargs["BLOCK_M"] * c.kwargs["BLOCK_N"])]
+            ieee = kwargs.get("PRECISION", named_args.get("PRECISION")) == "ieee"
+            size = named_args["Q"].element_size()
+
+            # fp32 storage beyond head dim 64 holds 4-byte operand tiles too large for the
+            # tensor-core tiles (TF32 spills): it takes the small 8-warp tiles as well
+            small = ieee or (size == 4 and bd > 64)
+
+            def fits(c):
+                bm, bn, w, s = c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.num_warps, c.num_stages
+                if ((bm, bn, w, s) in _IEEE) != small:
+                    return False
+                if bm > lq or bn > lk:
+                    return False
+                if size == 4 and (bm, bn, w, s) in not_fp32:
+                    return False
+                acc = sum(c.kwargs[a] for a in acc_blocks) * bd
+                if small:  # the dots hold operands and their (BLOCK_M, BLOCK_N) product in
+                    acc += bm * bn  # registers too: half the budget (a quarter for FMA dots)
+                if acc > (512 if ieee else 1024 if small else 2048) * w:
+                    return False
+                other = bn if stream == "BLOCK_M" else bm
+                return (2 * s * c.kwargs[stream] + resident * other) * bd * size <= _SMEM_BUDGET
+
+            kept = [c for c in configs if fits(c)]
+            if kept:
+                return kept
+            own = [c for c in configs if ((c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.num_warps, c.num_stages)
+                                          in _IEEE) == small]
+            return [min(own, key=lambda c: c.kwargs["BLOCK_M"] * c.kwargs["BLOCK_N"])]
 
         return {"early_config_prune": keep}
 
-    _KEY = ["LQ_KEY", "LK_KEY", "SPLITS", "HEAD_DIM", "CAUSAL", "HAS_LENS"]
-    # Hopper-oriented short lists: (BLOCK_M, BLOCK_N, warps, stages).
+    _KEY = ["LQ_KEY", "LK_KEY", "SPLITS", "HEAD_DIM", "CAUSAL", "HAS_LENS", "PRECISION"]
+    _IEEE_LIST = sorted(_IEEE, reverse=True)
+    # Hopper-oriented short lists: (BLOCK_M, BLOCK_N, warps, stages), then the exact-fp32 tiles.
     _fwd = triton.autotune(_configs([
         (128, 64, 4, 3), (128, 64, 8, 3), (128, 128, 8, 3), (64, 64, 4, 3), (64, 128, 4, 3),
         (32, 64, 4, 3), (16, 64, 4, 4), (16, 128, 4, 3),
-    ]), key=_KEY, prune_configs_by=_keep_for("BLOCK_M"))(_attn_fwd_kernel)
+    ] + _IEEE_LIST), key=_KEY, prune_configs_by=_keep_for(("BLOCK_M",), "BLOCK_N", 1, ((128, 64, 4, 3),)))(
+        _attn_fwd_kernel)
     _dkdv = triton.autotune(_configs([
-        (32, 128, 4, 3), (64, 128, 8, 3), (64, 64, 4, 3), (32, 64, 4, 3), (16, 64, 4, 3), (16, 128, 4, 3),
-    ]), key=_KEY, prune_configs_by=_keep_for("BLOCK_N"))(_attn_bwd_dkdv_kernel)
+        (64, 128, 8, 3), (64, 64, 4, 3), (64, 64, 8, 3), (32, 64, 4, 3), (32, 64, 8, 3), (16, 64, 4, 3),
+    ] + _IEEE_LIST), key=_KEY, prune_configs_by=_keep_for(("BLOCK_N", "BLOCK_N"), "BLOCK_M", 2,
+                                              ((64, 128, 8, 3), (64, 64, 8, 3), (64, 64, 4, 3))))(
+        _attn_bwd_dkdv_kernel)
     _dq = triton.autotune(_configs([
         (128, 64, 8, 3), (64, 64, 4, 3), (128, 32, 4, 3), (64, 32, 4, 3), (16, 64, 4, 3), (16, 128, 4, 3),
-    ]), key=_KEY, prune_configs_by=_keep_for("BLOCK_M"))(_attn_bwd_dq_kernel)
+    ] + _IEEE_LIST), key=_KEY, prune_configs_by=_keep_for(("BLOCK_M",), "BLOCK_N", 2,
+                                            ((128, 64, 8, 3), (128, 32, 4, 3), (64, 64, 4, 3), (16, 32, 8, 2))))(
+        _attn_bwd_dq_kernel)
     _FIXED: dict = {}
     _MIN_SPLIT_KEYS = 256
 elif HAS_TRITON:
@@ -446,7 +499,7 @@ def _common(q: torch.Tensor, k: torch.Tensor, kv_lengths, causal: bool) -> dict:
     return dict(
         LQ_KEY=_bucket(q.shape[2]), LK_KEY=_bucket(k.shape[2]),
         HEAD_DIM=dh, BLOCK_D=block_d, EVEN_D=block_d == dh, CAUSAL=causal,
-        HAS_LENS=kv_lengths is not None, PRECISION="ieee" if q.dtype == torch.float32 else None, **_FIXED,
+        HAS_LENS=kv_lengths is not None, PRECISION=dot_precision(q.dtype), **_FIXED,
     )
 
 

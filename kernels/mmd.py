@@ -44,6 +44,7 @@ from typing import Sequence
 import torch
 
 from ._alloc import empty, empty_like
+from .attention import dot_precision
 from ._backend import HAS_TRITON, INTERPRET, resolve_backend
 from ._checks import FLOAT_DTYPES, check_finite, check_row_sets, check_same_device, check_tensor
 from .reference.mmd import DEFAULT_MULTIPLIERS, ESTIMATORS, heuristic_base, mmd_reference, pooled_centre
@@ -204,24 +205,28 @@ if HAS_TRITON:
                  mask=rmask[:, None] & dmask[None, :])
 
 
-def _blocks(d: int) -> dict:
+def _blocks(d: int, exact: bool = False) -> dict:
+    """Tile sizes; ``exact`` (fp32 with IEEE dots: FMA loops whose operands live in registers)
+    halves the depth and quarters the D chunk so nothing spills (sm_80, ``python -m perf static``)."""
     if INTERPRET:  # small tiles so tests cross block boundaries at small sizes
         return dict(BLOCK_M=16, BLOCK_N=16, BLOCK_K=32, BLOCK_D=32)
-    block_k = min(64, max(16, triton.next_power_of_2(d)))
-    block_d = min(128, max(16, triton.next_power_of_2(d)))
+    block_k = min(32 if exact else 64, max(16, triton.next_power_of_2(d)))
+    block_d = min(32 if exact else 128, max(16, triton.next_power_of_2(d)))
     return dict(BLOCK_M=64, BLOCK_N=64, BLOCK_K=block_k, BLOCK_D=block_d)
 
 
 def _warps(meta: dict, backward: bool) -> dict:
     if INTERPRET:
         return {}
-    # 64 x 64 tiles: 8 warps keep the forward under ~110 and the backward under ~215 registers
-    # per thread on sm_90 (checked by ahead-of-time compilation, not yet tuned on a GPU)
+    # 64 x 64 tiles on 8 warps: no spills on sm_90a or sm_80 at any BLOCK_D (``python -m perf
+    # static``, perf/results/static-*); the fp16/bf16 backward at BLOCK_D 128 uses up to ~220
+    # registers per thread (one block per SM)
     return {"num_warps": 8, "num_stages": 2 if backward else 3}
 
 
 def _precision(t: torch.Tensor):
-    return "ieee" if t.dtype == torch.float32 else None
+    """fp32 dots follow ``torch.get_float32_matmul_precision()`` (see ``attention.dot_precision``)."""
+    return dot_precision(t.dtype)
 
 
 def _is_squaring_chain(gammas: torch.Tensor) -> bool:
@@ -250,7 +255,7 @@ def _pair_sum(a, b, na, nb, table, nk, squaring, symmetric, diag_value) -> torch
     """sum over row/column pairs of the kernel values (float64 0-d), by tiles."""
     n, d = a.shape
     m = b.shape[0]
-    meta = _blocks(d)
+    meta = _blocks(d, _precision(a) == "ieee")
     n_rb = triton.cdiv(n, meta["BLOCK_M"])
     n_cb = triton.cdiv(m, meta["BLOCK_N"])
     if INTERPRET:
@@ -297,7 +302,7 @@ def _(x, y, gammas, unbiased, squaring):
 def _grad_rows(a, b, na, nb, table, scales, nk, squaring) -> torch.Tensor:
     n, d = a.shape
     out = empty_like(a)
-    meta = _blocks(d)
+    meta = _blocks(d, _precision(a) == "ieee")
     grid = (triton.cdiv(n, meta["BLOCK_M"]), triton.cdiv(d, meta["BLOCK_D"]))
     _mmd_bwd_kernel[grid](
         a, b, na, nb, table, scales, out, n, b.shape[0], d, a.stride(0), b.stride(0), out.stride(0),

@@ -108,15 +108,30 @@ if HAS_TRITON:
         return mr, mi
 
     @triton.jit
-    def _load_pair(P, offs, mask):
-        re = tl.load(P + 2 * offs, mask=mask, other=1.0).to(tl.float32)
-        im = tl.load(P + 2 * offs + 1, mask=mask, other=1.0).to(tl.float32)
-        return re, im
+    def _pair_offsets(start, BLOCK: tl.constexpr):
+        """Element offsets of the interleaved (real, imaginary) pairs of the BLOCK bins from
+        ``start``: one contiguous run of 2 BLOCK elements (so the compiler emits vector accesses)."""
+        return 2 * start + tl.arange(0, 2 * BLOCK).to(tl.int64)
 
     @triton.jit
-    def _load_mask(M, offs, mask, KIND: tl.constexpr):
+    def _load_pair(P, start, n, BLOCK: tl.constexpr):
+        """Real and imaginary parts of the BLOCK bins from ``start`` (those < n valid): one contiguous tile of 2 BLOCK
+        elements (vector loads), split into its even and odd elements in registers."""
+        flat = _pair_offsets(start, BLOCK)
+        pair = tl.load(P + flat, mask=flat < 2 * n, other=1.0).to(tl.float32)
+        return tl.split(tl.reshape(pair, (BLOCK, 2)))
+
+    @triton.jit
+    def _store_pair(P, start, n, re, im, BLOCK: tl.constexpr):
+        """Store interleaved (real, imaginary) pairs as one contiguous tile (vector stores)."""
+        flat = _pair_offsets(start, BLOCK)
+        pair = tl.reshape(tl.join(re, im), (2 * BLOCK,)).to(P.dtype.element_ty)
+        tl.store(P + flat, pair, mask=flat < 2 * n)
+
+    @triton.jit
+    def _load_mask(M, start, offs, mask, n, KIND: tl.constexpr, BLOCK: tl.constexpr):
         if KIND == 2:
-            mr, mi = _load_pair(M, offs, mask)
+            mr, mi = _load_pair(M, start, n, BLOCK)
         else:
             mr = tl.load(M + offs, mask=mask, other=1.0).to(tl.float32)
             mi = mr
@@ -137,23 +152,23 @@ if HAS_TRITON:
         KIND: tl.constexpr, BOUND: tl.constexpr, COMPRESS: tl.constexpr, DECOMPRESS: tl.constexpr,
         BLOCK: tl.constexpr,
     ):
-        offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK).to(tl.int64)
+        start = tl.program_id(0).to(tl.int64) * BLOCK
+        offs = start + tl.arange(0, BLOCK).to(tl.int64)
         valid = offs < N
-        xr, xi = _load_pair(X, offs, valid)
+        xr, xi = _load_pair(X, start, N, BLOCK)
         if COMPRESS:
             f, _ur, _ui, _s2 = _power_factor(xr, xi, p_in, c_in)
             xr = xr * f
             xi = xi * f
         if KIND != 0:
-            mr, mi = _load_mask(M, offs, valid, KIND)
+            mr, mi = _load_mask(M, start, offs, valid, N, KIND, BLOCK)
             mr, mi = _bounded_mask(mr, mi, KIND, BOUND)
             xr, xi = _apply_mask(xr, xi, mr, mi, KIND)
         if DECOMPRESS:
             f, _ur, _ui, _s2 = _power_factor(xr, xi, p_out, c_out)
             xr = xr * f
             xi = xi * f
-        tl.store(Y + 2 * offs, xr.to(Y.dtype.element_ty), mask=valid)
-        tl.store(Y + 2 * offs + 1, xi.to(Y.dtype.element_ty), mask=valid)
+        _store_pair(Y, start, N, xr, xi, BLOCK)
 
     @triton.jit
     def _stft_mask_bwd_kernel(
@@ -161,10 +176,11 @@ if HAS_TRITON:
         KIND: tl.constexpr, BOUND: tl.constexpr, COMPRESS: tl.constexpr, DECOMPRESS: tl.constexpr,
         BLOCK: tl.constexpr,
     ):
-        offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK).to(tl.int64)
+        start = tl.program_id(0).to(tl.int64) * BLOCK
+        offs = start + tl.arange(0, BLOCK).to(tl.int64)
         valid = offs < N
-        xr, xi = _load_pair(X, offs, valid)
-        gr, gi = _load_pair(G, offs, valid)
+        xr, xi = _load_pair(X, start, N, BLOCK)
+        gr, gi = _load_pair(G, start, N, BLOCK)
         # recompute the forward up to the decompression input
         cr, ci = xr, xi
         if COMPRESS:
@@ -172,7 +188,7 @@ if HAS_TRITON:
             cr = xr * f
             ci = xi * f
         if KIND != 0:
-            rawr, rawi = _load_mask(M, offs, valid, KIND)
+            rawr, rawi = _load_mask(M, start, offs, valid, N, KIND, BLOCK)
             mr, mi = _bounded_mask(rawr, rawi, KIND, BOUND)
             zr, zi = _apply_mask(cr, ci, mr, mi, KIND)
         else:
@@ -210,14 +226,12 @@ if HAS_TRITON:
                 hr2 = tl.where(r < 0.125, hr2_small, hr2_big)
                 dot = er * gmr + ei * gmi
                 gmr, gmi = g * gmr + hr2 * dot * er, g * gmi + hr2 * dot * ei
-            tl.store(DM + 2 * offs, gmr.to(DM.dtype.element_ty), mask=valid)
-            tl.store(DM + 2 * offs + 1, gmi.to(DM.dtype.element_ty), mask=valid)
+            _store_pair(DM, start, N, gmr, gmi, BLOCK)
         else:
             gcr, gci = gr, gi
         if COMPRESS:
             gcr, gci = _power_vjp(xr, xi, gcr, gci, p_in, c_in)
-        tl.store(DX + 2 * offs, gcr.to(DX.dtype.element_ty), mask=valid)
-        tl.store(DX + 2 * offs + 1, gci.to(DX.dtype.element_ty), mask=valid)
+        _store_pair(DX, start, N, gcr, gci, BLOCK)
 
 
 def _block() -> int:

@@ -1,6 +1,8 @@
 """``python -m perf [--op OP ...] [--quick]``: run the benchmarks on a CUDA GPU and write results.
 
-Without CUDA it exits with status 2 and a one-line explanation.
+Without CUDA it exits with status 2 and a one-line explanation. Two subcommands need no GPU:
+``python -m perf static [...]`` compiles every kernel for sm_90a / sm_80 (``perf/static.py``) and
+``python -m perf traffic [...]`` compares fused and eager memory traffic (``perf/traffic.py``).
 """
 from __future__ import annotations
 
@@ -20,6 +22,10 @@ def available() -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] in ("static", "traffic"):
+        module = importlib.import_module(f"perf.{argv[0]}")
+        return module.main(argv[1:])
     parser = argparse.ArgumentParser(prog="python -m perf", description=__doc__)
     parser.add_argument("--op", action="append", choices=available(), help="benchmark only this op (repeatable)")
     parser.add_argument("--quick", action="store_true", help="smallest sizes only (a smoke run)")
