@@ -1,8 +1,10 @@
 """``python -m perf [--op OP ...] [--quick]``: run the benchmarks on a CUDA GPU and write results.
 
-Without CUDA it exits with status 2 and a one-line explanation. Two subcommands need no GPU:
-``python -m perf static [...]`` compiles every kernel for sm_90a / sm_80 (``perf/static.py``) and
-``python -m perf traffic [...]`` compares fused and eager memory traffic (``perf/traffic.py``).
+Without CUDA it exits with status 2 and a one-line explanation. Three subcommands need no GPU:
+``python -m perf static [...]`` compiles every kernel for sm_90a / sm_80 (``perf/static.py``),
+``python -m perf traffic [...]`` compares fused and eager memory traffic (``perf/traffic.py``) and
+``python -m perf models [...]`` times the separators beside their peers on the CPU
+(``perf/models.py``).
 """
 from __future__ import annotations
 
@@ -23,7 +25,7 @@ def available() -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    if argv and argv[0] in ("static", "traffic"):
+    if argv and argv[0] in ("static", "traffic", "models"):
         module = importlib.import_module(f"perf.{argv[0]}")
         return module.main(argv[1:])
     parser = argparse.ArgumentParser(prog="python -m perf", description=__doc__)
