@@ -1,11 +1,16 @@
-"""``sepkit eval RECIPE --ckpt PATH``: per-utterance metrics (CSV) and a summary table."""
+"""``sepkit eval [RECIPE] --ckpt PATH``: per-utterance metrics (CSV) and a summary table.
+
+The model, its task and its weights come from the checkpoint; the data set from RECIPE (with
+its preset and overrides) or, without one, from the recipe saved in the checkpoint.
+"""
 from __future__ import annotations
 
 import sys
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("recipe", help="recipe name or YAML path (its data section names the test set)")
+    parser.add_argument("recipe", nargs="?", help="recipe name or YAML path whose data section names the test set "
+                        "(default: the recipe saved in the checkpoint)")
     parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. data.root=PATH")
     parser.add_argument("--ckpt", required=True, help="checkpoint folder, or a run folder (its newest checkpoint)")
     parser.add_argument("--preset", help="a preset of the recipe")
@@ -13,6 +18,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--split", choices=("test", "valid"), default="test")
     parser.add_argument("--csv", help="per-utterance CSV (default: <checkpoint>/eval_<split>.csv)")
     parser.add_argument("--max-items", type=int, help="evaluate only the first N utterances")
+    parser.add_argument("--no-ema", action="store_true", help="the trained weights, not their moving average")
     parser.add_argument("--device")
 
 
@@ -20,24 +26,40 @@ def run(args) -> int:
     import torch
 
     from sepkit.data import AudioError
-    from sepkit.train import CheckpointError, ConfigError, evaluate, load_recipe, load_weights, read_meta, resolve_checkpoint
-    from sepkit.train.builders import build_dataset, build_model
+    from sepkit.train import CheckpointError, ConfigError, load_recipe, load_trained, make_task, read_config, resolve_checkpoint
+    from sepkit.train.config import apply_overrides
     from sepkit.train.evaluate import format_summary, summarize, write_rows
 
+    overrides = list(args.overrides or [])
+    recipe = args.recipe
+    if recipe is not None and "=" in recipe:  # an override standing where the recipe may be
+        overrides.insert(0, recipe)
+        recipe = None
     try:
-        cfg = load_recipe(args.recipe, args.preset, args.overrides, args.config)
+        if args.max_items is not None and args.max_items < 1:
+            raise ConfigError(f"--max-items={args.max_items}: must be >= 1")
         ckpt = resolve_checkpoint(args.ckpt)
-        meta = read_meta(ckpt)
-        if meta.get("model") != cfg.model.name.lower():
-            raise CheckpointError(f"{ckpt} holds a {meta.get('model')} model but recipe {cfg.recipe!r} is a "
-                                  f"{cfg.model.name} recipe")
+        saved = read_config(ckpt)
+        if recipe is None:
+            if args.preset or args.config:
+                raise ConfigError("--preset and --config apply to a RECIPE; name one, or give key=value overrides only")
+            cfg = apply_overrides(saved, overrides)
+        else:
+            cfg = load_recipe(recipe, args.preset, overrides, args.config)
+        if (cfg.task.replace("-", "_"), cfg.model.name.lower()) != (saved.task.replace("-", "_"), saved.model.name.lower()):
+            raise CheckpointError(f"{ckpt} holds a {saved.model.name} model (task {saved.task}) but recipe "
+                                  f"{cfg.recipe!r} is a {cfg.model.name} recipe (task {cfg.task})")
         device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        model = build_model(cfg.model, cfg.data)
-        load_weights(ckpt, model)
-        dataset = build_dataset(cfg.data, args.split, cfg.train.seed)
-        rows = evaluate(model.to(device), dataset, device, max_items=args.max_items, progress=True)
+        _, model = load_trained(ckpt, device, ema=not args.no_ema)
+        task = make_task(cfg)
+        dataset = task.dataset(args.split)
+        with torch.no_grad():
+            rows = task.evaluate(model, dataset, progress=True, max_items=args.max_items)
     except (ConfigError, CheckpointError, AudioError, FileNotFoundError) as exc:
         print(f"sepkit eval: {exc}", file=sys.stderr)
+        return 2
+    if not rows:
+        print("sepkit eval: the data set is empty", file=sys.stderr)
         return 2
     path = write_rows(args.csv or ckpt / f"eval_{args.split}.csv", rows)
     print(format_summary(summarize(rows), len(rows)))

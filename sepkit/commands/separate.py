@@ -1,12 +1,17 @@
-"""``sepkit separate --ckpt PATH IN.wav [IN2.wav ...] -o DIR``: one file per separated source.
+"""``sepkit separate --ckpt PATH IN.wav [IN2.wav ...] -o DIR``: what the model makes of each file.
 
-Each input is read (mono; ``--channel`` picks one of several), resampled to the model's rate,
-separated in overlapping chunks when long, resampled back to the input's rate and written as
-``DIR/<input stem>_s<k>.wav``.
+The task and model come from the checkpoint. Each input is read (mono; ``--channel`` picks one
+of several) and given to the task's inference at its own rate (the task resamples to the model's
+rate and back, with a notice): a separator writes ``DIR/<input stem>_s<k>.wav`` per source
+(long inputs in overlapping chunks, sources aligned across chunks), an enhancer
+``DIR/<stem>_enhanced.wav``. Every input and output path is checked before anything is written.
 """
 from __future__ import annotations
 
 import sys
+
+# flags a task may support; passed to its ``infer`` only when the user set them
+TASK_OPTIONS = ("target_slot", "stream", "steps")
 
 
 def add_arguments(parser) -> None:
@@ -16,6 +21,10 @@ def add_arguments(parser) -> None:
     parser.add_argument("--channel", type=int, help="channel to separate from a multi-channel file")
     parser.add_argument("--chunk", type=float, default=8.0, help="chunk length in seconds (default 8)")
     parser.add_argument("--overlap", type=float, default=1.0, help="chunk overlap in seconds (default 1)")
+    parser.add_argument("--target-slot", type=int, help="target speaker extraction: the predicted speaker to extract")
+    parser.add_argument("--stream", action="store_true", default=None, help="streaming inference (causal models)")
+    parser.add_argument("--steps", type=int, help="sampler steps (diffusion models)")
+    parser.add_argument("--no-ema", action="store_true", help="the trained weights, not their moving average")
     parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
     parser.add_argument("--device")
 
@@ -25,41 +34,49 @@ def run(args) -> int:
 
     import torch
 
-    from sepkit.data import AudioError, read_audio, resample, write_audio
-    from sepkit.train import CheckpointError, load_weights, read_meta, resolve_checkpoint, separate_waveform
-    from sepkit.train.builders import model_from_meta
+    from sepkit.data import AudioError, read_audio, write_audio
+    from sepkit.train import CheckpointError, ConfigError, load_trained
 
     out = Path(args.out)
+    options = {k: getattr(args, k) for k in TASK_OPTIONS if getattr(args, k) is not None}
     try:
-        ckpt = resolve_checkpoint(args.ckpt)
-        meta = read_meta(ckpt)
-        model = model_from_meta(meta)
-        load_weights(ckpt, model)
-        rate = int(meta["sample_rate"])
+        if not args.chunk > 0 or not 0 <= args.overlap < args.chunk:
+            raise ConfigError(f"--chunk={args.chunk} --overlap={args.overlap}: need chunk > 0 and 0 <= overlap < chunk")
+        ckpt_path = args.ckpt
         device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        model = model.to(device).eval()
+        task, model = load_trained(ckpt_path, device, ema=not args.no_ema)
+        task.check_options(model, options)
+        rate = task.sample_rate
         min_samples = max(1, int(0.05 * rate))
         jobs = []
         for path in args.inputs:  # read and check everything before writing anything
             wav, in_rate = read_audio(path, channel=args.channel, min_samples=1)
             if int(wav.shape[-1] * rate / in_rate) < min_samples:
                 raise AudioError(f"{path}: audio too short ({wav.shape[-1]} samples at {in_rate} Hz; need 50 ms)")
-            targets = [out / f"{Path(path).stem}_s{k + 1}.wav" for k in range(meta["n_src"])]
-            existing = [t for t in targets if t.exists()]
+            targets = {name: out / f"{Path(path).stem}_{name}.wav" for name in task.output_names()}
+            existing = [t for t in targets.values() if t.exists()]
             if existing and not args.overwrite:
                 raise FileExistsError(f"{existing[0]} exists; pass --overwrite to replace it (nothing was written)")
             jobs.append((path, wav, in_rate, targets))
-    except (CheckpointError, AudioError, FileExistsError, ValueError) as exc:
+        seen = [t for _, _, _, targets in jobs for t in targets.values()]
+        if len(set(seen)) != len(seen):
+            dup = next(t for t in seen if seen.count(t) > 1)
+            raise FileExistsError(f"two inputs would both write {dup} (inputs with the same name); separate them "
+                                  "into different --out folders (nothing was written)")
+    except (CheckpointError, ConfigError, AudioError, FileExistsError, ValueError) as exc:
         print(f"sepkit separate: {exc}", file=sys.stderr)
         return 2
     for path, wav, in_rate, targets in jobs:
-        x = resample(wav, in_rate, rate).to(device)
-        est = separate_waveform(model, x, chunk=int(args.chunk * rate), overlap=int(args.overlap * rate)).cpu()
-        est = resample(est, rate, in_rate)[:, : wav.shape[-1]]
-        peak = float(est.abs().max())
-        if peak > 0.99:  # keep the relative levels, avoid clipping
-            est = est * (0.99 / peak)
-        for src, target in zip(est, targets):
-            write_audio(target, src, in_rate)
-        print(f"{path}: {len(targets)} sources -> {', '.join(str(t) for t in targets)}")
+        try:
+            with torch.no_grad():
+                outputs = task.infer(model, wav.to(torch.float32), in_rate, chunk=args.chunk, overlap=args.overlap,
+                                     **options)
+        except ValueError as exc:
+            print(f"sepkit separate: {path}: {exc}", file=sys.stderr)
+            return 2
+        peak = max(float(o.abs().max()) for o in outputs.values())
+        scale = 0.99 / peak if peak > 0.99 else 1.0  # keep the relative levels, avoid clipping
+        for name, target in targets.items():
+            write_audio(target, outputs[name] * scale, in_rate)
+        print(f"{path}: {len(targets)} output(s) -> {', '.join(str(t) for t in targets.values())}")
     return 0

@@ -1,11 +1,15 @@
 """Checkpoints: safetensors weights plus optimizer, scheduler and RNG state, written atomically.
 
-A checkpoint is a folder ``<run>/checkpoints/step-<NNNNNNN>/`` holding ``model.safetensors``,
-``state.pt`` (optimizer, scheduler, step, RNG states; loaded with ``weights_only=True``),
-``config.yaml`` (the full recipe) and ``meta.json`` (model name and constructor arguments, sample
-rate, number of sources, sepkit version). It is written into a temporary folder that is renamed
+A checkpoint is a folder ``<run>/checkpoints/step-<NNNNNNN>/`` holding ``model.safetensors``
+(the trained weights, without the frozen submodules the task names: those load from their own
+source), ``ema.safetensors`` when ``train.ema`` is on (the averaged weights, what evaluation and
+inference use), ``state.pt`` (optimizer, scheduler, step, RNG states; loaded with
+``weights_only=True``), ``config.yaml`` (the full recipe: task, model, data) and ``meta.json``
+(task, model name and constructor arguments, sample rate, number of sources, frozen submodules,
+sepkit version). It is written into a temporary folder that is renamed
 into place, and ``<run>/checkpoints/LATEST`` (the newest folder's name) is replaced atomically
-after it, so an interrupted save never damages the last good checkpoint.
+after it, so an interrupted save never damages the last good checkpoint. ``BEST`` names the
+checkpoint with the best validation score so far (never pruned).
 """
 from __future__ import annotations
 
@@ -22,6 +26,7 @@ import yaml
 import sepkit
 
 LATEST = "LATEST"
+BEST = "BEST"
 
 
 class CheckpointError(ValueError):
@@ -49,9 +54,23 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def _excluded(key: str, exclude) -> bool:
+    return any(key == p or key.startswith(p + ".") for p in exclude)
+
+
+def model_weights(model: torch.nn.Module, exclude: tuple[str, ...] = ()) -> dict:
+    """The state dict of ``model`` on the CPU, without the entries under the ``exclude`` prefixes."""
+    return {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items() if not _excluded(k, exclude)}
+
+
 def save_checkpoint(run_dir: str | os.PathLike, step: int, model: torch.nn.Module, meta: dict, config: dict,
-                    optimizer=None, scheduler=None, extra: dict | None = None, keep: int | None = None) -> Path:
-    """Write ``run_dir/checkpoints/step-<step>`` atomically and point LATEST at it."""
+                    optimizer=None, scheduler=None, extra: dict | None = None, keep: int | None = None,
+                    exclude: tuple[str, ...] = (), ema: dict | None = None, protect: tuple[str, ...] = ()) -> Path:
+    """Write ``run_dir/checkpoints/step-<step>`` atomically and point LATEST at it.
+
+    ``exclude``: submodule names left out of the weights (frozen parts); ``ema``: averaged
+    weights written to ``ema.safetensors``; ``keep``: step folders kept (the newest, plus the
+    names in ``protect``, e.g. the best one)."""
     from safetensors.torch import save_file
 
     ckpt_root = Path(run_dir) / "checkpoints"
@@ -60,8 +79,9 @@ def save_checkpoint(run_dir: str | os.PathLike, step: int, model: torch.nn.Modul
     final = ckpt_root / name
     tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=ckpt_root))
     try:
-        weights = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-        save_file(weights, str(tmp / "model.safetensors"))
+        save_file(model_weights(model, exclude), str(tmp / "model.safetensors"))
+        if ema is not None:
+            save_file({k: v.detach().contiguous().cpu() for k, v in ema.items()}, str(tmp / "ema.safetensors"))
         state = {"step": step, "rng": rng_state(), **(extra or {})}
         if optimizer is not None:
             state["optimizer"] = optimizer.state_dict()
@@ -69,7 +89,8 @@ def save_checkpoint(run_dir: str | os.PathLike, step: int, model: torch.nn.Modul
             state["scheduler"] = scheduler.state_dict()
         torch.save(state, tmp / "state.pt")
         (tmp / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-        (tmp / "meta.json").write_text(json.dumps(dict(meta, step=step, sepkit=sepkit.__version__), indent=1))
+        meta = dict(meta, step=step, sepkit=sepkit.__version__, frozen=list(exclude), ema=ema is not None)
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
         if final.exists():
             trash = Path(tempfile.mkdtemp(prefix=".old-", dir=ckpt_root))
             os.replace(final, trash / name)
@@ -84,9 +105,14 @@ def save_checkpoint(run_dir: str | os.PathLike, step: int, model: torch.nn.Modul
     if keep is not None and keep > 0:
         steps = sorted(p for p in ckpt_root.glob("step-*") if p.is_dir())
         for old in steps[:-keep]:
-            if old.name != name:
+            if old.name != name and old.name not in protect:
                 shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+def mark_best(run_dir: str | os.PathLike, step: int) -> None:
+    """Point ``run_dir/checkpoints/BEST`` at the checkpoint of ``step`` (the best validation so far)."""
+    _atomic_text(Path(run_dir) / "checkpoints" / BEST, f"step-{step:07d}\n")
 
 
 def resolve_checkpoint(path: str | os.PathLike) -> Path:
@@ -113,16 +139,25 @@ def read_meta(ckpt: Path) -> dict:
         raise CheckpointError(f"{ckpt / 'meta.json'} is unreadable or corrupt ({type(exc).__name__})") from None
 
 
-def load_weights(ckpt: Path, model: torch.nn.Module) -> None:
-    """Load ``model.safetensors`` into ``model`` strictly, with one-line errors."""
+def read_weights(ckpt: Path, name: str = "model.safetensors") -> dict:
+    """The tensors of ``ckpt/name``, with a one-line error when it is corrupt."""
     from safetensors.torch import load_file
 
-    path = ckpt / "model.safetensors"
+    path = ckpt / name
+    if not path.is_file():
+        raise CheckpointError(f"{path} not found")
     try:
-        weights = load_file(str(path))
+        return load_file(str(path))
     except Exception as exc:
         raise CheckpointError(f"{path} is corrupt or truncated ({type(exc).__name__}: {str(exc).splitlines()[0][:100]})") from None
-    own = model.state_dict()
+
+
+def load_weights(ckpt: Path, model: torch.nn.Module, exclude: tuple[str, ...] = (), name: str = "model.safetensors") -> None:
+    """Load ``ckpt/name`` into ``model`` strictly (entries under the ``exclude`` prefixes, the
+    frozen parts, are neither expected nor loaded), with one-line errors."""
+    path = ckpt / name
+    weights = read_weights(ckpt, name)
+    own = {k: v for k, v in model.state_dict().items() if not _excluded(k, exclude)}
     missing = sorted(set(own) - set(weights))
     unexpected = sorted(set(weights) - set(own))
     shapes = [k for k in set(own) & set(weights) if own[k].shape != weights[k].shape]
@@ -135,7 +170,7 @@ def load_weights(ckpt: Path, model: torch.nn.Module) -> None:
         if shapes:
             detail.append(f"{len(shapes)} with other shapes (e.g. {shapes[0]})")
         raise CheckpointError(f"{path} holds weights of a different model: " + ", ".join(detail))
-    model.load_state_dict(weights)
+    model.load_state_dict(weights, strict=not exclude)
 
 
 def load_state(ckpt: Path) -> dict:

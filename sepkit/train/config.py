@@ -5,10 +5,12 @@ base (``--preset demo``). ``key=value`` overrides (``train.max_steps=200``, ``mo
 are applied last; values are parsed as YAML scalars.
 
     recipe: convtasnet-librimix
+    task: separation                     # a module of sepkit.train.tasks (default separation)
+    task_args: {...}                     # the task's options (its Options dataclass)
     data:  {dataset, root, split names, sample_rate, n_src, segment, batch_size, ...}
     model: {name, args: {...}}           # args go to the model's constructor
     optim: {optimizer, lr, weight_decay, clip_grad_norm, scheduler, scheduler_args}
-    train: {max_steps, eval_every, ckpt_every, log_every, precision, seed, ...}
+    train: {max_steps, eval_every, ckpt_every, log_every, precision, seed, grad_accum, ema, ...}
     presets: {demo: {...}}
 """
 from __future__ import annotations
@@ -85,8 +87,12 @@ class OptimConfig:
 @dataclass
 class TrainConfig:
     """max_steps: optimizer steps; eval_every / ckpt_every / log_every: in steps;
-    precision: "fp32", "bf16" or "fp16" (autocast, on CUDA only); loss: "si_sdr" (negative
-    SI-SDR with PIT) or "sdr"; keep_checkpoints: how many step checkpoints to keep."""
+    precision: "fp32", "bf16" or "fp16" (autocast, on CUDA only); loss: the task's training
+    loss (separation: "si_sdr", negative SI-SDR with PIT, or "sdr"); keep_checkpoints: how many
+    step checkpoints to keep; grad_accum: micro-batches of ``data.batch_size`` summed into one
+    optimizer step; ema: decay of an exponential moving average of the weights (None: off),
+    kept in checkpoints and used for validation, evaluation and inference;
+    find_unused_parameters: passed to DistributedDataParallel."""
 
     max_steps: int = 100000
     eval_every: int = 1000
@@ -97,12 +103,17 @@ class TrainConfig:
     loss: str = "si_sdr"
     keep_checkpoints: int = 3
     max_valid_items: int | None = None
+    grad_accum: int = 1
+    ema: float | None = None
+    find_unused_parameters: bool = False
 
 
 @dataclass
 class RecipeConfig:
     recipe: str = "unnamed"
     description: str = ""
+    task: str = "separation"
+    task_args: dict = field(default_factory=dict)
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
@@ -114,6 +125,7 @@ class RecipeConfig:
 
 _SECTIONS = {"data": DataConfig, "model": ModelConfig, "optim": OptimConfig, "train": TrainConfig}
 _FREE_FORM = {("data", "synthetic"), ("model", "args"), ("optim", "scheduler_args")}
+_SCALARS = ("recipe", "description", "task")
 
 
 def _deep_merge(base: dict, over: dict, where: str = "") -> dict:
@@ -147,6 +159,8 @@ def _coerce(where: str, value: Any, annotation: str) -> Any:
             return value
         if kind == "tuple" and isinstance(value, (list, tuple)):
             return tuple(value)
+        if kind == "list" and isinstance(value, (list, tuple)):
+            return list(value)
     if isinstance(value, str):
         for kind in kinds:
             try:
@@ -160,11 +174,20 @@ def _coerce(where: str, value: Any, annotation: str) -> Any:
 
 
 def _build(raw: dict, source: str) -> RecipeConfig:
-    known = {"recipe", "description", *_SECTIONS}
+    known = {*_SCALARS, "task_args", *_SECTIONS}
     unknown = sorted(set(raw) - known)
     if unknown:
         raise ConfigError(f"{source}: unknown top-level key(s) {unknown}; expected {sorted(known)}")
-    kwargs = {k: raw[k] for k in ("recipe", "description") if k in raw}
+    kwargs = {}
+    for k in _SCALARS:
+        if k in raw:
+            if not isinstance(raw[k], str):
+                raise ConfigError(f"{source}: {k} must be a string, got {raw[k]!r}")
+            kwargs[k] = raw[k]
+    if raw.get("task_args") is not None:
+        if not isinstance(raw["task_args"], dict):
+            raise ConfigError(f"{source}: task_args must be a mapping, got {type(raw['task_args']).__name__}")
+        kwargs["task_args"] = copy.deepcopy(raw["task_args"])
     for name, cls in _SECTIONS.items():
         section = raw.get(name) or {}
         if not isinstance(section, dict):
@@ -201,11 +224,21 @@ def parse_override(text: str) -> tuple[list[str], Any]:
 def _apply_override(raw: dict, parts: list[str], value: Any, text: str) -> None:
     node = raw
     section = parts[0]
-    if section not in _SECTIONS and len(parts) == 1 and section in ("recipe", "description"):
+    if section not in _SECTIONS and len(parts) == 1 and section in _SCALARS:
         raw[section] = value
         return
+    if section == "task_args":
+        if len(parts) < 2:
+            raise ConfigError(f"override {text!r}: give task_args.<key>=value")
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {text!r}: {p} is not a mapping")
+        node[parts[-1]] = value
+        return
     if section not in _SECTIONS:
-        raise ConfigError(f"override {text!r}: unknown section {section!r}; expected one of {sorted(_SECTIONS)}")
+        raise ConfigError(f"override {text!r}: unknown section {section!r}; expected one of "
+                          f"{sorted([*_SECTIONS, 'task_args'])} or {', '.join(_SCALARS)}")
     names = {f.name for f in dataclasses.fields(_SECTIONS[section])}
     if len(parts) < 2 or parts[1] not in names:
         raise ConfigError(f"override {text!r}: {section} has no key {'.'.join(parts[1:]) or '(none)'}; "
@@ -283,3 +316,25 @@ def load_recipe(name_or_path: str | os.PathLike, preset: str | None = None, over
 def config_from_dict(raw: dict, source: str = "config") -> RecipeConfig:
     """Build a :class:`RecipeConfig` from a plain dict (e.g. the copy saved in a checkpoint)."""
     return _build(copy.deepcopy(raw), source)
+
+
+def build_options(cls, raw: dict, where: str = "task_args"):
+    """Check a free-form mapping against the dataclass ``cls`` (a task's ``Options``): an unknown
+    key or a value of the wrong type is a ConfigError naming ``where.<key>``."""
+    raw = dict(raw or {})
+    names = {f.name: f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+             for f in dataclasses.fields(cls)}
+    bad = sorted(set(raw) - set(names))
+    if bad:
+        raise ConfigError(f"unknown key(s) {', '.join(f'{where}.{b}' for b in bad)}; {where} has "
+                          f"{sorted(names) or 'no keys'}")
+    return cls(**{k: _coerce(f"{where}.{k}", v, names[k]) for k, v in raw.items()})
+
+
+def apply_overrides(cfg: RecipeConfig, overrides: list[str] = ()) -> RecipeConfig:
+    """A copy of ``cfg`` with ``key=value`` overrides applied (checked like a recipe's)."""
+    raw = cfg.to_dict()
+    for text in overrides:
+        parts, value = parse_override(text)
+        _apply_override(raw, parts, value, text)
+    return _build(raw, "config")

@@ -1,4 +1,4 @@
-"""Evaluation of a separator on a data set: per-utterance metrics and their summary."""
+"""Evaluation on a data set: per-utterance rows of metrics, their summary, the CSV they go to."""
 from __future__ import annotations
 
 import csv
@@ -14,27 +14,34 @@ from sepkit.metrics import sdr, sdri, si_sdr, si_sdri
 METRICS = ("si_sdr", "si_sdri", "sdr", "sdri")
 
 
-@torch.no_grad()
-def evaluate(model: torch.nn.Module, dataset, device: torch.device | str = "cpu", metrics=METRICS,
-             max_items: int | None = None, progress: bool = False) -> list[dict]:
-    """Separate every item (batch 1, whole utterances), align sources by PIT on SI-SDR, measure.
-
-    Returns one row per utterance: ``id`` and each metric averaged over its sources (dB).
-    """
-    model.eval()
-    pit = PITLoss(SISDRLoss(reduction="none"))
+def items(dataset, max_items: int | None = None, progress: bool = False, desc: str = "eval"):
+    """Iterate over the first ``max_items`` items of ``dataset`` (all when None), with a progress
+    bar when asked."""
     n = len(dataset) if max_items is None else min(max_items, len(dataset))
     indices = range(n)
     if progress:
         from tqdm import tqdm
 
-        indices = tqdm(indices, desc="eval", unit="utt", leave=False)
-    rows = []
+        indices = tqdm(indices, desc=desc, unit="utt", leave=False)
     for i in indices:
-        item = dataset[i]
+        yield dataset[i]
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, dataset, device: torch.device | str = "cpu", metrics=METRICS,
+             max_items: int | None = None, progress: bool = False, separate=None) -> list[dict]:
+    """Separate every item (batch 1, whole utterances), align sources by PIT on SI-SDR, measure.
+
+    ``separate(model, mixture (1, T)) -> (1, S, T)`` (default: ``model(mixture)``).
+    Returns one row per utterance: ``id`` and each metric averaged over its sources (dB).
+    """
+    model.eval()
+    pit = PITLoss(SISDRLoss(reduction="none"))
+    rows = []
+    for item in items(dataset, max_items, progress):
         mix = item["mixture"].to(device).unsqueeze(0)
         ref = item["sources"].to(device).unsqueeze(0)
-        est = model(mix).float()
+        est = (model(mix) if separate is None else separate(model, mix)).float()
         _, perm = pit(est, ref)
         est = reorder_sources(est, perm)
         row = {"id": item["id"]}
@@ -71,9 +78,10 @@ def summarize(rows: list[dict]) -> dict:
 
 
 def format_summary(summary: dict, n: int) -> str:
-    lines = [f"{'metric':8s} {'mean dB':>9s} {'std':>7s}   ({n} utterances)"]
+    width = max([8] + [len(k) for k in summary])
+    lines = [f"{'metric':{width}s} {'mean':>9s} {'std':>7s}   ({n} utterances)"]
     for k, (mean, std) in summary.items():
-        lines.append(f"{k:8s} {mean:9.2f} {std:7.2f}")
+        lines.append(f"{k:{width}s} {mean:9.2f} {std:7.2f}")
     return "\n".join(lines)
 
 

@@ -22,8 +22,11 @@ def _align(prev: torch.Tensor, new: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def separate_waveform(model: torch.nn.Module, wav: torch.Tensor, chunk: int | None = None, overlap: int | None = None) -> torch.Tensor:
+def separate_waveform(model: torch.nn.Module, wav: torch.Tensor, chunk: int | None = None, overlap: int | None = None,
+                      separate=None) -> torch.Tensor:
     """Separate a mono waveform (T,) into (S, T) with a separator taking (B, T).
+
+    ``separate(model, mixture (B, T)) -> (B, S, T)`` replaces ``model(mixture)`` when given.
 
     Inputs longer than ``chunk`` samples are cut into chunks overlapping by ``overlap`` samples;
     each chunk's sources are reordered to match the previous chunk on the overlap, then
@@ -32,9 +35,10 @@ def separate_waveform(model: torch.nn.Module, wav: torch.Tensor, chunk: int | No
     if wav.dim() != 1:
         raise ValueError(f"separate_waveform: expected a mono waveform (T,), got shape {tuple(wav.shape)}")
     model.eval()
+    run = model if separate is None else (lambda x: separate(model, x))
     T = wav.shape[0]
     if chunk is None or T <= chunk:
-        return model(wav.unsqueeze(0))[0].float()
+        return run(wav.unsqueeze(0))[0].float()
     overlap = chunk // 4 if overlap is None else overlap
     if not 0 < overlap < chunk:
         raise ValueError(f"separate_waveform: need 0 < overlap < chunk, got overlap={overlap}, chunk={chunk}")
@@ -44,7 +48,7 @@ def separate_waveform(model: torch.nn.Module, wav: torch.Tensor, chunk: int | No
     fade_in = torch.linspace(0, 1, overlap + 2, device=wav.device)[1:-1]
     for i, s in enumerate(starts):
         piece = wav[s:s + chunk]
-        est = model(piece.unsqueeze(0))[0].float()
+        est = run(piece.unsqueeze(0))[0].float()
         if out is None:
             out = torch.zeros(est.shape[0], T, device=wav.device)
             out[:, :est.shape[1]] = est

@@ -1,10 +1,15 @@
-"""The training loop of every separation recipe.
+"""The one training loop: every recipe runs here, its task (:mod:`sepkit.train.tasks`) says
+what a step computes.
 
 Deterministic by construction: the order of training items in epoch ``e`` is a permutation
 seeded by ``(seed, e)``, crops and synthetic mixtures are seeded by ``(seed, epoch, index)``, and
 a checkpoint stores the step and every RNG state, so ``resume`` continues bit-for-bit on a CPU.
-With ``torchrun`` (WORLD_SIZE > 1) it runs DistributedDataParallel: each rank takes every
-WORLD_SIZE-th batch of the shared permutation; rank 0 logs and saves.
+With ``train.grad_accum = A`` an optimizer step sums the gradients of A consecutive micro-batches
+(loss / A each). With ``torchrun`` (WORLD_SIZE > 1) it runs DistributedDataParallel over a module
+wrapping the task's training step: each rank takes every WORLD_SIZE-th micro-batch of the shared
+permutation; rank 0 validates (its summary is broadcast, so every rank's scheduler steps on the
+same value), logs and saves. An EMA of the weights (``train.ema``) is updated after every
+optimizer step, saved with each checkpoint and used for validation and the final test.
 """
 from __future__ import annotations
 
@@ -18,12 +23,12 @@ from pathlib import Path
 
 import torch
 
-from sepkit.data import collate
-
-from .builders import build_dataset, build_loss, build_model, model_meta
-from .checkpoint import CheckpointError, load_state, load_weights, read_meta, resolve_checkpoint, save_checkpoint, set_rng_state
+from .checkpoint import (BEST, CheckpointError, load_state, load_weights, read_meta, read_weights, resolve_checkpoint,
+                         mark_best, save_checkpoint, set_rng_state)
 from .config import ConfigError, RecipeConfig
-from .evaluate import evaluate, format_summary, summarize, write_rows
+from .ema import EMA
+from .evaluate import format_summary, summarize, write_rows
+from .tasks import Task, make_task
 
 
 def _distributed() -> tuple[int, int, int]:
@@ -119,14 +124,73 @@ def _autocast(precision: str, device: torch.device):
     return torch.autocast("cuda", dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
 
 
+def to_device(batch, device: torch.device):
+    """Move every tensor of a (nested) batch to ``device``."""
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, dict):
+        return {k: to_device(v, device) for k, v in batch.items()}
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(to_device(v, device) for v in batch)
+    return batch
+
+
+class _Step(torch.nn.Module):
+    """The task's training step as a module, so DistributedDataParallel sees its forward."""
+
+    def __init__(self, task: Task, model: torch.nn.Module):
+        super().__init__()
+        self.task, self.model = task, model
+
+    def forward(self, batch: dict):
+        return self.task.training_step(self.model, batch)
+
+
+def freeze(model: torch.nn.Module, names: tuple[str, ...]) -> None:
+    """Turn off gradients of the submodules ``names`` and put them in eval mode."""
+    for name in names:
+        try:
+            sub = model.get_submodule(name)
+        except AttributeError:
+            raise ConfigError(f"the task names a frozen submodule {name!r} that the model does not have") from None
+        sub.requires_grad_(False)
+        sub.eval()
+
+
+def check_train_config(cfg: RecipeConfig) -> None:
+    """Ranges of the train section, checked before anything is built."""
+    t = cfg.train
+    if t.precision not in ("fp32", "bf16", "fp16"):
+        raise ConfigError(f"train.precision must be fp32, bf16 or fp16, got {t.precision!r}")
+    for key in ("max_steps", "eval_every", "ckpt_every", "log_every", "grad_accum"):
+        if getattr(t, key) < 1:
+            raise ConfigError(f"train.{key}={getattr(t, key)}: must be >= 1")
+    if t.ema is not None and not 0.0 < t.ema < 1.0:
+        raise ConfigError(f"train.ema={t.ema}: must be a decay in (0, 1), e.g. 0.999, or null (off)")
+    if cfg.data.batch_size < 1:
+        raise ConfigError(f"data.batch_size={cfg.data.batch_size}: must be >= 1")
+    if cfg.data.segment is None and cfg.data.batch_size != 1:
+        raise ConfigError("data.batch_size must be 1 when data.segment is None (whole utterances differ in length)")
+
+
+def _broadcast(obj, world: int):
+    if world <= 1:
+        return obj
+    box = [obj]
+    torch.distributed.broadcast_object_list(box, src=0)
+    return box[0]
+
+
 def train(cfg: RecipeConfig, run_dir: str | os.PathLike, resume: bool = False, device: str | None = None,
           progress: bool = True, test: bool = True) -> dict:
-    """Train ``cfg`` into ``run_dir``; returns {"step", "valid": summary, "test": summary}.
+    """Train ``cfg`` into ``run_dir``; returns {"step", "valid": summary, "lr": per group,
+    "test": summary}.
 
-    ``resume``: continue from ``run_dir``'s newest checkpoint (same recipe required).
+    ``resume``: continue from ``run_dir``'s newest checkpoint (same task, model and arguments
+    required).
     """
-    if cfg.train.precision not in ("fp32", "bf16", "fp16"):
-        raise ConfigError(f"train.precision must be fp32, bf16 or fp16, got {cfg.train.precision!r}")
+    check_train_config(cfg)
+    task = make_task(cfg)
     rank, world, local_rank = _distributed()
     main = rank == 0
     if device is None:
@@ -143,63 +207,90 @@ def train(cfg: RecipeConfig, run_dir: str | os.PathLike, resume: bool = False, d
     if not resume and (ckpt_root / "LATEST").exists():
         raise CheckpointError(f"{run_dir} already holds a training run; pass --resume to continue it or choose "
                               "another --out (nothing was overwritten)")
+    ckpt = resolve_checkpoint(run_dir) if resume else None
+    if ckpt is not None:
+        meta = read_meta(ckpt)
+        same = (meta.get("task", "separation") == task.name and meta.get("model") == cfg.model.name.lower()
+                and meta.get("args") == dict(cfg.model.args))
+        if not same:
+            raise CheckpointError(f"{ckpt} is a {meta.get('task', 'separation')} / {meta.get('model')} model with other "
+                                  f"arguments than recipe {cfg.recipe!r} builds; resume with the recipe it was trained with")
+    if main:
+        task.prepare(run_dir, device, progress)
+    if world > 1:
+        task.cfg = _broadcast(task.cfg, world)
+        cfg = task.cfg
     torch.manual_seed(cfg.train.seed)
 
-    train_ds = build_dataset(cfg.data, "train", cfg.train.seed)
-    valid_ds = build_dataset(cfg.data, "valid", cfg.train.seed)
-    if cfg.data.segment is None and cfg.data.batch_size != 1:
-        raise ConfigError("data.batch_size must be 1 when data.segment is None (whole utterances differ in length)")
-    model = build_model(cfg.model, cfg.data).to(device)
-    optimizer = build_optimizer(cfg, model.parameters())
+    train_ds = task.dataset("train")
+    valid_ds = task.dataset("valid")
+    model = task.build_model().to(device)
+    frozen = tuple(task.frozen(model))
+    freeze(model, frozen)
+    groups = [dict(g, params=[p for p in g["params"] if p.requires_grad]) for g in task.param_groups(model)]
+    optimizer = build_optimizer(cfg, [g for g in groups if g["params"]])
     sched = build_scheduler(cfg, optimizer)
     scheduler, sched_kind = sched if sched else (None, None)
-    loss_fn = build_loss(cfg)
+    ema = EMA(model, cfg.train.ema, exclude=frozen) if cfg.train.ema is not None else None
     scaler = torch.amp.GradScaler("cuda") if cfg.train.precision == "fp16" and device.type == "cuda" else None
 
-    step = 0
-    if resume:
-        ckpt = resolve_checkpoint(run_dir)
-        meta = read_meta(ckpt)
-        if meta.get("model") != cfg.model.name.lower() or meta.get("args") != dict(cfg.model.args):
-            raise CheckpointError(f"{ckpt} is a {meta.get('model')} model with other arguments than recipe "
-                                  f"{cfg.recipe!r} builds; resume with the recipe it was trained with")
-        load_weights(ckpt, model)
+    step, best = 0, None
+    if ckpt is not None:
+        load_weights(ckpt, model, exclude=frozen)
         state = load_state(ckpt)
         optimizer.load_state_dict(state["optimizer"])
         if scheduler is not None and "scheduler" in state:
             scheduler.load_state_dict(state["scheduler"])
+        if ema is not None:
+            try:
+                ema.load_state_dict(read_weights(ckpt, "ema.safetensors"))
+            except (CheckpointError, KeyError) as exc:
+                raise CheckpointError(f"{ckpt}: cannot resume the EMA of the weights ({exc})") from None
         set_rng_state(state["rng"])
-        step = int(state["step"])
+        step, best = int(state["step"]), state.get("best")
         if main:
             print(f"resumed from {ckpt} at step {step}")
+    stepper = _Step(task, model)
     if world > 1:
         from torch.nn.parallel import DistributedDataParallel
 
-        model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    bare = model.module if world > 1 else model
+        stepper = DistributedDataParallel(stepper, device_ids=[device.index] if device.type == "cuda" else None,
+                                          find_unused_parameters=cfg.train.find_unused_parameters)
 
     run_dir.mkdir(parents=True, exist_ok=True)
-    config_dict = cfg.to_dict()
-    meta = model_meta(cfg)
+    meta = task.model_meta()
     log = MetricLog(run_dir, main)
-    per_step = cfg.data.batch_size * world
-    steps_per_epoch = len(train_ds) // per_step
-    if steps_per_epoch == 0:
-        raise ConfigError(f"the training set has {len(train_ds)} items, fewer than one batch of {per_step}")
+    accum = cfg.train.grad_accum
+    per_micro = cfg.data.batch_size * world
+    micro_per_epoch = len(train_ds) // per_micro
+    if micro_per_epoch == 0:
+        raise ConfigError(f"the training set has {len(train_ds)} items, fewer than one batch of {per_micro}")
 
-    def batch_at(s: int) -> dict:
-        epoch, pos = divmod(s, steps_per_epoch)
+    def batch_at(m: int) -> dict:
+        """Micro-batch ``m`` of this rank (epochs are seeded permutations of the training set)."""
+        epoch, pos = divmod(m, micro_per_epoch)
         if hasattr(train_ds, "set_epoch"):
             train_ds.set_epoch(epoch)
         order = torch.randperm(len(train_ds), generator=torch.Generator().manual_seed(cfg.train.seed * 100003 + epoch))
-        start = pos * per_step + rank * cfg.data.batch_size
-        return collate([train_ds[int(i)] for i in order[start:start + cfg.data.batch_size]])
+        start = pos * per_micro + rank * cfg.data.batch_size
+        return task.collate([train_ds[int(i)] for i in order[start:start + cfg.data.batch_size]])
+
+    def averaged():
+        return ema.swapped(model) if ema is not None else nullcontext()
 
     def validate(s: int) -> dict:
-        rows = evaluate(bare, valid_ds, device, metrics=("si_sdr", "si_sdri"), max_items=cfg.train.max_valid_items)
-        summary = {k: v[0] for k, v in summarize(rows).items()}
-        log.log(s, "valid", summary)
-        return summary
+        summary = None
+        if main:
+            model.eval()
+            with torch.no_grad(), averaged():
+                summary = task.validate(model, valid_ds)
+            if task.monitor not in summary:
+                raise ConfigError(f"task {task.name}: validation reports {sorted(summary)}, not its monitor {task.monitor!r}")
+            log.log(s, "valid", summary)
+        return _broadcast(summary, world)
+
+    def improved(value: float) -> bool:
+        return best is None or (value > best if task.monitor_mode == "max" else value < best)
 
     bar = None
     if progress and main:
@@ -207,26 +298,30 @@ def train(cfg: RecipeConfig, run_dir: str | os.PathLike, resume: bool = False, d
 
         bar = tqdm(total=cfg.train.max_steps, initial=step, desc=f"train {cfg.recipe}", unit="step", dynamic_ncols=True)
     last_valid = {}
-    running, t0 = [], time.time()
+    running, running_logs, t0 = [], {}, time.time()
     while step < cfg.train.max_steps:
         model.train()
-        batch = batch_at(step)
-        mix = batch["mixture"].to(device)
-        ref = batch["sources"].to(device)
-        with _autocast(cfg.train.precision, device):
-            est = model(mix)
-        loss, _ = loss_fn(est.float(), ref)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"step {step}: the loss is {loss.item()} (batch {batch['id']}); lower optim.lr "
-                                     "or check the data")
+        freeze(model, frozen)
         optimizer.zero_grad(set_to_none=True)
+        total, logs = 0.0, {}
+        for micro in range(accum):
+            batch = batch_at(step * accum + micro)
+            sync = nullcontext() if world == 1 or micro == accum - 1 else stepper.no_sync()
+            with sync:
+                with _autocast(cfg.train.precision, device):
+                    loss, micro_logs = stepper(to_device(batch, device))
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(f"step {step}: the loss is {loss.item()} (batch {batch.get('id')}); lower "
+                                             "optim.lr or check the data")
+                scaled = loss / accum
+                (scaler.scale(scaled) if scaler is not None else scaled).backward()
+            total += loss.item() / accum
+            for k, v in micro_logs.items():
+                logs[k] = logs.get(k, 0.0) + float(v) / accum
         if scaler is not None:
-            scaler.scale(loss).backward()
             scaler.unscale_(optimizer)
-        else:
-            loss.backward()
         if cfg.optim.clip_grad_norm:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.clip_grad_norm)
+            torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], cfg.optim.clip_grad_norm)
         if scaler is not None:
             scaler.step(optimizer)
             scaler.update()
@@ -234,30 +329,46 @@ def train(cfg: RecipeConfig, run_dir: str | os.PathLike, resume: bool = False, d
             optimizer.step()
         if sched_kind == "step":
             scheduler.step()
+        if ema is not None:
+            ema.update(model)
         step += 1
-        running.append(loss.item())
+        running.append(total)
+        for k, v in logs.items():
+            running_logs.setdefault(k, []).append(v)
         if bar is not None:
             bar.update(1)
-            bar.set_postfix(loss=f"{loss.item():.2f}", **({"val_si_sdri": f"{last_valid['si_sdri']:.2f}"} if last_valid else {}))
+            shown = {task.monitor: f"{last_valid[task.monitor]:.2f}"} if last_valid else {}
+            bar.set_postfix(loss=f"{total:.3g}", **shown)
         if step % cfg.train.log_every == 0 or step == cfg.train.max_steps:
+            extra = {k: sum(v) / len(v) for k, v in running_logs.items()}
             log.log(step, "train", {"loss": sum(running) / len(running), "lr": optimizer.param_groups[0]["lr"],
-                                    "steps_per_s": len(running) / max(1e-9, time.time() - t0)})
-            running, t0 = [], time.time()
+                                    "steps_per_s": len(running) / max(1e-9, time.time() - t0), **extra})
+            running, running_logs, t0 = [], {}, time.time()
+        new_best = False
         if step % cfg.train.eval_every == 0 or step == cfg.train.max_steps:
-            if main:
-                last_valid = validate(step)
-            if sched_kind == "plateau":
-                scheduler.step(-last_valid.get("si_sdr", 0.0))
+            last_valid = validate(step)
+            value = float(last_valid[task.monitor])
+            if sched_kind == "plateau":  # mode "min": a "larger is better" monitor steps negated
+                scheduler.step(-value if task.monitor_mode == "max" else value)
+            if improved(value):
+                best, new_best = value, True
         if main and (step % cfg.train.ckpt_every == 0 or step == cfg.train.max_steps):
-            save_checkpoint(run_dir, step, bare, meta, config_dict, optimizer, scheduler, keep=cfg.train.keep_checkpoints)
+            best_name = (ckpt_root / BEST).read_text().strip() if (ckpt_root / BEST).is_file() else None
+            save_checkpoint(run_dir, step, model, meta, cfg.to_dict(), optimizer, scheduler,
+                            extra={"best": best}, keep=cfg.train.keep_checkpoints, exclude=frozen,
+                            ema=ema.state_dict() if ema is not None else None,
+                            protect=() if new_best or best_name is None else (best_name,))
+            if new_best:
+                mark_best(run_dir, step)
         if world > 1:
             torch.distributed.barrier()
     if bar is not None:
         bar.close()
-    result = {"step": step, "valid": last_valid}
+    result = {"step": step, "valid": last_valid, "lr": [g["lr"] for g in optimizer.param_groups]}
     if test and main:
-        test_ds = build_dataset(cfg.data, "test", cfg.train.seed)
-        rows = evaluate(bare, test_ds, device, progress=progress)
+        test_ds = task.dataset("test")
+        with torch.no_grad(), averaged():
+            rows = task.evaluate(model, test_ds, progress=progress)
         write_rows(run_dir / "test_metrics.csv", rows)
         summary = summarize(rows)
         log.log(step, "test", {k: v[0] for k, v in summary.items()})

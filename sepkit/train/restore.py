@@ -1,0 +1,45 @@
+"""Rebuilding a trained model from its checkpoint alone: task, config and weights."""
+from __future__ import annotations
+
+import os
+
+import torch
+import yaml
+
+from .checkpoint import CheckpointError, load_weights, read_meta, resolve_checkpoint
+from .config import ConfigError, RecipeConfig, config_from_dict
+from .tasks import Task, make_task
+
+
+def read_config(ckpt) -> RecipeConfig:
+    """The recipe saved with a checkpoint folder (``config.yaml``). Checkpoints written before
+    tasks existed have no ``task`` key and read as the separation task."""
+    path = ckpt / "config.yaml"
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise CheckpointError(f"{path} is missing or corrupt ({type(exc).__name__})") from None
+    if not isinstance(raw, dict):
+        raise CheckpointError(f"{path} is not a recipe")
+    try:
+        return config_from_dict(raw, str(path))
+    except ConfigError as exc:
+        raise CheckpointError(f"{path}: {exc}") from None
+
+
+def load_trained(path: str | os.PathLike, device: str | torch.device = "cpu", ema: bool = True) -> tuple[Task, torch.nn.Module]:
+    """``(task, model)`` of a checkpoint folder or run folder (its newest checkpoint), the model
+    in eval mode on ``device`` with the EMA weights when the run kept them and ``ema`` is true.
+
+    Frozen submodules (a codec, a teacher) are not in the checkpoint: the task's ``build_model``
+    loads them from the paths in the saved config.
+    """
+    ckpt = resolve_checkpoint(path)
+    meta = read_meta(ckpt)
+    cfg = read_config(ckpt)
+    task = make_task(cfg)
+    model = task.build_model()
+    frozen = tuple(meta.get("frozen", ()))
+    name = "ema.safetensors" if ema and meta.get("ema") else "model.safetensors"
+    load_weights(ckpt, model, exclude=frozen, name=name)
+    return task, model.to(device).eval()

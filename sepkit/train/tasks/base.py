@@ -1,0 +1,167 @@
+"""The :class:`Task` interface: what one kind of training computes, apart from the loop.
+
+A task says how to build its model and data, what one training step computes, how to validate,
+evaluate and infer, and which parameters train; the trainer (:mod:`sepkit.train.trainer`) owns
+the loop, resume, checkpoints, DDP, precision, gradient accumulation, EMA and logging.
+
+A task lives in ``sepkit/train/tasks/<module>.py`` and exposes ``TASK = MyTask``; a recipe names
+it with ``task: <module>`` and passes its options in ``task_args`` (checked against the task's
+``Options`` dataclass; an unknown key is an error naming it).
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from sepkit.data import collate as default_collate
+from sepkit.data import resample
+
+from ..config import ConfigError, RecipeConfig, build_options
+from ..evaluate import summarize
+
+
+@dataclasses.dataclass
+class NoOptions:
+    """A task without options: ``task_args`` must be empty."""
+
+
+class Task:
+    """Base class of the training tasks.
+
+    Attributes:
+        name: the module name recipes use (``task: <name>``).
+        monitor: key of :meth:`validate`'s summary that the plateau scheduler and "best" follow.
+        monitor_mode: ``"max"`` (larger is better) or ``"min"``.
+        infer_options: the ``sepkit separate`` flags :meth:`infer` supports (``target_slot``,
+            ``stream``, ``steps``).
+        Options: dataclass of the task's ``task_args``.
+        cfg: the recipe (:class:`RecipeConfig`); ``options``: the parsed ``task_args``.
+    """
+
+    name = "task"
+    infer_options: tuple[str, ...] = ()
+    monitor = "loss"
+    monitor_mode = "min"
+    Options = NoOptions
+
+    def __init__(self, cfg: RecipeConfig):
+        self.cfg = cfg
+        self.options = build_options(self.Options, cfg.task_args, "task_args")
+        self.check_config()
+
+    # -- configuration -------------------------------------------------------------------
+    def check_config(self) -> None:
+        """Validate the recipe beyond types (raise ConfigError naming the key); runs at
+        construction, before any model or data is built."""
+
+    @property
+    def sample_rate(self) -> int:
+        """The model's sample rate in Hz (``data.sample_rate``)."""
+        return int(self.cfg.data.sample_rate)
+
+    def model_meta(self) -> dict:
+        """What a checkpoint records besides the full config (shown by tools, checked on resume)."""
+        return {"task": self.name, "model": self.cfg.model.name.lower(), "args": dict(self.cfg.model.args),
+                "n_src": self.cfg.data.n_src, "sample_rate": self.sample_rate, "recipe": self.cfg.recipe}
+
+    # -- building ------------------------------------------------------------------------
+    def prepare(self, run_dir: Path, device: torch.device, progress: bool = True) -> None:
+        """Train or locate prerequisites (a demo codec, a teacher) before :meth:`build_model`.
+
+        Called once by the trainer on rank 0 before the model is built. Idempotent: a
+        prerequisite whose checkpoint exists under ``run_dir`` is reused (so ``--resume`` works).
+        Record what was made in ``self.cfg`` (e.g. a path in ``self.cfg.model.args``) so the
+        config saved with each checkpoint rebuilds the model."""
+
+    def build_model(self) -> nn.Module:
+        raise NotImplementedError
+
+    def dataset(self, which: str):
+        """The ``which`` ("train", "valid" or "test") data set: items are dicts of tensors and an
+        ``id``."""
+        raise NotImplementedError
+
+    def collate(self, items: list[dict]) -> dict:
+        """Batch items (default: equal-length ``mixture``/``sources`` stacking)."""
+        return default_collate(items)
+
+    def frozen(self, model: nn.Module) -> tuple[str, ...]:
+        """Names of submodules of ``model`` that do not train: the trainer turns their gradients
+        off, keeps them in eval mode, leaves them out of the optimizer and out of checkpoints
+        (``build_model`` loads them itself)."""
+        return ()
+
+    def param_groups(self, model: nn.Module) -> list[dict]:
+        """Optimizer parameter groups (default: one group of every trainable parameter). A group
+        may set its own ``lr`` or ``weight_decay``."""
+        return [{"params": [p for p in model.parameters() if p.requires_grad]}]
+
+    # -- steps ---------------------------------------------------------------------------
+    def training_step(self, model: nn.Module, batch: dict) -> tuple[torch.Tensor, dict]:
+        """(scalar loss, logs of floats) for one batch already on the model's device."""
+        raise NotImplementedError
+
+    def evaluate(self, model: nn.Module, dataset, progress: bool = False, max_items: int | None = None) -> list[dict]:
+        """One row per item: ``id`` and the task's metrics."""
+        raise NotImplementedError
+
+    def validate(self, model: nn.Module, dataset) -> dict:
+        """Summary of the validation set (means of :meth:`evaluate`'s metrics, at most
+        ``train.max_valid_items`` items); must contain :attr:`monitor`."""
+        rows = self.evaluate(model, dataset, max_items=self.cfg.train.max_valid_items)
+        return {k: v[0] for k, v in summarize(rows).items()}
+
+    def infer(self, model: nn.Module, waveform: torch.Tensor, sample_rate: int, **options) -> dict:
+        """What ``sepkit separate`` writes for one mono recording ``waveform`` (T,) at
+        ``sample_rate`` Hz: ``{name: waveform (T,)}`` at the same rate, written as
+        ``<stem>_<name>.wav``. ``options`` are the command's flags the user set; one the task does
+        not support raises ValueError."""
+        raise NotImplementedError
+
+    def output_names(self) -> list[str]:
+        """Names of :meth:`infer`'s outputs (so the command can refuse to overwrite first)."""
+        return [f"s{k + 1}" for k in range(self.cfg.data.n_src)]
+
+    def check_options(self, model: nn.Module, options: dict) -> None:
+        """Validate :meth:`infer`'s options before any work (ValueError naming the flag): by
+        default, only :attr:`infer_options` are allowed. Overrides check values too (e.g. a
+        target slot against the model's slot count)."""
+        bad = sorted(k for k, v in options.items() if v is not None and k not in self.infer_options)
+        if bad:
+            flags = lambda names: ", ".join("--" + n.replace("_", "-") for n in names)  # noqa: E731
+            raise ValueError(f"{flags(bad)} not supported by the {self.name} task; it supports "
+                             f"{flags(self.infer_options) or 'no such options'}")
+
+    # -- helpers for subclasses ----------------------------------------------------------
+    def to_model_rate(self, waveform: torch.Tensor, sample_rate: int) -> torch.Tensor:
+        """``waveform`` (..., T) resampled from ``sample_rate`` to the model's rate, with a
+        one-line notice on stderr when the rates differ."""
+        if int(sample_rate) != self.sample_rate:
+            print(f"sepkit: resampling {sample_rate} Hz -> {self.sample_rate} Hz (the model's rate); "
+                  "outputs are resampled back", file=sys.stderr)
+        return resample(waveform, int(sample_rate), self.sample_rate)
+
+    @staticmethod
+    def model_device(model: nn.Module) -> torch.device:
+        p = next(model.parameters(), None)
+        return p.device if p is not None else torch.device("cpu")
+
+
+def config_error(key: str, value, allowed: str) -> ConfigError:
+    """The one-line config error: key, value and what is allowed."""
+    return ConfigError(f"{key}={value!r}: {allowed}")
+
+
+def local_file(key: str, path: str | os.PathLike | None) -> Path:
+    """A path a recipe key names, checked to exist (ConfigError naming the key otherwise)."""
+    if path is None or str(path) == "":
+        raise ConfigError(f"{key} is required: give {key}=PATH")
+    p = Path(path)
+    if not p.exists():
+        raise ConfigError(f"{key}={str(path)!r}: file not found")
+    return p

@@ -1,0 +1,81 @@
+"""The ``separation`` task: a mixture in, one waveform per speaker out, trained with PIT.
+
+Model: a separator of :mod:`sepkit.models.separators` named by ``model.name`` (``n_src`` and
+``sample_rate`` come from the data section). Loss: ``train.loss`` ("si_sdr": negative SI-SDR,
+or "sdr"), permutation invariant. Validation: SI-SDR and SI-SDRi (monitor: SI-SDR); evaluation:
+SI-SDR, SI-SDRi, SDR, SDRi per utterance. Inference: chunked separation of a recording of any
+length, resampled to the model's rate and back.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from sepkit.data import resample
+
+from ..builders import build_dataset, build_loss, build_model
+from ..evaluate import METRICS, evaluate, summarize
+from ..inference import separate_waveform
+from .base import Task
+
+
+class SeparationTask(Task):
+    """Supervised separation of ``data.n_src`` sources (see the module docstring).
+
+    Subclasses change the model (:meth:`build_model`), the forward pass used for evaluation
+    and inference (:meth:`separate`) or the loss (:meth:`loss`).
+    """
+
+    name = "separation"
+    monitor = "si_sdr"
+    monitor_mode = "max"
+    valid_metrics = ("si_sdr", "si_sdri")
+    test_metrics = METRICS
+
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        self._loss = None
+
+    def build_model(self) -> nn.Module:
+        return build_model(self.cfg.model, self.cfg.data)
+
+    def dataset(self, which: str):
+        return build_dataset(self.cfg.data, which, self.cfg.train.seed)
+
+    def loss(self, estimate: torch.Tensor, sources: torch.Tensor) -> torch.Tensor:
+        """Permutation-invariant loss of ``estimate`` (B, S, T) against ``sources`` (B, S, T)."""
+        if self._loss is None:
+            self._loss = build_loss(self.cfg)
+        value, _ = self._loss(estimate.float(), sources)
+        return value
+
+    def training_step(self, model: nn.Module, batch: dict):
+        est = model(batch["mixture"])
+        return self.loss(est, batch["sources"]), {}
+
+    def separate(self, model: nn.Module, mixture: torch.Tensor) -> torch.Tensor:
+        """``mixture`` (B, T) at the model's rate -> sources (B, S, T)."""
+        return model(mixture)
+
+    def evaluate(self, model, dataset, progress=False, max_items=None, metrics=None):
+        return evaluate(model, dataset, self.model_device(model), metrics=metrics or self.test_metrics,
+                        max_items=max_items, progress=progress, separate=self.separate)
+
+    def validate(self, model, dataset) -> dict:
+        rows = self.evaluate(model, dataset, max_items=self.cfg.train.max_valid_items, metrics=self.valid_metrics)
+        return {k: v[0] for k, v in summarize(rows).items()}
+
+    @torch.no_grad()
+    def infer(self, model, waveform, sample_rate, chunk: float = 8.0, overlap: float = 1.0, **options) -> dict:
+        """Separate ``waveform`` (T,) at ``sample_rate``: chunks of ``chunk`` seconds overlapping
+        by ``overlap`` seconds (sources aligned across chunks), resampled to the model's rate and
+        back. Returns ``{"s1": (T,), ...}``."""
+        rate = self.sample_rate
+        x = self.to_model_rate(waveform, sample_rate).to(self.model_device(model))
+        est = separate_waveform(model, x, chunk=int(chunk * rate), overlap=int(overlap * rate),
+                                separate=self.separate).cpu()
+        est = resample(est, rate, sample_rate)[:, : waveform.shape[-1]]
+        return {f"s{k + 1}": src for k, src in enumerate(est)}
+
+
+TASK = SeparationTask
