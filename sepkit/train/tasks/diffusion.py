@@ -49,7 +49,7 @@ from ..checkpoint import CheckpointError
 from ..config import ConfigError, config_from_dict
 from ..evaluate import items, summarize
 from .base import Task
-from .enhancement import EnhancementTask
+from .enhancement import EnhancementTask, _have
 
 DATASETS = ("synthetic", "voicebank", "musdb")
 MODELS = ("sgmse", "exdiff")
@@ -343,7 +343,20 @@ class DiffusionTask(EnhancementTask):
                              progress=progress)
 
     def metrics(self, estimate, clean, noisy, full: bool = True) -> dict:
-        row = super().metrics(estimate, clean, noisy, full)
+        """The enhancement metrics plus SI-SIR, SI-SAR and the silent-frame energies; PESQ is NaN
+        where it finds no utterance in the estimate (a barely trained model)."""
+        from sepkit.metrics import estoi, pesq, si_sdr, si_sdri
+
+        row = {"si_sdr": float(si_sdr(estimate, clean)), "si_sdri": float(si_sdri(estimate, clean, noisy))}
+        if full and self.options.perceptual:
+            if _have("pesq") and self.sample_rate in (8000, 16000):
+                try:
+                    row["pesq"] = float(pesq(estimate.float(), clean.float(), self.sample_rate,
+                                             mode="wb" if self.sample_rate == 16000 else "nb"))
+                except ValueError:
+                    row["pesq"] = float("nan")
+            if _have("pystoi"):
+                row["estoi"] = float(estoi(estimate, clean, self.sample_rate))
         if full:
             row["si_sir"], row["si_sar"] = si_sir_sar(estimate[0], clean[0], (noisy - clean)[0])
             row["silent_db"] = silent_frame_db(estimate[0], clean[0])
