@@ -202,3 +202,103 @@ def test_musdb_loader(tmp_path):
     (tmp_path / "test" / "C - three" / "vocals.wav").unlink()
     with pytest.raises(FileNotFoundError, match="vocals.wav"):
         MUSDB18(tmp_path, "test")
+
+
+# ------------------------------------------------------------------------------ the task
+
+def tiny_recipe(model="exdiff", **task_args):
+    from sepkit.train.config import config_from_dict
+
+    return config_from_dict({
+        "recipe": f"{model}-tiny", "task": "diffusion",
+        "task_args": {"steps": 1, "valid_steps": 1, "sad_steps": 2, "sad_batch": 2, "perceptual": False,
+                      "sad_model": {"channels": 4, "layers": 1}, "pause_range": [0.05, 0.1], **task_args},
+        "data": {"dataset": "synthetic", "sample_rate": 16000, "n_src": 1, "segment": 0.25, "batch_size": 2,
+                 "synthetic": {"num_train": 4, "num_valid": 1, "num_test": 1, "min_duration": 0.4,
+                               "max_duration": 0.4, "num_speakers": 4}},
+        "model": {"name": model, "args": {"config": "small", "nf": 8, "ch_mult": [1, 2], "attn_resolutions": [],
+                                          **({"uss": "sad", "cross_heads": 2, "pe_dim": 8} if model == "exdiff" else {})}},
+        "optim": {"lr": 1e-3},
+        "train": {"max_steps": 2, "eval_every": 2, "ckpt_every": 2, "log_every": 1, "ema": 0.5, "max_valid_items": 1},
+    })
+
+
+@pytest.fixture(scope="module")
+def exdiff_run(tmp_path_factory):
+    from sepkit.train import train
+
+    run = tmp_path_factory.mktemp("exdiff") / "run"
+    train(tiny_recipe(), run, progress=False, test=False)
+    return run
+
+
+def test_exdiff_run_trains_the_detector_first_and_samples_with_ema(exdiff_run):
+    from sepkit.train import load_trained
+    from sepkit.train.checkpoint import read_weights, resolve_checkpoint
+
+    assert (exdiff_run / "prereq-sad" / "checkpoints" / "LATEST").is_file()
+    task, model = load_trained(exdiff_run)
+    assert isinstance(model.extractor, SpeechActivityDetector)
+    ckpt = resolve_checkpoint(exdiff_run)
+    ema, raw = read_weights(ckpt, "ema.safetensors"), read_weights(ckpt, "model.safetensors")
+    assert not any(k.startswith("extractor.") for k in raw)  # frozen: loaded from task_args.uss_ckpt
+    own = model.state_dict()
+    differ = [k for k in ema if not torch.equal(ema[k], raw[k])]
+    assert differ and all(torch.equal(own[k], ema[k]) for k in ema)  # sampling uses the EMA weights
+    sad = read_weights(resolve_checkpoint(exdiff_run / "prereq-sad"), "model.safetensors")
+    assert all(torch.equal(model.extractor.state_dict()[k], v) for k, v in sad.items())
+
+
+def test_infer_resamples_a_48k_file_with_a_notice(exdiff_run, capsys):
+    from sepkit.train import load_trained
+
+    task, model = load_trained(exdiff_run)
+    wave = 0.1 * torch.randn(48000 // 4)
+    out = task.infer(model, wave, 48000, steps=1)
+    assert out["enhanced"].shape == wave.shape and bool(torch.isfinite(out["enhanced"]).all())
+    assert "resampling 48000 Hz -> 16000 Hz" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="--steps"):
+        task.infer(model, wave, 48000, steps=0)
+    with pytest.raises(ValueError, match="--target-slot"):
+        task.check_options(model, {"target_slot": 1})
+
+
+def test_missing_uss_weights_are_a_clear_error(tmp_path):
+    from sepkit.train import CheckpointError, ConfigError, make_task
+
+    with pytest.raises(ConfigError, match="task_args.uss_ckpt is required"):
+        make_task(tiny_recipe()).build_model()
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CheckpointError, match="uss_ckpt=.*no USS"):
+        make_task(tiny_recipe(uss_ckpt=str(tmp_path / "empty"))).build_model()
+    cfg = tiny_recipe(uss_ckpt=str(tmp_path / "x.pth"))
+    cfg.model.args["uss"] = "panns"
+    torch.save({"model": {"fc1.weight": torch.zeros(1)}}, tmp_path / "x.pth")
+    with pytest.raises(CheckpointError, match="uss_ckpt=.*Cnn14"):
+        make_task(cfg).build_model()
+    cfg = tiny_recipe("sgmse")
+    cfg.model.args["uss"] = "sad"  # a guidance argument on the unguided model
+    with pytest.raises(ConfigError, match="model.args: unknown key"):
+        make_task(cfg)
+
+
+def test_sgmse_task_metrics_and_pauses():
+    from sepkit.train import make_task
+    from sepkit.train.tasks.diffusion import si_sir_sar, silent_frame_db
+
+    task = make_task(tiny_recipe("sgmse", pauses=1, pause_range=[0.1, 0.1]))
+    item = task.dataset("test")[0]
+    clean, noisy = item["sources"][0], item["mixture"]
+    gap = (clean == 0).nonzero()
+    assert 0.09 * 16000 <= len(gap) <= 0.11 * 16000  # one 0.1 s pause
+    raw = task.dataset("test").dataset[0]
+    torch.testing.assert_close(noisy - clean, raw["mixture"] - raw["sources"][0])  # the noise is untouched
+    g = torch.Generator().manual_seed(0)
+    s, n = torch.randn(8000, generator=g), torch.randn(8000, generator=g)
+    sir, sar = si_sir_sar(s + 0.1 * n, s, n)
+    assert sir == pytest.approx(20.0, abs=0.5) and sar > 60
+    sir, sar = si_sir_sar(s + 0.1 * torch.randn(8000, generator=g), s, n)
+    assert sir > 30 and sar == pytest.approx(20.0, abs=0.5)
+    speech = torch.zeros(16000)
+    speech[:8000] = torch.randn(8000, generator=g)
+    assert silent_frame_db(speech + 0.01 * torch.randn(16000, generator=g), speech) == pytest.approx(-40.0, abs=1.0)
