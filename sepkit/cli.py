@@ -3,11 +3,20 @@
 Each command lives in ``sepkit/commands/<name>.py`` with ``add_arguments(parser)`` and
 ``run(args) -> int``; modules are imported only when their command runs, so ``sepkit check``
 can switch Triton's interpreter on before any kernel is defined.
+
+Failures end in one line on stderr, ``sepkit <command>: <what went wrong>``, never a traceback:
+a bad argument, config value, file or checkpoint (sepkit's checks raise ValueError or TypeError
+subclasses naming it) exits with 2, an interrupt (Ctrl-C, SIGTERM) with 130 (checkpoints and
+outputs written atomically stay whole), anything else, a bug, with 1.
+``SEPKIT_DEBUG=1`` re-raises, showing the traceback.
 """
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
+import os
+import signal
 import sys
 
 COMMANDS = {
@@ -49,11 +58,55 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     module = importlib.import_module(f"sepkit.commands.{args.command}")
+    debug = os.environ.get("SEPKIT_DEBUG", "0") not in ("", "0")
+    previous = signal.signal(signal.SIGTERM, _terminate) if _main_thread() else None
     try:
         return int(module.run(args) or 0)
     except KeyboardInterrupt:
-        print("sepkit: interrupted", file=sys.stderr)
+        if debug:
+            raise
+        print(f"sepkit {args.command}: interrupted (finished checkpoints and outputs are intact)", file=sys.stderr)
         return 130
+    except Exception as exc:  # noqa: BLE001 - the one place that turns failures into one line
+        if debug:
+            raise
+        code, message = describe(exc)
+        print(f"sepkit {args.command}: {message}", file=sys.stderr)
+        return code
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+def _terminate(signum, frame):
+    """SIGTERM as an interrupt, so that temporary files are cleaned up on the way out."""
+    raise KeyboardInterrupt
+
+
+def describe(exc: BaseException) -> tuple[int, str]:
+    """(exit code, one line) for an exception reaching the command line."""
+    from .data.audio import AudioError
+    from .train.checkpoint import CheckpointError
+    from .train.config import ConfigError
+
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        where = exc.filename or "the output folder"
+        return 2, f"no space left on the device writing {where}; partial outputs were removed"
+    if isinstance(exc, PermissionError):
+        return 2, f"permission denied: {exc.filename or exc}"
+    # sepkit's own checks raise ValueError/TypeError subclasses naming the argument (see DESIGN.md)
+    if isinstance(exc, (ConfigError, CheckpointError, AudioError, FileNotFoundError, FileExistsError,
+                        NotADirectoryError, IsADirectoryError, FloatingPointError, ValueError, TypeError)):
+        return 2, str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    first = str(exc).splitlines()[0] if str(exc) else ""
+    return 1, (f"internal error ({type(exc).__name__}: {first[:300]}); SEPKIT_DEBUG=1 shows the traceback; "
+               "please report it")
 
 
 if __name__ == "__main__":

@@ -20,6 +20,8 @@ class ToyOptions:
     length: int = 64
     items: int = 8
     valid_values: list | None = None
+    interrupt_at: int | None = None  # raise KeyboardInterrupt at this training step call (1-based)
+    sleep: float = 0.0  # seconds per training step (for signal tests)
 
 
 class ToyDataset(torch.utils.data.Dataset):
@@ -59,6 +61,7 @@ class ToyTask(Task):
     def __init__(self, cfg):
         super().__init__(cfg)
         self.validations = 0
+        self.calls = 0
 
     def build_model(self):
         model = ToyModel()
@@ -76,6 +79,13 @@ class ToyTask(Task):
         return [{"params": list(model.filt.parameters())}, {"params": [model.gain], "lr": self.cfg.optim.lr * 0.1}]
 
     def training_step(self, model, batch):
+        self.calls += 1
+        if self.options.interrupt_at is not None and self.calls == self.options.interrupt_at:
+            raise KeyboardInterrupt("interrupted by the test")
+        if self.options.sleep:
+            import time
+
+            time.sleep(self.options.sleep)
         est = model(batch["mixture"])
         loss = (est - batch["sources"][:, 0]).pow(2).mean()
         return loss, {"est_rms": float(est.detach().pow(2).mean().sqrt())}
@@ -96,7 +106,10 @@ class ToyTask(Task):
         return {"score": score, "mse": mse}
 
     def infer(self, model, waveform, sample_rate, chunk=8.0, overlap=1.0, **options):
-        return {"s1": model(self.to_model_rate(waveform, sample_rate)[None])[0]}
+        from sepkit.data import resample
+
+        out = model(self.to_model_rate(waveform, sample_rate)[None])[0]
+        return {"s1": resample(out, self.sample_rate, sample_rate)}
 
     def output_names(self):
         return ["s1"]

@@ -29,6 +29,17 @@ def run(args) -> int:
     from sepkit.data import MixtureSpec, write_synthetic_librimix
     from sepkit.data.librimix import librimix_root
 
+    from sepkit.train.checks import check_output_dir
+
+    counts = {"--train": args.train, "--dev": args.dev, "--test": args.test}
+    bad = [f"{k}={v}" for k, v in counts.items() if v < 0]
+    if bad:
+        print(f"sepkit data synth: {', '.join(bad)}: counts must be >= 0", file=sys.stderr)
+        return 2
+    if sum(counts.values()) == 0:
+        print("sepkit data synth: --train, --dev and --test are all 0: nothing to write", file=sys.stderr)
+        return 2
+    check_output_dir(args.out)
     try:
         spec = MixtureSpec(sample_rate=args.sample_rate, n_src=args.n_src, mode=args.mode,
                            min_duration=args.min_duration, max_duration=args.max_duration,
@@ -42,6 +53,16 @@ def run(args) -> int:
               file=sys.stderr)
         return 2
     splits = {args.train_split: args.train, "dev": args.dev, "test": args.test}
-    root = write_synthetic_librimix(Path(args.out), spec, splits, seed=args.seed, progress=True)
+    # a data set without its metadata is no data set: on failure, remove what this run created
+    created = [p for p in [root, *root.parents] if not p.exists()]
+    ours = [created[-1]] if created else [root / d for d in (*splits, "metadata") if not (root / d).exists()]
+    try:
+        root = write_synthetic_librimix(Path(args.out), spec, splits, seed=args.seed, progress=True)
+    except BaseException:
+        import shutil
+
+        for p in ours:
+            shutil.rmtree(p, ignore_errors=True)
+        raise
     print(f"wrote {sum(splits.values())} mixtures to {root}")
     return 0

@@ -19,14 +19,17 @@ def add_arguments(parser) -> None:
     parser.add_argument("--csv", help="per-utterance CSV (default: <checkpoint>/eval_<split>.csv)")
     parser.add_argument("--max-items", type=int, help="evaluate only the first N utterances")
     parser.add_argument("--no-ema", action="store_true", help="the trained weights, not their moving average")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing per-utterance CSV")
     parser.add_argument("--device")
 
 
 def run(args) -> int:
+    from pathlib import Path
+
     import torch
 
-    from sepkit.data import AudioError
     from sepkit.train import CheckpointError, ConfigError, load_recipe, load_trained, make_task, read_config, resolve_checkpoint
+    from sepkit.train.checks import check_output_dir, resolve_device
     from sepkit.train.config import apply_overrides
     from sepkit.train.evaluate import format_summary, summarize, write_rows
 
@@ -35,33 +38,37 @@ def run(args) -> int:
     if recipe is not None and "=" in recipe:  # an override standing where the recipe may be
         overrides.insert(0, recipe)
         recipe = None
-    try:
-        if args.max_items is not None and args.max_items < 1:
-            raise ConfigError(f"--max-items={args.max_items}: must be >= 1")
-        ckpt = resolve_checkpoint(args.ckpt)
-        saved = read_config(ckpt)
-        if recipe is None:
-            if args.preset or args.config:
-                raise ConfigError("--preset and --config apply to a RECIPE; name one, or give key=value overrides only")
-            cfg = apply_overrides(saved, overrides)
-        else:
-            cfg = load_recipe(recipe, args.preset, overrides, args.config)
-        if (cfg.task.replace("-", "_"), cfg.model.name.lower()) != (saved.task.replace("-", "_"), saved.model.name.lower()):
-            raise CheckpointError(f"{ckpt} holds a {saved.model.name} model (task {saved.task}) but recipe "
-                                  f"{cfg.recipe!r} is a {cfg.model.name} recipe (task {cfg.task})")
-        device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        _, model = load_trained(ckpt, device, ema=not args.no_ema)
-        task = make_task(cfg)
-        dataset = task.dataset(args.split)
-        with torch.no_grad():
-            rows = task.evaluate(model, dataset, progress=True, max_items=args.max_items)
-    except (ConfigError, CheckpointError, AudioError, FileNotFoundError) as exc:
-        print(f"sepkit eval: {exc}", file=sys.stderr)
-        return 2
+    if args.max_items is not None and args.max_items < 1:
+        raise ConfigError(f"--max-items={args.max_items}: must be >= 1")
+    ckpt = resolve_checkpoint(args.ckpt)
+    saved = read_config(ckpt)
+    if recipe is None:
+        if args.preset or args.config:
+            raise ConfigError("--preset and --config apply to a RECIPE; name one, or give key=value overrides only")
+        cfg = apply_overrides(saved, overrides)
+    else:
+        cfg = load_recipe(recipe, args.preset, overrides, args.config)
+    if (cfg.task.replace("-", "_"), cfg.model.name.lower()) != (saved.task.replace("-", "_"), saved.model.name.lower()):
+        raise CheckpointError(f"{ckpt} holds a {saved.model.name} model (task {saved.task}) but recipe "
+                              f"{cfg.recipe!r} is a {cfg.model.name} recipe (task {cfg.task})")
+    if cfg.data.sample_rate != saved.data.sample_rate:
+        raise ConfigError(f"data.sample_rate={cfg.data.sample_rate}: the checkpoint's model runs at "
+                          f"{saved.data.sample_rate} Hz; evaluate on data at that rate (data.sample_rate="
+                          f"{saved.data.sample_rate})")
+    csv_path = Path(args.csv) if args.csv else ckpt / f"eval_{args.split}.csv"
+    if csv_path.exists() and not args.overwrite:
+        raise FileExistsError(f"{csv_path} exists; pass --overwrite to replace it or --csv PATH (nothing was written)")
+    check_output_dir(csv_path.parent, "--csv folder")
+    device = resolve_device(args.device)
+    _, model = load_trained(ckpt, device, ema=not args.no_ema)
+    task = make_task(cfg)
+    dataset = task.dataset(args.split)
+    with torch.no_grad():
+        rows = task.evaluate(model, dataset, progress=True, max_items=args.max_items)
     if not rows:
         print("sepkit eval: the data set is empty", file=sys.stderr)
         return 2
-    path = write_rows(args.csv or ckpt / f"eval_{args.split}.csv", rows)
+    path = write_rows(csv_path, rows)
     print(format_summary(summarize(rows), len(rows)))
     print(f"per-utterance metrics: {path}")
     return 0

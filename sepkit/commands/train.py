@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import sys
 
 
 def add_arguments(parser) -> None:
@@ -18,21 +17,15 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from sepkit.data import AudioError
-    from sepkit.train import CheckpointError, ConfigError, load_recipe, train
+    from sepkit.train import load_recipe, train
 
-    try:
-        cfg = load_recipe(args.recipe, args.preset, args.overrides, args.config)
-        out = args.out or f"runs/{cfg.recipe}"
-        result = train(cfg, out, resume=args.resume, device=args.device, progress=not args.no_progress,
-                       test=not args.no_test)
-    except (ConfigError, CheckpointError, AudioError, FileNotFoundError, FloatingPointError) as exc:
-        print(f"sepkit train: {exc}", file=sys.stderr)
-        return 2
+    cfg = load_recipe(args.recipe, args.preset, args.overrides, args.config)
+    out = args.out or f"runs/{cfg.recipe}"
+    result = train(cfg, out, resume=args.resume, device=args.device, progress=not args.no_progress,
+                   test=not args.no_test)
     if int(os.environ.get("RANK", "0")) != 0:  # torchrun: rank 0 reports
         return 0
     print(f"run folder: {out} (step {result['step']}; checkpoints in {out}/checkpoints)")
-    if "test" in result:
-        mean = result["test"]["si_sdri"][0]
-        print(f"test SI-SDRi: {mean:.2f} dB")
+    if "si_sdri" in result.get("test", {}):
+        print(f"test SI-SDRi: {result['test']['si_sdri'][0]:.2f} dB")
     return 0

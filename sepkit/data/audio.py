@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from sepkit.files import umask_mode
+
 __all__ = [
     "AudioError",
     "audio_info",
@@ -135,6 +137,7 @@ def write_audio(path: str | os.PathLike, wav: torch.Tensor | np.ndarray, sample_
     os.close(fd)
     try:
         sf.write(tmp, wav, int(sample_rate), subtype=subtype, format=fmt)
+        umask_mode(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

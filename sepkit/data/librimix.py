@@ -21,6 +21,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from sepkit.files import umask_mode
+
 from .audio import AudioError, read_audio, write_audio
 from .synth import MixtureSpec, SyntheticMixtures
 
@@ -35,11 +37,16 @@ def librimix_root(out_dir: str | os.PathLike, n_src: int, sample_rate: int, mode
 def _write_csv_atomic(path: Path, header: list[str], rows: list[list]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(header)
-        w.writerows(rows)
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(header)
+            w.writerows(rows)
+        umask_mode(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def write_synthetic_librimix(
@@ -105,6 +112,44 @@ def write_synthetic_librimix(
     return root
 
 
+def read_metadata(path: Path, required: tuple[str, ...]) -> tuple[list[dict], list[str]]:
+    """Rows of a LibriMix metadata CSV, checked: the required columns exist, every row has every
+    column, ``length`` (when present) is a whole number of samples. A problem raises AudioError
+    naming the file, the line and the column."""
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            reader = csv.reader(f)
+            header = next(reader, None)
+            if header is None:
+                raise AudioError(f"{path}: empty file (expected a header line with {', '.join(required)})")
+            missing = [c for c in required if c not in header]
+            if missing:
+                raise AudioError(f"{path}: line 1: missing column(s) {', '.join(missing)} (has {', '.join(header)})")
+            rows = []
+            for line, values in enumerate(reader, start=2):
+                if not values:
+                    continue
+                if len(values) != len(header):
+                    raise AudioError(f"{path}: line {line}: {len(values)} fields where the header has {len(header)}")
+                row = dict(zip(header, values))
+                if "length" in row:
+                    try:
+                        row["length"] = int(float(row["length"]))
+                    except ValueError:
+                        raise AudioError(f"{path}: line {line}, column length: {row['length']!r} is not a number "
+                                         "of samples") from None
+                    if row["length"] < 0:
+                        raise AudioError(f"{path}: line {line}, column length: {row['length']} is negative")
+                rows.append(row)
+    except UnicodeDecodeError:
+        raise AudioError(f"{path}: not a text CSV file (binary content)") from None
+    except csv.Error as exc:
+        raise AudioError(f"{path}: not a valid CSV file ({exc})") from None
+    if not rows:
+        raise AudioError(f"{path}: no rows after the header")
+    return rows, header
+
+
 class LibriMix(torch.utils.data.Dataset):
     """LibriMix (or the same layout written by :func:`write_synthetic_librimix`) from its CSVs.
 
@@ -131,22 +176,16 @@ class LibriMix(torch.utils.data.Dataset):
         csv_path = self.root / "metadata" / f"mixture_{split}_mix_{mix}.csv"
         if not csv_path.is_file():
             raise FileNotFoundError(f"LibriMix: metadata file not found: {csv_path}")
-        with open(csv_path, newline="") as f:
-            reader = csv.DictReader(f)
-            rows = list(reader)
-            fields = reader.fieldnames or []
-        need = {"mixture_ID", "mixture_path", "source_1_path"}
-        if not need <= set(fields):
-            raise ValueError(f"LibriMix: {csv_path} lacks columns {sorted(need - set(fields))}")
+        rows, fields = read_metadata(csv_path, ("mixture_ID", "mixture_path", "source_1_path"))
         self.source_cols = sorted((c for c in fields if c.startswith("source_") and c.endswith("_path")),
                                   key=lambda c: int(c.split("_")[1]))
         self.n_src = len(self.source_cols)
         self.sample_rate = sample_rate
         self.segment_samples = None if segment is None else int(round(segment * sample_rate))
         if self.segment_samples is not None and "length" in fields:
-            rows = [r for r in rows if int(r["length"]) >= self.segment_samples]
+            rows = [r for r in rows if r["length"] >= self.segment_samples]
         if not rows:
-            raise ValueError(f"LibriMix: no usable utterances in {csv_path}"
+            raise AudioError(f"LibriMix: no usable utterances in {csv_path}"
                              + (f" (none is at least {segment} s long)" if segment else ""))
         self.rows = rows
         self.random_crop = random_crop
@@ -179,7 +218,7 @@ class LibriMix(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> dict:
         row = self.rows[index]
         mix_path = self._path(row["mixture_path"])
-        length = int(row["length"]) if row.get("length") else None
+        length = row.get("length")
         frames = -1 if self.segment_samples is None else self.segment_samples
         start = self._crop_start(index, length) if length is not None else 0
         mixture, _ = read_audio(mix_path, self.sample_rate, start=start, frames=frames)

@@ -24,6 +24,7 @@ import torch
 import yaml
 
 import sepkit
+from sepkit.files import umask_mode
 
 LATEST = "LATEST"
 BEST = "BEST"
@@ -37,6 +38,7 @@ def _atomic_text(path: Path, text: str) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     with os.fdopen(fd, "w") as f:
         f.write(text)
+    umask_mode(tmp)
     os.replace(tmp, path)
 
 
@@ -79,6 +81,7 @@ def save_checkpoint(run_dir: str | os.PathLike, step: int, model: torch.nn.Modul
     final = ckpt_root / name
     tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=ckpt_root))
     try:
+        umask_mode(tmp, directory=True)
         save_file(model_weights(model, exclude), str(tmp / "model.safetensors"))
         if ema is not None:
             save_file({k: v.detach().contiguous().cpu() for k, v in ema.items()}, str(tmp / "ema.safetensors"))
@@ -91,6 +94,8 @@ def save_checkpoint(run_dir: str | os.PathLike, step: int, model: torch.nn.Modul
         (tmp / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
         meta = dict(meta, step=step, sepkit=sepkit.__version__, frozen=list(exclude), ema=ema is not None)
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
+        for f in tmp.iterdir():  # safetensors writes 0600 files: give them the user's umask
+            umask_mode(f)
         if final.exists():
             trash = Path(tempfile.mkdtemp(prefix=".old-", dir=ckpt_root))
             os.replace(final, trash / name)
@@ -170,6 +175,9 @@ def load_weights(ckpt: Path, model: torch.nn.Module, exclude: tuple[str, ...] = 
         if shapes:
             detail.append(f"{len(shapes)} with other shapes (e.g. {shapes[0]})")
         raise CheckpointError(f"{path} holds weights of a different model: " + ", ".join(detail))
+    for k, v in weights.items():
+        if v.is_floating_point() and not bool(torch.isfinite(v).all()):
+            raise CheckpointError(f"{path}: tensor {k} holds NaN or Inf values; this checkpoint cannot be used")
     model.load_state_dict(weights, strict=not exclude)
 
 

@@ -203,7 +203,43 @@ def _build(raw: dict, source: str) -> RecipeConfig:
         types = {f.name: str(f.type) for f in dataclasses.fields(cls)}
         section = {k: _coerce(f"{source}: {name}.{k}", v, types[k]) for k, v in section.items()}
         kwargs[name] = cls(**section)
-    return RecipeConfig(**kwargs)
+    cfg = RecipeConfig(**kwargs)
+    check_ranges(cfg, source)
+    return cfg
+
+
+# (section, key, test, what is allowed); None values pass where the field allows None
+_RANGES = [
+    ("data", "sample_rate", lambda v: v >= 1000, "a rate in Hz >= 1000"),
+    ("data", "n_src", lambda v: v >= 1, ">= 1"),
+    ("data", "segment", lambda v: v > 0, "> 0 seconds, or null (whole utterances)"),
+    ("data", "valid_segment", lambda v: v > 0, "> 0 seconds, or null (whole utterances)"),
+    ("data", "batch_size", lambda v: v >= 1, ">= 1"),
+    ("data", "num_workers", lambda v: v >= 0, ">= 0"),
+    ("optim", "lr", lambda v: v > 0, "> 0"),
+    ("optim", "weight_decay", lambda v: v >= 0, ">= 0"),
+    ("optim", "clip_grad_norm", lambda v: v > 0, "> 0, or null (no clipping)"),
+    ("train", "max_steps", lambda v: v >= 1, ">= 1"),
+    ("train", "eval_every", lambda v: v >= 1, ">= 1"),
+    ("train", "ckpt_every", lambda v: v >= 1, ">= 1"),
+    ("train", "log_every", lambda v: v >= 1, ">= 1"),
+    ("train", "grad_accum", lambda v: v >= 1, ">= 1"),
+    ("train", "keep_checkpoints", lambda v: v >= 1, ">= 1"),
+    ("train", "max_valid_items", lambda v: v >= 1, ">= 1, or null (all)"),
+    ("train", "ema", lambda v: 0 < v < 1, "a decay in (0, 1), e.g. 0.999, or null (off)"),
+    ("train", "precision", lambda v: v in ("fp32", "bf16", "fp16"), "fp32, bf16 or fp16"),
+]
+
+
+def check_ranges(cfg: RecipeConfig, source: str = "config") -> None:
+    """The value ranges of the generic sections (ConfigError naming key, value and what is
+    allowed). Task- and model-specific values are checked by the task."""
+    for section, key, ok, allowed in _RANGES:
+        value = getattr(getattr(cfg, section), key)
+        if value is not None and not ok(value):
+            raise ConfigError(f"{source}: {section}.{key}={value!r}: must be {allowed}")
+    if len(cfg.optim.betas) != 2 or not all(0 <= b < 1 for b in cfg.optim.betas):
+        raise ConfigError(f"{source}: optim.betas={list(cfg.optim.betas)}: must be two numbers in [0, 1)")
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -297,12 +333,24 @@ def load_recipe(name_or_path: str | os.PathLike, preset: str | None = None, over
         raw = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read it ({type(exc).__name__})") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: a recipe must be a mapping of sections, got {type(raw).__name__}")
     presets = raw.pop("presets", {}) or {}
     if config_file is not None:
         cfg_path = Path(config_file)
         if not cfg_path.is_file():
             raise ConfigError(f"config file not found: {cfg_path}")
-        raw = _deep_merge(raw, yaml.safe_load(cfg_path.read_text()) or {})
+        try:
+            extra = yaml.safe_load(cfg_path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{cfg_path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{cfg_path}: cannot read it ({type(exc).__name__})") from None
+        if not isinstance(extra, dict):
+            raise ConfigError(f"{cfg_path}: must be a mapping of recipe sections, got {type(extra).__name__}")
+        raw = _deep_merge(raw, extra)
     if preset is not None:
         if preset not in presets:
             raise ConfigError(f"{path}: no preset {preset!r}; it has {sorted(presets) or 'none'}")

@@ -86,12 +86,19 @@ def format_summary(summary: dict, n: int) -> str:
 
 
 def write_rows(path: str | os.PathLike, rows: list[dict]) -> Path:
+    """Write ``rows`` (dicts with the same keys) to the CSV ``path`` atomically."""
+    if not rows:
+        raise ValueError(f"write_rows: no rows to write to {path}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=list(rows[0]))
+            w.writeheader()
+            w.writerows(rows)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return path

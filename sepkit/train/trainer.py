@@ -16,6 +16,7 @@ from __future__ import annotations
 import csv
 import math
 import os
+import shutil
 import sys
 import time
 from contextlib import nullcontext
@@ -25,7 +26,8 @@ import torch
 
 from .checkpoint import (BEST, CheckpointError, load_state, load_weights, read_meta, read_weights, resolve_checkpoint,
                          mark_best, save_checkpoint, set_rng_state)
-from .config import ConfigError, RecipeConfig
+from .checks import check_output_dir, resolve_device
+from .config import ConfigError, RecipeConfig, check_ranges
 from .ema import EMA
 from .evaluate import format_summary, summarize, write_rows
 from .tasks import Task, make_task
@@ -80,18 +82,26 @@ def build_scheduler(cfg: RecipeConfig, optimizer):
 
 
 class MetricLog:
-    """metrics.csv (step, split, name, value) plus TensorBoard when it is installed."""
+    """metrics.csv (step, split, name, value) plus TensorBoard when it is installed.
 
-    def __init__(self, run_dir: Path, enabled: bool):
+    ``resume_step``: the step of the checkpoint a resumed run continues from; rows logged after
+    it (by the interrupted run) and the test rows of a finished run are dropped, so every step
+    appears once. None (a fresh run): a ``metrics.csv`` left by a run that failed before its
+    first checkpoint is started afresh."""
+
+    HEADER = ["step", "split", "name", "value", "time"]
+
+    def __init__(self, run_dir: Path, enabled: bool, resume_step: int | None = None):
         self.enabled = enabled
         self.path = run_dir / "metrics.csv"
         self.tb = None
         if enabled:
+            self._trim(resume_step)
             new = not self.path.exists()
             self.file = open(self.path, "a", newline="")
             self.writer = csv.writer(self.file)
             if new:
-                self.writer.writerow(["step", "split", "name", "value", "time"])
+                self.writer.writerow(self.HEADER)
             try:
                 from torch.utils.tensorboard import SummaryWriter
 
@@ -100,6 +110,22 @@ class MetricLog:
                 self.tb = None
                 print("sepkit train: tensorboard is not installed; metrics go to metrics.csv only "
                       "(pip install tensorboard to get TensorBoard logs)", file=sys.stderr)
+
+    def _trim(self, resume_step: int | None) -> None:
+        if not self.path.exists():
+            return
+        if resume_step is None:
+            print(f"sepkit train: {self.path} of a run without a checkpoint is started afresh", file=sys.stderr)
+            self.path.unlink()
+            return
+        with open(self.path, newline="") as f:
+            rows = list(csv.reader(f))
+        kept = [r for r in rows[1:] if len(r) == len(self.HEADER) and r[0].isdigit() and int(r[0]) <= resume_step
+                and r[1] != "test"]
+        tmp = self.path.with_name(f".{self.path.name}.tmp")
+        with open(tmp, "w", newline="") as f:
+            csv.writer(f).writerows([self.HEADER, *kept])
+        os.replace(tmp, self.path)
 
     def log(self, step: int, split: str, values: dict) -> None:
         if not self.enabled:
@@ -158,19 +184,45 @@ def freeze(model: torch.nn.Module, names: tuple[str, ...]) -> None:
 
 
 def check_train_config(cfg: RecipeConfig) -> None:
-    """Ranges of the train section, checked before anything is built."""
-    t = cfg.train
-    if t.precision not in ("fp32", "bf16", "fp16"):
-        raise ConfigError(f"train.precision must be fp32, bf16 or fp16, got {t.precision!r}")
-    for key in ("max_steps", "eval_every", "ckpt_every", "log_every", "grad_accum"):
-        if getattr(t, key) < 1:
-            raise ConfigError(f"train.{key}={getattr(t, key)}: must be >= 1")
-    if t.ema is not None and not 0.0 < t.ema < 1.0:
-        raise ConfigError(f"train.ema={t.ema}: must be a decay in (0, 1), e.g. 0.999, or null (off)")
-    if cfg.data.batch_size < 1:
-        raise ConfigError(f"data.batch_size={cfg.data.batch_size}: must be >= 1")
+    """Value ranges (also checked when a recipe loads, again here for configs built in code)."""
+    check_ranges(cfg)
     if cfg.data.segment is None and cfg.data.batch_size != 1:
         raise ConfigError("data.batch_size must be 1 when data.segment is None (whole utterances differ in length)")
+
+
+def _built(what: str, build):
+    """``build()``, with a constructor's ValueError/TypeError turned into a ConfigError naming
+    the recipe section it came from."""
+    try:
+        return build()
+    except (ValueError, TypeError) as exc:
+        if isinstance(exc, ConfigError):
+            raise
+        raise ConfigError(f"{what}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+
+
+# what a resumed run must share with its checkpoint: (meta key, recipe key shown, default of old checkpoints)
+RESUME_KEYS = (("task", "task", "separation"), ("model", "model.name", None), ("args", "model.args", None),
+               ("n_src", "data.n_src", None), ("sample_rate", "data.sample_rate", None))
+
+
+def check_resumable(saved: dict, now: dict, ckpt: Path, recipe: str) -> None:
+    """Refuse to resume when the task, model, its arguments, the number of sources or the
+    sample rate differ from the checkpoint's (other overrides, such as train.max_steps, logging
+    and evaluation cadence, are allowed)."""
+    for key, shown, default in RESUME_KEYS:
+        if saved.get(key, default) != now.get(key):
+            raise CheckpointError(f"{ckpt} was trained with {shown}={saved.get(key, default)!r} but recipe {recipe!r} now "
+                                  f"has {shown}={now.get(key)!r}, other arguments than it was trained with; resume "
+                                  "with the recipe it was trained with")
+
+
+def clean_stale(ckpt_root: Path) -> None:
+    """Remove the temporary folders an interrupted checkpoint write left behind."""
+    if ckpt_root.is_dir():
+        for p in ckpt_root.iterdir():
+            if p.is_dir() and (p.name.startswith(".step-") or p.name.startswith(".old-")):
+                shutil.rmtree(p, ignore_errors=True)
 
 
 def _broadcast(obj, world: int):
@@ -191,11 +243,10 @@ def train(cfg: RecipeConfig, run_dir: str | os.PathLike, resume: bool = False, d
     """
     check_train_config(cfg)
     task = make_task(cfg)
+    check_output_dir(run_dir)
     rank, world, local_rank = _distributed()
     main = rank == 0
-    if device is None:
-        device = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
-    device = torch.device(device)
+    device = resolve_device(device, local_rank)
     if device.type == "cuda":
         torch.cuda.set_device(device)
     else:
@@ -208,23 +259,18 @@ def train(cfg: RecipeConfig, run_dir: str | os.PathLike, resume: bool = False, d
         raise CheckpointError(f"{run_dir} already holds a training run; pass --resume to continue it or choose "
                               "another --out (nothing was overwritten)")
     ckpt = resolve_checkpoint(run_dir) if resume else None
-    if ckpt is not None:
-        meta = read_meta(ckpt)
-        same = (meta.get("task", "separation") == task.name and meta.get("model") == cfg.model.name.lower()
-                and meta.get("args") == dict(cfg.model.args))
-        if not same:
-            raise CheckpointError(f"{ckpt} is a {meta.get('task', 'separation')} / {meta.get('model')} model with other "
-                                  f"arguments than recipe {cfg.recipe!r} builds; resume with the recipe it was trained with")
-    if main:
+    if main:  # prerequisites (idempotent: reused on resume); they may record paths in the config
         task.prepare(run_dir, device, progress)
     if world > 1:
         task.cfg = _broadcast(task.cfg, world)
-        cfg = task.cfg
+    cfg = task.cfg
+    if ckpt is not None:
+        check_resumable(read_meta(ckpt), task.model_meta(), ckpt, cfg.recipe)
     torch.manual_seed(cfg.train.seed)
 
-    train_ds = task.dataset("train")
-    valid_ds = task.dataset("valid")
-    model = task.build_model().to(device)
+    train_ds = _built("data (train)", lambda: task.dataset("train"))
+    valid_ds = _built("data (valid)", lambda: task.dataset("valid"))
+    model = _built("model.args", task.build_model).to(device)
     frozen = tuple(task.frozen(model))
     freeze(model, frozen)
     groups = [dict(g, params=[p for p in g["params"] if p.requires_grad]) for g in task.param_groups(model)]
@@ -258,8 +304,10 @@ def train(cfg: RecipeConfig, run_dir: str | os.PathLike, resume: bool = False, d
                                           find_unused_parameters=cfg.train.find_unused_parameters)
 
     run_dir.mkdir(parents=True, exist_ok=True)
+    if main:
+        clean_stale(ckpt_root)
     meta = task.model_meta()
-    log = MetricLog(run_dir, main)
+    log = MetricLog(run_dir, main, resume_step=step if ckpt is not None else None)
     accum = cfg.train.grad_accum
     per_micro = cfg.data.batch_size * world
     micro_per_epoch = len(train_ds) // per_micro
