@@ -206,7 +206,7 @@ def test_musdb_loader(tmp_path):
 
 # ------------------------------------------------------------------------------ the task
 
-def tiny_recipe(model="exdiff", **task_args):
+def tiny_recipe(model="exdiff", uss_ckpt=None, **task_args):
     from sepkit.train.config import config_from_dict
 
     return config_from_dict({
@@ -217,7 +217,8 @@ def tiny_recipe(model="exdiff", **task_args):
                  "synthetic": {"num_train": 4, "num_valid": 1, "num_test": 1, "min_duration": 0.4,
                                "max_duration": 0.4, "num_speakers": 4}},
         "model": {"name": model, "args": {"config": "small", "nf": 8, "ch_mult": [1, 2], "attn_resolutions": [],
-                                          **({"uss": "sad", "cross_heads": 2, "pe_dim": 8} if model == "exdiff" else {})}},
+                                          **({"uss": "sad", "cross_heads": 2, "pe_dim": 8} if model == "exdiff" else {}),
+                                          **({"uss_ckpt": uss_ckpt} if uss_ckpt else {})}},
         "optim": {"lr": 1e-3},
         "train": {"max_steps": 2, "eval_every": 2, "ckpt_every": 2, "log_every": 1, "ema": 0.5, "max_valid_items": 1},
     })
@@ -241,7 +242,7 @@ def test_exdiff_run_trains_the_detector_first_and_samples_with_ema(exdiff_run):
     assert isinstance(model.extractor, SpeechActivityDetector)
     ckpt = resolve_checkpoint(exdiff_run)
     ema, raw = read_weights(ckpt, "ema.safetensors"), read_weights(ckpt, "model.safetensors")
-    assert not any(k.startswith("extractor.") for k in raw)  # frozen: loaded from task_args.uss_ckpt
+    assert not any(k.startswith("extractor.") for k in raw)  # frozen: loaded from model.args.uss_ckpt
     own = model.state_dict()
     differ = [k for k in ema if not torch.equal(ema[k], raw[k])]
     assert differ and all(torch.equal(own[k], ema[k]) for k in ema)  # sampling uses the EMA weights
@@ -266,7 +267,7 @@ def test_infer_resamples_a_48k_file_with_a_notice(exdiff_run, capsys):
 def test_missing_uss_weights_are_a_clear_error(tmp_path):
     from sepkit.train import CheckpointError, ConfigError, make_task
 
-    with pytest.raises(ConfigError, match="task_args.uss_ckpt is required"):
+    with pytest.raises(ConfigError, match="model.args.uss_ckpt is required"):
         make_task(tiny_recipe()).build_model()
     (tmp_path / "empty").mkdir()
     with pytest.raises(CheckpointError, match="uss_ckpt=.*no USS"):

@@ -15,9 +15,10 @@ Model arguments (``model.args``): ``config`` ("sgmse": the 65.6 M NCSN++, "small
 ``placements``, ...); the SDE's ``theta``, ``sigma_min``, ``sigma_max`` and ``t_eps``; for
 Ex-Diff ``uss`` ("sad": the demo's :class:`sepkit.models.sad.SpeechActivityDetector`, trained
 first by :meth:`DiffusionTask.prepare` on the same data; "panns": a PANNs
-``Cnn14_DecisionLevelMax`` checkpoint) and ``uss_classes`` (AudioSet indices for "panns"). The
-USS weights are read from ``task_args.uss_ckpt`` (a sepkit run folder for "sad", a PANNs ``.pth``
-for "panns"); they are frozen and not stored in this task's checkpoints.
+``Cnn14_DecisionLevelMax`` checkpoint), ``uss_classes`` (AudioSet indices for "panns") and
+``uss_ckpt``, where the USS weights are read from (a sepkit run folder for "sad", set by
+:meth:`DiffusionTask.prepare` when absent; a PANNs ``.pth`` for "panns"); they are frozen and not
+stored in this task's checkpoints.
 
 Data: ``data.dataset`` "synthetic" (one speaker in noise, with ``task_args.pauses`` silent gaps of
 ``pause_range`` seconds cut into the speech so that there are reference-silent frames),
@@ -55,7 +56,7 @@ DATASETS = ("synthetic", "voicebank", "musdb")
 MODELS = ("sgmse", "exdiff")
 USS = ("sad", "panns")
 _SDE_ARGS = ("theta", "sigma_min", "sigma_max", "t_eps")
-_GUIDE_ARGS = ("uss", "uss_classes")
+_GUIDE_ARGS = ("uss", "uss_classes", "uss_ckpt")
 _NCSNPP_ARGS = tuple(p for p in inspect.signature(NCSNpp).parameters if p != "latent_dim")
 _SPLIT_CODE = {"train": 1, "valid": 2, "test": 3}
 
@@ -188,8 +189,7 @@ def silent_frame_db(estimate: torch.Tensor, clean: torch.Tensor, hop: int = 128,
 class DiffusionOptions(DataOptions):
     """sampler: "pc" or "ode"; steps: sampler steps (30); snr, corrector_steps: the annealed
     Langevin corrector (0.5, 1); seed: sampler seed; valid_steps: sampler steps in validation
-    (None: ``steps``); perceptual: PESQ and ESTOI in evaluation; uss_ckpt: the USS weights (set by
-    prepare for uss "sad"); sad_steps, sad_batch, sad_lr, sad_model: how prepare trains the demo
+    (None: ``steps``); perceptual: PESQ and ESTOI in evaluation; sad_steps, sad_batch, sad_lr, sad_model: how prepare trains the demo
     detector (optimizer steps, batch size, Adam learning rate, SpeechActivityDetector arguments)."""
 
     sampler: str = "pc"
@@ -199,7 +199,6 @@ class DiffusionOptions(DataOptions):
     seed: int = 0
     valid_steps: int | None = None
     perceptual: bool = True
-    uss_ckpt: str | None = None
     sad_steps: int = 300
     sad_batch: int = 8
     sad_lr: float = 3e-3
@@ -266,9 +265,9 @@ class DiffusionTask(EnhancementTask):
         return config_from_dict(raw, f"{cfg.recipe} (sad prerequisite)")
 
     def prepare(self, run_dir: Path, device: torch.device, progress: bool = True) -> None:
-        """Ex-Diff with ``uss: sad`` and no ``task_args.uss_ckpt``: train the detector into
-        ``run_dir/prereq-sad`` (resumed, or reused when complete) and record its path."""
-        if not self.guided or self.cfg.model.args.get("uss", "sad") != "sad" or self.options.uss_ckpt:
+        """Ex-Diff with ``uss: sad`` and no ``model.args.uss_ckpt``: train the detector into
+        ``run_dir/prereq-sad`` (resumed, or reused when complete) and record its path there."""
+        if not self.guided or self.cfg.model.args.get("uss", "sad") != "sad" or self.cfg.model.args.get("uss_ckpt"):
             return
         from .. import train
 
@@ -277,36 +276,36 @@ class DiffusionTask(EnhancementTask):
         if progress:
             print(f"sepkit: {'resuming' if done else 'training'} the speech-activity detector (USS stand-in) in {path}")
         train(self.sad_config(), path, resume=done, device=str(device), progress=progress, test=False)
-        self.options.uss_ckpt = str(path)
-        self.cfg.task_args = dict(self.cfg.task_args, uss_ckpt=str(path))
+        self.cfg.model.args["uss_ckpt"] = str(path)
 
     # -- the model -----------------------------------------------------------------------
     def _extractor(self):
-        args, path = self.cfg.model.args, self.options.uss_ckpt
+        args = self.cfg.model.args
+        path = args.get("uss_ckpt")
         uss = args.get("uss", "sad")
         if not path:
-            raise ConfigError(f"task_args.uss_ckpt is required for model exdiff with uss={uss!r}: give "
-                              f"task_args.uss_ckpt=PATH ({'a sepkit run folder of the detector' if uss == 'sad' else 'a PANNs Cnn14_DecisionLevelMax .pth'})")
+            raise ConfigError(f"model.args.uss_ckpt is required for model exdiff with uss={uss!r}: give "
+                              f"model.args.uss_ckpt=PATH ({'a sepkit run folder of the detector' if uss == 'sad' else 'a PANNs Cnn14_DecisionLevelMax .pth'})")
         if uss == "sad":
             from ..restore import load_trained
 
             try:
                 sad_task, sad = load_trained(path)
             except CheckpointError as exc:
-                raise CheckpointError(f"task_args.uss_ckpt={path!r}: no USS (speech-activity detector) weights: {exc}") from None
+                raise CheckpointError(f"model.args.uss_ckpt={path!r}: no USS (speech-activity detector) weights: {exc}") from None
             if not isinstance(sad, SpeechActivityDetector):
-                raise CheckpointError(f"task_args.uss_ckpt={path!r} holds a {type(sad).__name__}, not a speech-activity detector")
+                raise CheckpointError(f"model.args.uss_ckpt={path!r} holds a {type(sad).__name__}, not a speech-activity detector")
             if sad.sample_rate != self.sample_rate:
-                raise CheckpointError(f"task_args.uss_ckpt={path!r}: detector at {sad.sample_rate} Hz, model at {self.sample_rate} Hz")
+                raise CheckpointError(f"model.args.uss_ckpt={path!r}: detector at {sad.sample_rate} Hz, model at {self.sample_rate} Hz")
             return sad
         from sepkit.models.panns import SPEECH_CLASSES, Cnn14, PannsLatent
 
         if not Path(path).is_file():
-            raise CheckpointError(f"task_args.uss_ckpt={path!r}: PANNs checkpoint not found")
+            raise CheckpointError(f"model.args.uss_ckpt={path!r}: PANNs checkpoint not found")
         try:
             cnn = Cnn14.from_panns(path, decision_level="max")
         except ValueError as exc:
-            raise CheckpointError(f"task_args.uss_ckpt={path!r}: {exc}") from None
+            raise CheckpointError(f"model.args.uss_ckpt={path!r}: {exc}") from None
         return PannsLatent(cnn, tuple(args.get("uss_classes", SPEECH_CLASSES)), self.sample_rate)
 
     def build_model(self) -> nn.Module:
