@@ -43,6 +43,7 @@ from torch import nn
 from sepkit.data import resample
 from sepkit.models.ncsnpp import NCSNPP_CONFIGS, NCSNpp, build_ncsnpp
 from sepkit.models.sad import SpeechActivityDetector, activity_labels
+from sepkit.models.panns import SPEECH_CLASSES
 from sepkit.models.sgmse import OUVESDE, SAMPLERS, SGMSE, SpecRepresentation
 
 from ..builders import build_dataset
@@ -298,7 +299,7 @@ class DiffusionTask(EnhancementTask):
             if sad.sample_rate != self.sample_rate:
                 raise CheckpointError(f"model.args.uss_ckpt={path!r}: detector at {sad.sample_rate} Hz, model at {self.sample_rate} Hz")
             return sad
-        from sepkit.models.panns import SPEECH_CLASSES, Cnn14, PannsLatent
+        from sepkit.models.panns import Cnn14, PannsLatent
 
         if not Path(path).is_file():
             raise CheckpointError(f"model.args.uss_ckpt={path!r}: PANNs checkpoint not found")
@@ -321,9 +322,9 @@ class DiffusionTask(EnhancementTask):
             return SGMSE(build_ncsnpp(config, **args), sde, rep, t_eps)
         from sepkit.models.exdiff import ExDiff
 
-        extractor = self._extractor()
-        dim = getattr(extractor, "dim", 1)
-        return ExDiff(build_ncsnpp(config, latent_dim=dim, **args), extractor, sde=sde, representation=rep, t_eps=t_eps)
+        dim = 1 if self.cfg.model.args.get("uss", "sad") == "sad" else len(self.cfg.model.args.get("uss_classes", SPEECH_CLASSES))
+        backbone = build_ncsnpp(config, latent_dim=dim, **args)  # first: the same seed, the same start as sgmse
+        return ExDiff(backbone, self._extractor(), sde=sde, representation=rep, t_eps=t_eps)
 
     def frozen(self, model: nn.Module) -> tuple[str, ...]:
         return ("extractor",) if self.guided else ()
