@@ -375,9 +375,11 @@ class DiffusionTask(EnhancementTask):
             raise ValueError(f"--steps must be a positive integer, got {steps!r}")
 
     @torch.no_grad()
-    def infer(self, model, waveform, sample_rate, steps: int | None = None, **options) -> dict:
+    def infer(self, model, waveform, sample_rate, steps: int | None = None, chunk: float | None = None,
+              overlap: float | None = None, **options) -> dict:
         """Enhance ``waveform`` (T,) at ``sample_rate`` (resampled to the model's rate and back,
-        with a notice) with a progress bar over the sampler steps: ``{"enhanced": (T,)}``."""
+        with a notice) in one pass of the sampler, with a progress bar over its steps
+        (``chunk``/``overlap`` of the command are not used): ``{"enhanced": (T,)}``."""
         self.check_options(model, {"steps": steps, **options})
         x = self.to_model_rate(waveform, sample_rate).to(self.model_device(model))
         est = self.enhance(model, x.unsqueeze(0), steps=steps, progress=True)[0].float().cpu()
