@@ -4,7 +4,7 @@ Richter, Welker, Lemercier, Lay, Gerkmann, "Speech enhancement and dereverberati
 based generative models", IEEE/ACM TASLP 2023; the backbone of Ex-Diff (:mod:`sepkit.models.exdiff`).
 
 * :class:`SpecRepresentation`: the complex STFT (n_fft 510, hop 128 at 16 kHz, periodic Hann,
-  ``center=True``, orthonormal scaling) with amplitude compression ``0.15 |X|^0.5 e^{j angle X}``
+  ``center=True``, unnormalised) with amplitude compression ``0.15 |X|^0.5 e^{j angle X}``
   through ``sepkit.kernels.compress_spec`` / ``decompress_spec``. Spectrograms are complex
   (B, 1, 256, frames).
 * :class:`OUVESDE`: the Ornstein-Uhlenbeck variance-exploding SDE
@@ -63,13 +63,14 @@ class SpecRepresentation(nn.Module):
         hop_length: hop in samples (128: 8 ms at 16 kHz).
         sample_rate: the rate (Hz) the model runs at; inputs are not resampled here.
         power, scale: amplitude compression ``scale * |X|^power`` (0.5, 0.15).
-        normalized: orthonormal STFT scaling (``torch.stft(normalized=True)``).
+        normalized: orthonormal STFT scaling (``torch.stft(normalized=True)``: magnitudes
+            sqrt(n_fft) times smaller); off by default.
 
     ``N = 1 + T // hop_length`` frames (``center=True``).
     """
 
     def __init__(self, n_fft: int = 510, hop_length: int = 128, sample_rate: int = 16000, power: float = 0.5,
-                 scale: float = 0.15, normalized: bool = True):
+                 scale: float = 0.15, normalized: bool = False):
         super().__init__()
         if n_fft < 2 or hop_length < 1 or hop_length > n_fft:
             raise ValueError(f"SpecRepresentation: need n_fft >= 2 and 1 <= hop_length <= n_fft, got {n_fft}, {hop_length}")
