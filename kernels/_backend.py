@@ -1,8 +1,11 @@
 """Backend choice shared by every kernel op.
 
 Each public op takes ``backend=``: ``"triton"``, ``"torch"`` (the plain-PyTorch reference) or
-``None`` (automatic). Automatic picks Triton for CUDA tensors the Triton path supports and the
-reference otherwise, unless the environment variable ``SEPKIT_BACKEND`` names a backend.
+``None`` (automatic). Automatic picks Triton for CUDA tensors the Triton path supports and,
+otherwise, the fastest exact eager path (torch's SDPA for attention; the reference where no
+faster one exists), unless the environment variable ``SEPKIT_BACKEND`` names a backend. The
+reference is the specification, the float64 oracle of the tests and a benchmark baseline; it is
+the production path only where nothing faster computes the same thing.
 Triton on CPU tensors runs only under Triton's interpreter, which must be switched on with
 ``TRITON_INTERPRET=1`` *before* sepkit is imported (Triton decides at kernel definition time).
 
@@ -80,6 +83,12 @@ def dtype_reasons(tensors: Iterable[torch.Tensor], dtypes: Sequence[torch.dtype]
         names = ", ".join(str(d).replace("torch.", "") for d in dtypes)
         return [f"the Triton path stores {names}, not {', '.join(bad)} (use backend='torch' for float64)"]
     return []
+
+
+def is_automatic(backend: str | None) -> bool:
+    """Whether ``backend`` leaves the choice to sepkit (None and no ``SEPKIT_BACKEND``): then an op
+    may take its fastest exact eager path on the CPU instead of the reference."""
+    return backend is None and _env_backend() is None
 
 
 def resolve_backend(op: str, backend: str | None, tensors: Sequence[torch.Tensor], reasons: Sequence[str] = ()) -> str:

@@ -1,9 +1,37 @@
-"""Input validation shared by the kernel ops: every message names the op and the argument."""
+"""Input validation shared by the kernel ops: every message names the op and the argument.
+
+Types. Every tensor argument of every public op is checked to be a ``torch.Tensor`` before
+anything reads its attributes: a list, tuple, NumPy array or Python number raises ``TypeError``
+naming the argument. Arguments documented as "a tensor or a sequence" (``mmd``'s
+``bandwidths``, ``attention``'s ``kv_lengths``) accept sequences of numbers and refuse anything
+else with ``TypeError`` naming them.
+
+Non-finite inputs, op by op (the rule: finite input never gives NaN; a NaN or Inf that would
+poison a reduction over many elements is refused; one that can only reach its own output
+elements passes through):
+
+- ``mmd`` (x, y) and ``nce`` (context, targets): every value feeds a sum over all pairs (and the
+  bandwidth heuristic), so NaN / Inf raise ``ValueError`` naming the argument (skipped under
+  ``torch.compile``, where a value check is a graph break).
+- ``attention``: not checked by default (a full pass over q, k, v per call would cost as much
+  as a memory-bound op). NaN / Inf in a valid query row gives a NaN output row for that query
+  alone (and NaN gradients for the keys and values it attends to); NaN in a valid key or value
+  reaches every query that attends to it; keys and values past ``kv_lengths`` are never read
+  into an output, NaN there is harmless. Set the environment variable
+  ``SEPKIT_CHECK_FINITE=1`` (read at import) to check q and the valid keys and values on every
+  call and raise ``ValueError`` naming the argument.
+- ``snake``, ``stft_mask``, ``compress_spec``, ``decompress_spec``: elementwise; NaN / Inf in an
+  element of x (or of spec / mask) gives NaN / Inf in that output element only, never elsewhere.
+"""
 from __future__ import annotations
 
+import os
 from typing import Sequence
 
 import torch
+
+#: ``SEPKIT_CHECK_FINITE=1``: ops whose inputs are not checked for NaN / Inf by default check them.
+CHECK_FINITE = os.environ.get("SEPKIT_CHECK_FINITE", "0") not in ("", "0")
 
 FLOAT_DTYPES = (torch.float64, torch.float32, torch.float16, torch.bfloat16)
 
@@ -32,9 +60,16 @@ def check_tensor(
         raise TypeError(f"{op}: {name} must have dtype {names}; got {str(t.dtype).replace('torch.', '')}")
 
 
+def _require_tensors(op: str, items) -> None:
+    for name, t in items:
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"{op}: {name} must be a torch.Tensor, got {type(t).__name__}")
+
+
 def check_same_device(op: str, **tensors: torch.Tensor) -> None:
     """Raise ValueError unless every tensor given lives on one device."""
     items = [(n, t) for n, t in tensors.items() if t is not None]
+    _require_tensors(op, items)
     if not items:
         return
     first_name, first = items[0]
@@ -46,6 +81,7 @@ def check_same_device(op: str, **tensors: torch.Tensor) -> None:
 def check_same_dtype(op: str, **tensors: torch.Tensor) -> None:
     """Raise TypeError unless every tensor given has one dtype."""
     items = [(n, t) for n, t in tensors.items() if t is not None]
+    _require_tensors(op, items)
     if not items:
         return
     first_name, first = items[0]

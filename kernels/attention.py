@@ -34,8 +34,9 @@ from typing import Optional, Sequence
 import torch
 
 from ._alloc import empty
-from ._backend import HAS_TRITON, INTERPRET, resolve_backend
-from ._checks import check_same_device, check_same_dtype, check_tensor
+from ._backend import HAS_TRITON, INTERPRET, is_automatic, resolve_backend
+from . import _checks
+from ._checks import check_finite, check_same_device, check_same_dtype, check_tensor
 from .reference.attention import attention_reference
 
 OP = "attention"
@@ -564,6 +565,33 @@ def _triton_reasons(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> list[s
     return []
 
 
+def attention_sdpa(q, k, v, kv_lengths=None, causal: bool = False, scale: float | None = None) -> torch.Tensor:
+    """The attention of :func:`attention` through ``torch.nn.functional.scaled_dot_product_attention``
+    (PyTorch's fused eager kernels): the automatic choice for tensors Triton does not take (CPU).
+
+    Same rules as the reference: keys past ``kv_lengths`` are zeroed before the call (so NaN in
+    padding cannot reach the output through a 0 weight), the causal mask is bottom-right aligned,
+    a row without a valid key is 0. Inputs are not checked here (:func:`attention` does it).
+    """
+    b, _, lq, _ = q.shape
+    lk = k.shape[2]
+    F = torch.nn.functional
+    if kv_lengths is None and (not causal or lq == lk):
+        return F.scaled_dot_product_attention(q, k, v, is_causal=causal, scale=scale)
+    keys = torch.arange(lk, device=q.device)
+    mask = torch.ones(b, 1, lq, lk, dtype=torch.bool, device=q.device)
+    if kv_lengths is not None:
+        valid = keys[None, :] < kv_lengths.to(q.device)[:, None].long()  # (B, Lk)
+        mask = mask & valid[:, None, None, :]
+        k = k.masked_fill(~valid[:, None, :, None], 0)
+        v = v.masked_fill(~valid[:, None, :, None], 0)
+    if causal:
+        mask = mask & (keys[None, :] <= torch.arange(lq, device=q.device)[:, None] + (lk - lq))
+    row_valid = mask.any(dim=-1, keepdim=True)  # (B, 1, Lq, 1)
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask | ~row_valid, scale=scale)
+    return out * row_valid.to(out.dtype)
+
+
 def _check_lengths(kv_lengths, batch: int, lk: int, device) -> torch.Tensor | None:
     if kv_lengths is None:
         return None
@@ -582,6 +610,18 @@ def _check_lengths(kv_lengths, batch: int, lk: int, device) -> torch.Tensor | No
         if lo < 0 or hi > lk:
             raise ValueError(f"{OP}: kv_lengths must lie in [0, Lk={lk}], got values in [{lo}, {hi}]")
     return kv_lengths
+
+
+def _check_finite_inputs(q, k, v, kv_lengths) -> None:
+    """``SEPKIT_CHECK_FINITE=1``: NaN / Inf in q or in a valid key or value raises (padding is free)."""
+    check_finite(OP, "q", q)
+    for name, t in (("k", k), ("v", v)):
+        bad = ~torch.isfinite(t)
+        if kv_lengths is not None:
+            valid = torch.arange(t.shape[2], device=t.device) < kv_lengths.to(torch.int64)[:, None]
+            bad = bad & valid[:, None, :, None]
+        if bool(bad.any()):
+            raise ValueError(f"{OP}: {name} contains NaN or Inf in a valid position (within kv_lengths)")
 
 
 def attention(
@@ -604,11 +644,13 @@ def attention(
             entirely (even NaN there does not reach the output).
         causal: query i sees keys j <= i + Lk - Lq (bottom-right aligned causal mask).
         scale: score scale, ``1 / sqrt(Dh)`` when None.
-        backend: "triton", "torch" (the reference) or None (automatic).
+        backend: "triton", "torch" (the reference) or None (automatic: Triton for CUDA tensors
+            it supports, :func:`attention_sdpa` otherwise).
 
     Returns:
         (B, H, Lq, Dh) in the dtype of ``q``. Rows with no valid key are zero (and pass zero
-        gradient back).
+        gradient back). Inputs are not checked for NaN / Inf unless ``SEPKIT_CHECK_FINITE=1``:
+        a NaN query row gives a NaN output row (see ``sepkit.kernels._checks``).
     """
     for name, t in (("q", q), ("k", k), ("v", v)):
         check_tensor(OP, name, t, ndim=4)
@@ -628,11 +670,15 @@ def attention(
         raise ValueError(f"{OP}: scale must be a finite number or None, got {scale!r}")
     lk = k.shape[2]
     kv_lengths = _check_lengths(kv_lengths, b, lk, q.device)
+    if _checks.CHECK_FINITE and not torch.compiler.is_compiling():
+        _check_finite_inputs(q, k, v, kv_lengths)
     which = resolve_backend(OP, backend, (q, k, v), _triton_reasons(q, k, v))
     if which == "torch":
+        if is_automatic(backend):
+            return attention_sdpa(q, k, v, kv_lengths=kv_lengths, causal=causal, scale=float(scale))
         return attention_reference(q, k, v, kv_lengths=kv_lengths, causal=causal, scale=float(scale))
     out, _ = _attention_fwd(q, k, v, kv_lengths, causal, float(scale))
     return out
 
 
-__all__ = ["attention"]
+__all__ = ["attention", "attention_sdpa"]

@@ -22,9 +22,19 @@ computes one ``exp2`` per pair and gets the others by squaring (exp(-2 g d) = ex
 special-function unit, not the tensor cores, bounds MMD at small D.
 
 Heuristic and explicit bandwidths are constants: the custom op returns no gradient for them.
-Precision: distances come from ||a||^2 + ||b||^2 - 2 a.b in fp32, exact to about 1e-7 of the
-squared norms; data far from the origin relative to its spread loses relative accuracy in the
-distances (centre it first if that matters).
+
+Precision: both sets are shifted by their pooled mean (``pooled_centre``, a detached constant)
+before the kernels see them, in the forward and again, identically, in the backward (the centre
+is recomputed from nothing but x and y, so both passes work on bitwise the same centred rows).
+Distances from ||a||^2 + ||b||^2 - 2 a.b in fp32 are then exact to about 1e-7 of the squared
+norms of the *centred* rows, i.e. of the data's spread, wherever the data sit; the backward's
+x rowsum(W) - W @ Z subtracts terms of the size of the spread times the weights, not of the
+offset times the weights (without centring, a collapsed batch at 0.7 with the floored heuristic
+bandwidth gave gradients of 3e4 where the exact value is 0). Identical rows centre to exactly 0,
+so a collapsed batch gives exactly 0 distances and gradients. The mean's gradient contribution
+is zero by translation invariance and is left out (see ``reference/mmd.py``, "Centring", which
+also states the resolution that remains for bandwidths far above every distance). float16
+inputs must keep |x - centre| below 65504 (|x|, |y| < 32752 suffice; checked).
 """
 from __future__ import annotations
 
@@ -36,12 +46,14 @@ import torch
 from ._alloc import empty, empty_like
 from ._backend import HAS_TRITON, INTERPRET, resolve_backend
 from ._checks import FLOAT_DTYPES, check_finite, check_row_sets, check_same_device, check_tensor
-from .reference.mmd import DEFAULT_MULTIPLIERS, ESTIMATORS, heuristic_base, mmd_reference
+from .reference.mmd import DEFAULT_MULTIPLIERS, ESTIMATORS, heuristic_base, mmd_reference, pooled_centre
 
 OP = "mmd"
 _LOG2E = 1.4426950408889634
 #: gammas = 1 / (2 s^2) are clamped at this on the Triton path (s < ~7e-16 in fp32 would overflow).
 _GAMMA_MAX = 1e30
+#: float16 inputs at or above this magnitude could overflow once centred (2 * 32752 > 65504).
+_FP16_CENTRED_MAX = 32752.0
 #: Most bandwidths one call evaluates (each is unrolled in the kernel).
 MAX_BANDWIDTHS = 32
 
@@ -255,9 +267,16 @@ def _pair_sum(a, b, na, nb, table, nk, squaring, symmetric, diag_value) -> torch
     return part.sum(dtype=torch.float64)
 
 
+def _centred(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """x - c and y - c (contiguous, storage dtype), c the pooled mean: a deterministic function
+    of x and y alone, so the forward and the backward see bitwise the same centred rows."""
+    centre = pooled_centre(x, y)
+    return (x - centre).contiguous(), (y - centre).contiguous()
+
+
 @torch.library.custom_op("sepkit::mmd_fwd", mutates_args=())
 def _mmd_fwd(x: torch.Tensor, y: torch.Tensor, gammas: torch.Tensor, unbiased: bool, squaring: bool) -> torch.Tensor:
-    x, y = x.contiguous(), y.contiguous()
+    x, y = _centred(x, y)
     n, m = x.shape[0], y.shape[0]
     nk = gammas.numel()
     table = _gamma_table(gammas)
@@ -292,7 +311,7 @@ def _grad_rows(a, b, na, nb, table, scales, nk, squaring) -> torch.Tensor:
 def _mmd_bwd(
     grad: torch.Tensor, x: torch.Tensor, y: torch.Tensor, gammas: torch.Tensor, unbiased: bool, squaring: bool
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    x, y = x.contiguous(), y.contiguous()
+    x, y = _centred(x, y)  # d(x - c)/dx = I: the gradients of the centred rows are those of x, y
     n, m = x.shape[0], y.shape[0]
     nk = gammas.numel()
     table = _gamma_table(gammas)
@@ -399,6 +418,13 @@ def mmd(
     if not torch.compiler.is_compiling():
         check_finite(OP, "x", x)
         check_finite(OP, "y", y)
+        if x.dtype == torch.float16:
+            peak = float(torch.maximum(x.detach().abs().amax(), y.detach().abs().amax()))
+            if peak >= _FP16_CENTRED_MAX:
+                raise ValueError(
+                    f"{OP}: float16 x and y must stay below {_FP16_CENTRED_MAX:g} in magnitude (the centred rows "
+                    f"x - mean must fit float16), got max |value| {peak:g}; pass float32"
+                )
     nk = len(mult) if mult is not None else bandwidths.numel()
     reasons = [f"{nk} bandwidths (the kernel unrolls at most {MAX_BANDWIDTHS})"] if nk > MAX_BANDWIDTHS else []
     if resolve_backend(OP, backend, [x, y], reasons) == "torch":

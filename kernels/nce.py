@@ -311,7 +311,7 @@ def nce(
         context and targets.
     """
     d = check_row_sets(OP, "context", context, "targets", targets)
-    check_same_device(OP, context=context, pos_idx=pos_idx, neg_idx=neg_idx)
+    check_same_device(OP, context=context, pos_idx=pos_idx, neg_idx=neg_idx)  # TypeError for non-tensors
     n, t_total = context.shape[0], targets.shape[0]
     pos_idx = _check_indices("pos_idx", pos_idx, 1, t_total)
     neg_idx = _check_indices("neg_idx", neg_idx, 2, t_total)

@@ -6,9 +6,13 @@ keeps the mask's phase), and optional SGMSE+-style power-law compression (p = 0.
 ``compress_spec``/``decompress_spec`` are the same kernel with no mask.
 
 Tensors are complex or real views (..., 2); the kernel reads the interleaved (real, imaginary)
-pairs, computes in fp32 and stores in the spectrogram's dtype. Zero-magnitude bins (for fp32, also
-bins whose squared magnitude underflows, below about 1e-19) are mapped to zero with zero gradient
-under compression. The backward recomputes the forward from the inputs (nothing but the inputs is
+pairs, computes in fp32 and stores in the spectrogram's dtype. Magnitudes are formed without
+squaring the bin (``|z| = m |z / m|``, ``m = max(|Re z|, |Im z|)``, and ``log2 |z| = log2 m +
+log2(|z / m|^2) / 2``), so every finite fp32 bin is handled: no under- or overflow of |z|^2 for
+|z| below 1e-19 or above 1.8e19; only the result itself can overflow (decompressing past the fp32
+range). Zero-magnitude bins are mapped to zero with zero gradient under compression. On a GPU,
+bins below the smallest normal fp32 (1.2e-38) may be flushed to zero by the hardware's
+subnormal handling. The backward recomputes the forward from the inputs (nothing but the inputs is
 saved) and writes the spectrogram and mask gradients in one pass.
 """
 from __future__ import annotations
@@ -40,7 +44,8 @@ if HAS_TRITON:
         ax = tl.abs(x)
         e = tl.exp(-2.0 * ax)
         big = (1.0 - e) / (1.0 + e)
-        x2 = x * x
+        xs = tl.minimum(ax, 0.125)  # the series is used below 0.125 only (and x * x may overflow)
+        x2 = xs * xs
         small = ax * (1.0 + x2 * (-1.0 / 3.0 + x2 * (2.0 / 15.0 + x2 * (-17.0 / 315.0 + x2 * (62.0 / 2835.0)))))
         t = tl.where(ax < 0.125, small, big)
         return tl.where(x < 0, -t, t)
@@ -50,20 +55,41 @@ if HAS_TRITON:
         return 1.0 / (1.0 + tl.exp(-x))
 
     @triton.jit
+    def _scaled(zr, zi):
+        """m = max(|Re z|, |Im z|) (1 at z = 0), u = z / m (|u|^2 in [1, 2]; 1 at z = 0), z != 0.
+
+        |z| = m |u| and log2 |z| = log2 m + log2(|u|^2) / 2 without squaring z: no under- or
+        overflow for any finite bin.
+        """
+        m = tl.maximum(tl.abs(zr), tl.abs(zi))
+        pos = m > 0.0
+        m = tl.where(pos, m, 1.0)
+        ur = zr / m
+        ui = zi / m
+        s2 = tl.where(pos, ur * ur + ui * ui, 1.0)
+        return m, ur, ui, s2, pos
+
+    @triton.jit
     def _power_factor(zr, zi, exponent, coef):
-        """coef * |z|^(exponent - 1), 0 at z = 0; also returns |z|^2 and the nonzero mask."""
-        r2 = zr * zr + zi * zi
-        pos = r2 > 0.0
-        safe = tl.where(pos, r2, 1.0)
-        f = coef * tl.exp2((exponent - 1.0) * 0.5 * tl.log2(safe))
-        return tl.where(pos, f, 0.0), safe, pos
+        """coef * |z|^(exponent - 1), 0 at z = 0; also z / m and |z / m|^2 (see ``_scaled``)."""
+        m, ur, ui, s2, pos = _scaled(zr, zi)
+        f = coef * tl.exp2((exponent - 1.0) * (tl.log2(m) + 0.5 * tl.log2(s2)))
+        return tl.where(pos, f, 0.0), ur, ui, s2
 
     @triton.jit
     def _power_vjp(zr, zi, gr, gi, exponent, coef):
-        """Gradient through y = coef |z|^(exponent-1) z: f (g + (exponent-1) (z.g) z / |z|^2)."""
-        f, r2, pos = _power_factor(zr, zi, exponent, coef)
-        proj = (exponent - 1.0) * (zr * gr + zi * gi) / r2
-        return f * (gr + proj * zr), f * (gi + proj * zi)
+        """Gradient through y = coef |z|^(exponent-1) z: f (g + (exponent-1) (u.g) u / |u|^2), u = z / m."""
+        f, ur, ui, s2 = _power_factor(zr, zi, exponent, coef)
+        proj = (exponent - 1.0) * (ur * gr + ui * gi) / s2
+        return f * (gr + proj * ur), f * (gi + proj * ui)
+
+    @triton.jit
+    def _magnitude(zr, zi):
+        """|z| (1 at z = 0, where it is never used), z / |z| (0 at z = 0), and z != 0."""
+        m, ur, ui, s2, pos = _scaled(zr, zi)
+        n = tl.sqrt(s2)
+        r = tl.where(pos, m * n, 1.0)
+        return r, ur / n, ui / n, pos
 
     @triton.jit
     def _bounded_mask(mr, mi, KIND: tl.constexpr, BOUND: tl.constexpr):
@@ -75,9 +101,7 @@ if HAS_TRITON:
             if KIND == 1:
                 mr = _tanh(mr)
             else:
-                r2 = mr * mr + mi * mi
-                pos = r2 > 0.0
-                r = tl.sqrt(tl.where(pos, r2, 1.0))
+                r, _dr, _di, pos = _magnitude(mr, mi)
                 g = tl.where(pos, _tanh(r) / r, 1.0)
                 mr = mr * g
                 mi = mi * g
@@ -117,7 +141,7 @@ if HAS_TRITON:
         valid = offs < N
         xr, xi = _load_pair(X, offs, valid)
         if COMPRESS:
-            f, _r2, _pos = _power_factor(xr, xi, p_in, c_in)
+            f, _ur, _ui, _s2 = _power_factor(xr, xi, p_in, c_in)
             xr = xr * f
             xi = xi * f
         if KIND != 0:
@@ -125,7 +149,7 @@ if HAS_TRITON:
             mr, mi = _bounded_mask(mr, mi, KIND, BOUND)
             xr, xi = _apply_mask(xr, xi, mr, mi, KIND)
         if DECOMPRESS:
-            f, _r2, _pos = _power_factor(xr, xi, p_out, c_out)
+            f, _ur, _ui, _s2 = _power_factor(xr, xi, p_out, c_out)
             xr = xr * f
             xi = xi * f
         tl.store(Y + 2 * offs, xr.to(Y.dtype.element_ty), mask=valid)
@@ -144,7 +168,7 @@ if HAS_TRITON:
         # recompute the forward up to the decompression input
         cr, ci = xr, xi
         if COMPRESS:
-            f, _r2, _pos = _power_factor(xr, xi, p_in, c_in)
+            f, _ur, _ui, _s2 = _power_factor(xr, xi, p_in, c_in)
             cr = xr * f
             ci = xi * f
         if KIND != 0:
@@ -174,17 +198,18 @@ if HAS_TRITON:
                 gmr = gmr * mr * (1.0 - mr)
                 gmi = gmi * mi * (1.0 - mi)
             elif BOUND == 2:
-                # y = tanh(r) m/r: J = (tanh r / r) I + h(r) m m^T, h = (sech^2 r - tanh(r)/r) / r^2
-                r2 = rawr * rawr + rawi * rawi
-                pos = r2 > 0.0
-                r = tl.sqrt(tl.where(pos, r2, 1.0))
+                # y = tanh(r) m/r: J = (tanh r / r) I + h(r) m m^T, h = (sech^2 r - tanh(r)/r) / r^2;
+                # with the unit vector e = m / r: J = (tanh r / r) I + (h r^2) e e^T (no r^2, r^3)
+                r, er, ei, pos = _magnitude(rawr, rawi)
                 t = _tanh(r)
                 g = tl.where(pos, t / r, 1.0)
-                h_big = ((1.0 - t * t) - t / r) / (r * r)
-                h_small = -2.0 / 3.0 + r2 * (8.0 / 15.0 + r2 * (-34.0 / 105.0 + r2 * (496.0 / 2835.0)))
-                h = tl.where(r < 0.125, h_small, h_big)
-                dot = rawr * gmr + rawi * gmi
-                gmr, gmi = g * gmr + h * dot * rawr, g * gmi + h * dot * rawi
+                rs = tl.minimum(r, 0.125)  # the series is used below 0.125 only (and r * r may overflow)
+                r2 = rs * rs
+                hr2_big = (1.0 - t * t) - t / r
+                hr2_small = r2 * (-2.0 / 3.0 + r2 * (8.0 / 15.0 + r2 * (-34.0 / 105.0 + r2 * (496.0 / 2835.0))))
+                hr2 = tl.where(r < 0.125, hr2_small, hr2_big)
+                dot = er * gmr + ei * gmi
+                gmr, gmi = g * gmr + hr2 * dot * er, g * gmi + hr2 * dot * ei
             tl.store(DM + 2 * offs, gmr.to(DM.dtype.element_ty), mask=valid)
             tl.store(DM + 2 * offs + 1, gmi.to(DM.dtype.element_ty), mask=valid)
         else:
@@ -344,6 +369,8 @@ def stft_mask(
             raise ValueError(f"{op}: compress must be None or a (power, scale) pair, got {compress!r}")
         _check_compression(op, *compress)
     x, was_complex = _as_view(op, "spec", spec)
+    if not isinstance(mask, torch.Tensor):
+        raise TypeError(f"{op}: mask must be a torch.Tensor, got {type(mask).__name__}")
     if kind == "complex":
         if mask.is_complex() != was_complex:
             want = "complex" if was_complex else "a real (..., 2) view"

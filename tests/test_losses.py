@@ -241,3 +241,29 @@ def test_pit_errors_name_the_problem():
         PITLoss(si_sdr_loss, search="greedy")
     with pytest.raises(ValueError, match="NaN or Inf"):
         best_permutation_hungarian(torch.tensor([[[0.0, math.inf], [1.0, 2.0]]]))
+
+
+@pytest.mark.parametrize("search", ["exhaustive", "hungarian"])
+def test_pit_searches_agree_on_non_finite_input(search):
+    """Both searches raise the same error on NaN / Inf, naming the input and the batch item."""
+    matrix = torch.tensor([[[0.0, 1.0], [1.0, 0.0]], [[0.0, float("nan")], [1.0, 2.0]]])
+    best = best_permutation_exhaustive if search == "exhaustive" else best_permutation_hungarian
+    with pytest.raises(ValueError, match=r"pairwise loss matrix contains NaN or Inf \(batch items \[1\]\)"):
+        best(matrix)
+    with pytest.raises(ValueError, match=r"pairwise loss matrix contains NaN or Inf \(batch items \[0\]\)"):
+        best(torch.tensor([[[0.0, -math.inf], [1.0, 2.0]]]))
+    pit = PITLoss(SISDRLoss(reduction="none"), search=search)
+    est, tgt = torch.randn(3, 2, 50), torch.randn(3, 2, 50)
+    bad = est.clone()
+    bad[2, 1, 7] = float("nan")
+    with pytest.raises(ValueError, match=r"estimate contains NaN or Inf \(batch items \[2\]\)"):
+        pit(bad, tgt)
+    bad = tgt.clone()
+    bad[0, 0, 0] = float("inf")
+    with pytest.raises(ValueError, match=r"target contains NaN or Inf \(batch items \[0\]\)"):
+        pit(est, bad)
+    # a loss that turns finite input into NaN is caught at the matrix
+    with pytest.raises(ValueError, match="pairwise loss matrix contains NaN"):
+        PITLoss(lambda a, b: (a - b).sum(-1) * float("nan"), search=search)(est, tgt)
+    loss, _ = pit(est, tgt)
+    assert torch.isfinite(loss)

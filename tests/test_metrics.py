@@ -1,14 +1,17 @@
 """Metrics: SI-SDR / SDR (BSS-eval) against independent implementations, improvements, PESQ / STOI
 wrappers against the packages they wrap (skipped when the `eval` extra is not installed)."""
+import subprocess
 import sys
+import textwrap
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
 import scipy.signal
 import torch
 
-from sepkit.metrics import estoi, pesq, sdr, sdri, si_sdr, si_sdri, snr, stoi
+from sepkit.metrics import estoi, pesq, sdr, sdri, si_sdr, si_sdri, snr, spd_solve, stoi
 
 
 def speech_like(seed: int, sample_rate: int, seconds: float) -> np.ndarray:
@@ -83,6 +86,47 @@ def test_sdr_one_tap_equals_si_sdr_without_mean_removal():
 
 
 # ---------------------------------------------------------------- SI-SDR, SNR, improvements
+
+
+def test_spd_solve_matches_the_exact_solution_and_falls_back_where_cholesky_fails():
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(3, 6, 6, generator=g, dtype=torch.float64)
+    spd = a @ a.mT + 6 * torch.eye(6, dtype=torch.float64)
+    rhs = torch.randn(3, 6, 2, generator=g, dtype=torch.float64)
+    x = spd_solve(spd, rhs)
+    assert torch.allclose(spd @ x, rhs, atol=1e-12, rtol=0)
+    # one system only semi-definite (rank 2): the factorisation fails for it alone; the fallback
+    # is the least-squares (minimum-norm) solution, the others stay exact
+    v = torch.randn(6, 2, generator=g, dtype=torch.float64)
+    singular = spd.clone()
+    singular[1] = v @ v.T
+    x = spd_solve(singular, rhs)
+    assert torch.isfinite(x).all()
+    assert torch.allclose(spd[[0, 2]] @ x[[0, 2]], rhs[[0, 2]], atol=1e-12, rtol=0)
+    want = torch.linalg.pinv(singular[1]) @ rhs[1]
+    assert torch.allclose(x[1], want, atol=1e-8, rtol=0)
+
+
+def test_sdr_does_not_hang_after_set_num_threads():
+    """Hang detector (not a timing): batched float64 LU solves of 512 x 512 systems fail or hang
+    after ``torch.set_num_threads`` on some builds; the SDR's Cholesky solve must not."""
+    script = textwrap.dedent("""
+        import torch
+        torch.set_num_threads(2)
+        from sepkit.metrics import sdr
+        g = torch.Generator().manual_seed(0)
+        ref = torch.randn(4, 4000, generator=g, dtype=torch.float64)
+        est = ref + 0.1 * torch.randn(4, 4000, generator=g, dtype=torch.float64)
+        value = sdr(est, ref)  # four 512 x 512 float64 systems in one batch
+        assert value.shape == (4,) and bool(torch.isfinite(value).all()), value
+        assert bool((value > 15).all() & (value < 25).all()), value
+        print("ok")
+    """)
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.run([sys.executable, "-c", script], cwd=root, env={"PYTHONPATH": str(root), "PATH": ""},
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-2000:]
+    assert "ERROR" not in proc.stderr, proc.stderr[-2000:]
 
 
 def test_si_sdr_matches_formula_on_speech_like_signals():

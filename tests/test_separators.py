@@ -278,3 +278,15 @@ def test_norms_keep_low_precision_dtypes_and_check_channels(kind):
         norm(torch.randn(2, 7, 10))
     with pytest.raises(ValueError, match="unknown norm"):
         make_norm("BN", 8)
+
+
+def test_a_frontend_at_another_sample_rate_is_refused():
+    class Frontend(torch.nn.Module):
+        output_dim, sample_rate = 8, 16000
+
+        def forward(self, x):
+            return x[:, None, ::160].repeat(1, 8, 1)
+
+    with pytest.raises(ValueError, match="frontend runs at 16000 Hz but the separator at 8000 Hz"):
+        build_separator("convtasnet", sample_rate=8000, frontend=Frontend(), **SMALL["convtasnet"])
+    build_separator("convtasnet", sample_rate=16000, frontend=Frontend(), **SMALL["convtasnet"])

@@ -5,12 +5,13 @@ Every separation item is a dict with ``mixture`` (T,) and ``sources`` (S, T) flo
 """
 from .audio import AudioError, audio_info, check_waveform, read_audio, resample, write_audio
 from .corpora import RealM, WSJ0Mix
+from .dns import DNSMixtures, DNSTestSet, write_synthetic_dns
 from .librimix import LibriMix, librimix_root, write_synthetic_librimix
 from .mixing import DynamicMixing, collate
 from .synth import MixtureSpec, SyntheticMixtures, make_speakers, synth_mixture
 
 __all__ = [
-    "AudioError", "DynamicMixing", "LibriMix", "MixtureSpec", "RealM", "SyntheticMixtures", "WSJ0Mix",
+    "AudioError", "DNSMixtures", "DNSTestSet", "DynamicMixing", "LibriMix", "MixtureSpec", "RealM", "SyntheticMixtures", "WSJ0Mix",
     "audio_info", "check_waveform", "collate", "librimix_root", "make_speakers", "read_audio", "resample",
-    "synth_mixture", "write_audio", "write_synthetic_librimix",
+    "synth_mixture", "write_audio", "write_synthetic_dns", "write_synthetic_librimix",
 ]

@@ -9,6 +9,11 @@ example, then picks the assignment of estimates to targets with the smallest mea
   beyond. Both minimise the same sum, so they return the same loss (and, without ties, the same
   permutation) wherever both apply.
 
+Non-finite values: both searches refuse a pairwise loss matrix holding NaN or Inf with the same
+ValueError, naming the matrix and the batch items (a NaN has no order, so an enumeration would
+otherwise return an arbitrary permutation and a NaN loss); :class:`PITLoss` first checks its
+``estimate`` and ``target`` and names the one that is not finite.
+
 The search itself carries no gradient; the returned loss is the mean of the chosen matrix entries,
 so gradients flow through the pairwise loss as usual.
 
@@ -69,6 +74,14 @@ def pairwise_losses(loss_fn: PairLoss, estimate: torch.Tensor, target: torch.Ten
     return values.view(B, S, S)
 
 
+def _check_finite(name: str, t: torch.Tensor) -> None:
+    """Raise ValueError naming ``name`` and its first bad batch items if ``t`` (B, ...) has NaN/Inf."""
+    bad = ~torch.isfinite(t.detach()).reshape(t.shape[0], -1).all(dim=1)
+    if bool(bad.any()):
+        items = torch.nonzero(bad).flatten()[:8].tolist()
+        raise ValueError(f"PIT: {name} contains NaN or Inf (batch items {items}); cannot assign sources")
+
+
 _PERMS: dict[int, torch.Tensor] = {}
 
 
@@ -80,6 +93,7 @@ def _all_permutations(n: int) -> torch.Tensor:
 
 def best_permutation_exhaustive(matrix: torch.Tensor) -> torch.Tensor:
     """Minimising permutation by enumeration. ``matrix`` (B, S, S) [estimate, target] -> perm (B, S)."""
+    _check_finite("the pairwise loss matrix", matrix)
     B, S, _ = matrix.shape
     perms = _all_permutations(S).to(matrix.device)  # (P, S): perms[p, j] = estimate for target j
     cost = matrix.detach()[:, perms, torch.arange(S, device=matrix.device)].sum(dim=-1)  # (B, P)
@@ -90,9 +104,8 @@ def best_permutation_hungarian(matrix: torch.Tensor) -> torch.Tensor:
     """Minimising permutation by the Hungarian algorithm. ``matrix`` (B, S, S) -> perm (B, S)."""
     from scipy.optimize import linear_sum_assignment
 
+    _check_finite("the pairwise loss matrix", matrix)
     cost = matrix.detach().to("cpu", torch.float64).numpy()
-    if not np.isfinite(cost).all():
-        raise ValueError("PIT: the pairwise loss matrix contains NaN or Inf; cannot assign sources")
     B, S, _ = cost.shape
     perm = np.empty((B, S), dtype=np.int64)
     for b in range(B):
@@ -150,6 +163,9 @@ class PITLoss(nn.Module):
         return best_permutation_hungarian(matrix)
 
     def forward(self, estimate: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        _check_sources("PITLoss", estimate, target)
+        _check_finite("estimate", estimate)
+        _check_finite("target", target)
         matrix = pairwise_losses(self.loss_fn, estimate, target)
         perm = self.best_permutation(matrix)
         chosen = torch.gather(matrix, 1, perm.unsqueeze(1)).squeeze(1)  # (B, S): M[b, perm[b, j], j]

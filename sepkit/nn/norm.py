@@ -11,11 +11,14 @@ All three take channels-first feature maps ``(B, C, *)`` (``(B, C, T)`` for sequ
   LayerNorm over C); causal, and the choice inside the chunks of causal dual-path models.
 
 Statistics are computed in float32 at least, whatever the input dtype; the output has the
-input's dtype.
+input's dtype. gLN and chanLN run PyTorch's native ``group_norm`` (one group) and ``layer_norm``,
+which compute exactly these statistics in one fused pass on every device; cLN's running
+statistics have no native equivalent.
 """
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 EPS = 1e-8
@@ -68,10 +71,11 @@ class GlobalLayerNorm(_AffineNorm):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         _check_input(self, x, 3)
+        # the same statistics as one group of GroupNorm: one fused native pass instead of five
         xf = x.to(_compute_dtype(x))
-        dims = tuple(range(1, x.dim()))
-        var, mean = torch.var_mean(xf, dim=dims, unbiased=False, keepdim=True)
-        return self._affine((xf - mean) * torch.rsqrt(var + self.eps)).to(x.dtype)
+        weight = None if self.weight is None else self.weight.to(xf.dtype)
+        bias = None if self.bias is None else self.bias.to(xf.dtype)
+        return F.group_norm(xf, 1, weight, bias, self.eps).to(x.dtype)
 
 
 class CumulativeLayerNorm(_AffineNorm):
@@ -101,9 +105,10 @@ class ChannelLayerNorm(_AffineNorm):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         _check_input(self, x, 3)
-        xf = x.to(_compute_dtype(x))
-        var, mean = torch.var_mean(xf, dim=1, unbiased=False, keepdim=True)
-        return self._affine((xf - mean) * torch.rsqrt(var + self.eps)).to(x.dtype)
+        xf = x.to(_compute_dtype(x)).movedim(1, -1)  # channels last for the native layer_norm
+        weight = None if self.weight is None else self.weight.to(xf.dtype)
+        bias = None if self.bias is None else self.bias.to(xf.dtype)
+        return F.layer_norm(xf, (self.channels,), weight, bias, self.eps).movedim(-1, 1).to(x.dtype)
 
 
 NORMS = {"gLN": GlobalLayerNorm, "cLN": CumulativeLayerNorm, "chanLN": ChannelLayerNorm}

@@ -164,6 +164,10 @@ class MaskSeparator(nn.Module):
                     f"{type(self).__name__}: give frontend_dim (the frontend's feature size) or a frontend "
                     "with an `output_dim` attribute"
                 )
+        rates = getattr(frontend, "sample_rate", None), getattr(self, "sample_rate", None)
+        if None not in rates and rates[0] != rates[1]:
+            raise ValueError(f"{type(self).__name__}: the frontend runs at {rates[0]} Hz but the separator at "
+                             f"{rates[1]} Hz; build both at one sample rate")
         self.frontend = frontend
         self.adapter = (
             FrontendAdapter(frontend_dim, self.encoder.n_filters, mode="nearest" if self.causal else "linear")

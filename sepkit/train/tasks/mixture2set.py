@@ -1,0 +1,538 @@
+"""The ``mixture2set`` task: predict the set of speaker embeddings of a mixture from the mixture.
+
+Model (``model.name: mixture2set``): :class:`SetWithTeacher`, a trainable
+:class:`sepkit.models.mixture2set.MixtureToSet` (``predictor``, ``model.args``) and a frozen
+teacher (``teacher``, from ``model.args.teacher_ckpt``: a ``speaker`` run folder or SpeechBrain's
+``embedding_model.ckpt``). With no teacher given, :meth:`prepare` trains one with the
+``task_args.teacher_recipe`` recipe (its ``demo`` preset by default) under
+``RUN/prereq-teacher`` and records its path in the config.
+
+Training: the teacher embeds every clean source (no gradient), :class:`SetEmbeddingLoss`
+matches them to the predicted slots (Hungarian, cosine) and adds the presence BCE. Mixtures
+hold 1..S speakers (``task_args.speaker_counts``).
+
+Data: items ``mixture`` (T,), ``sources`` (S, T) zero-padded past ``n_speakers``,
+``n_speakers`` (), ``speakers`` (S,) speaker indices (-1 padding), ``id``. Built in: synthetic
+mixtures of the generator's speakers (noise per ``data.synthetic``); LibriMix: ``data.root`` plus
+``task_args.extra_roots`` (e.g. Libri2Mix and Libri3Mix, noisy ``mix: both``), speaker ids
+parsed from the mixture ids.
+
+Evaluation, per mixture: matched cosine distance, presence accuracy and whether the count of
+present slots is right. Over the whole set (corpus-level values, repeated on every row so the
+summary's mean is the value): clustering of the embeddings, each paired with the true speaker
+of the source it is assigned to, by k-means with k = the number of speakers: ``ari``, ``nmi``
+and the cosine ``silhouette`` under the true labels, for
+
+* the predicted set (slots assigned to sources by the Hungarian match to the teacher);
+* ``*_ssl``: k-means (k = speakers in the mixture) on frame-level features of a torchaudio
+  Wav2Vec2 / WavLM architecture (weights from ``task_args.ssl_ckpt`` or randomly initialised),
+  each cluster's mean feature labelled by the source dominating its frames;
+* ``*_sep``: a separator run (``task_args.separator_ckpt``, or one trained by :meth:`prepare`
+  from ``task_args.separator_recipe``) separates S sources, the teacher embeds them, PIT on
+  SI-SDR labels them.
+"""
+from __future__ import annotations
+
+import dataclasses
+import re
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from sepkit.data import LibriMix, resample
+from sepkit.data.synth import MixtureSpec, make_speakers, split_code, synth_mixture
+from sepkit.metrics.clustering import adjusted_rand_index, kmeans, normalized_mutual_info, silhouette_score
+from sepkit.models.mixture2set import MixtureToSet, SetEmbeddingLoss
+from sepkit.models.speaker import ECAPATDNN
+
+from ..config import ConfigError
+from ..evaluate import items as iterate_items
+from ..evaluate import summarize
+from .base import Task
+from .speaker import collate_tensors
+
+SPLITS = {"train": "train", "valid": "dev", "test": "test"}
+
+
+# --------------------------------------------------------------------------------------------
+# Data
+
+
+class SpeakerSetMixtures(torch.utils.data.Dataset):
+    """Synthetic mixtures of 1..S speakers with speaker labels, deterministic by
+    ``(seed, split, index)``. The speaker count of each item is drawn from ``speaker_counts``.
+
+    Args:
+        num_examples: items.
+        spec: :class:`MixtureSpec` (its ``n_src`` is ignored: counts come from ``speaker_counts``).
+        speaker_counts: allowed numbers of speakers.
+        n_slots: S, sources are zero-padded to it.
+        split: "train", "dev" or "test" (disjoint speaker pools).
+        num_speakers: size of the split's pool.
+        seed: base seed.
+    """
+
+    def __init__(self, num_examples: int, spec: MixtureSpec, speaker_counts, n_slots: int, split: str,
+                 num_speakers: int = 100, seed: int = 0):
+        counts = [int(c) for c in speaker_counts]
+        if not counts or min(counts) < 1 or max(counts) > n_slots:
+            raise ValueError(f"SpeakerSetMixtures: speaker_counts must lie in [1, {n_slots}], got {counts}")
+        self.num_examples, self.spec, self.counts, self.n_slots = num_examples, spec, counts, n_slots
+        self.split, self.seed, self.sample_rate = split, seed, spec.sample_rate
+        self.speakers = make_speakers(max(num_speakers, n_slots), seed, split)
+        self.index_of = {s.id: i for i, s in enumerate(self.speakers)}
+
+    def __len__(self) -> int:
+        return self.num_examples
+
+    def rng(self, index: int) -> np.random.Generator:
+        return np.random.default_rng([self.seed, split_code(self.split), index, 0x5E7])
+
+    def __getitem__(self, index: int) -> dict:
+        if not 0 <= index < self.num_examples:
+            raise IndexError(f"SpeakerSetMixtures: index {index} out of range for {self.num_examples}")
+        rng = self.rng(index)
+        n = self.counts[int(rng.integers(len(self.counts)))]
+        rec = synth_mixture(dataclasses.replace(self.spec, n_src=n), self.speakers, rng)
+        return pad_item(torch.from_numpy(rec["mixture"]), torch.from_numpy(rec["sources"]),
+                        [self.index_of[s] for s in rec["speakers"]], self.n_slots, f"{self.split}-{index:06d}")
+
+
+def pad_item(mixture: torch.Tensor, sources: torch.Tensor, speakers: list[int], n_slots: int, item_id: str) -> dict:
+    n = sources.shape[0]
+    padded = torch.zeros(n_slots, mixture.shape[-1])
+    padded[:n] = sources
+    labels = torch.full((n_slots,), -1, dtype=torch.long)
+    labels[:n] = torch.tensor(speakers, dtype=torch.long)
+    return {"mixture": mixture, "sources": padded, "n_speakers": torch.tensor(n), "speakers": labels, "id": item_id}
+
+
+class LibriMixSets(torch.utils.data.Dataset):
+    """LibriMix roots (e.g. Libri2Mix and Libri3Mix) as speaker-set items; the speaker of each
+    source is the first field of its utterance id (``<speaker>-<chapter>-<utterance>``, joined by
+    ``_`` in the mixture id)."""
+
+    def __init__(self, roots: list[str], split: str, n_slots: int, **librimix_args):
+        self.parts = [LibriMix(r, split, **librimix_args) for r in roots]
+        self.n_slots = n_slots
+        names = set()
+        for part in self.parts:
+            if part.n_src > n_slots:
+                raise ValueError(f"LibriMixSets: {part.root} has {part.n_src} sources, more than {n_slots} slots")
+            for row in part.rows:
+                names.update(self.speaker_names(row["mixture_ID"]))
+        self.vocab = {name: i for i, name in enumerate(sorted(names))}
+        self.offsets = np.cumsum([0] + [len(p) for p in self.parts])
+
+    @staticmethod
+    def speaker_names(mixture_id: str) -> list[str]:
+        return [u.split("-")[0] for u in re.split(r"_(?=\d)", mixture_id)]
+
+    def __len__(self) -> int:
+        return int(self.offsets[-1])
+
+    def __getitem__(self, index: int) -> dict:
+        k = int(np.searchsorted(self.offsets, index, side="right") - 1)
+        item = self.parts[k][index - int(self.offsets[k])]
+        names = self.speaker_names(item["id"])
+        if len(names) != item["sources"].shape[0]:
+            raise ValueError(f"LibriMixSets: cannot read {item['sources'].shape[0]} speaker ids from {item['id']!r}")
+        return pad_item(item["mixture"], item["sources"], [self.vocab[n] for n in names], self.n_slots, item["id"])
+
+
+# --------------------------------------------------------------------------------------------
+# Teacher and model
+
+
+def load_teacher(path, key: str = "model.args.teacher_ckpt") -> nn.Module:
+    """A frozen embedding teacher: a ``speaker`` run or checkpoint folder, or a SpeechBrain
+    ``embedding_model.ckpt`` file. Returns a module ``wave (B, T) -> (B, D)`` with
+    ``embed_dim`` and ``sample_rate`` attributes, in eval mode."""
+    if path is None or str(path) == "":
+        raise ConfigError(f"{key} is required: a speaker run folder, or SpeechBrain's embedding_model.ckpt "
+                          "(the demo presets train one in prepare)")
+    p = Path(path)
+    if not p.exists():
+        raise ConfigError(f"{key}={str(path)!r}: file not found")
+    if p.is_dir():
+        from ..restore import load_trained
+
+        _, model = load_trained(p)
+        teacher = getattr(model, "embedder", model)
+    else:
+        teacher = ECAPATDNN.from_speechbrain(p)
+    if not hasattr(teacher, "embed_dim"):
+        raise ConfigError(f"{key}={str(path)!r} is not a speaker-embedding model")
+    return teacher.eval().requires_grad_(False)
+
+
+def teacher_embed(teacher: nn.Module, waves: torch.Tensor, sample_rate: int) -> torch.Tensor:
+    """(N, T) waves at ``sample_rate`` -> (N, D) teacher embeddings (resampled to its rate)."""
+    rate = int(getattr(teacher, "sample_rate", sample_rate))
+    with torch.no_grad():
+        return teacher(resample(waves, sample_rate, rate)).float()
+
+
+class SetWithTeacher(nn.Module):
+    """``predictor`` (:class:`MixtureToSet`) and a frozen ``teacher``; ``forward`` is the
+    predictor's.
+
+    The targets are the teacher's embeddings minus ``teacher_mean`` (D,), a running mean of
+    the teacher's embeddings over the training sources (momentum ``center_momentum``, like a
+    BatchNorm statistic; saved with the predictor). A teacher trained briefly with a margin
+    softmax puts every embedding near one common direction (different speakers at cosine
+    0.87 for the demo teacher, 0.66 within a speaker vs -0.08 across speakers once centred);
+    a cosine target is informative only after centring. ``center_momentum=0`` turns it off.
+    """
+
+    def __init__(self, teacher: nn.Module, sample_rate: int, center_momentum: float = 0.01, **predictor_args):
+        super().__init__()
+        if not 0.0 <= center_momentum <= 1.0:
+            raise ValueError(f"SetWithTeacher: center_momentum must be in [0, 1], got {center_momentum}")
+        self.teacher = teacher
+        self.sample_rate, self.center_momentum = sample_rate, center_momentum
+        self.predictor = MixtureToSet(embed_dim=teacher.embed_dim, sample_rate=sample_rate, **predictor_args)
+        self.register_buffer("teacher_mean", torch.zeros(teacher.embed_dim))
+        self.register_buffer("mean_initialised", torch.tensor(False))
+
+    def forward(self, mixture: torch.Tensor, lengths: torch.Tensor | None = None):
+        return self.predictor(mixture, lengths)
+
+    def embed(self, waves: torch.Tensor, update: bool = False) -> torch.Tensor:
+        """(N, T) single-speaker waves -> (N, D) centred teacher embeddings; ``update`` moves
+        the running mean first (training)."""
+        e = teacher_embed(self.teacher, waves, self.sample_rate).to(self.teacher_mean.device)
+        if update and self.center_momentum > 0 and e.shape[0]:
+            with torch.no_grad():
+                if not bool(self.mean_initialised):
+                    self.teacher_mean.copy_(e.mean(0))
+                    self.mean_initialised.fill_(True)
+                else:
+                    self.teacher_mean.lerp_(e.mean(0), self.center_momentum)
+        return e - self.teacher_mean if self.center_momentum > 0 else e
+
+    def targets(self, sources: torch.Tensor, n_speakers: torch.Tensor, update: bool = False) -> torch.Tensor:
+        """(B, S, T) padded sources -> (B, S, D) centred teacher embeddings (zeros at padding)."""
+        B, S, _ = sources.shape
+        valid = torch.arange(S, device=sources.device)[None, :] < n_speakers[:, None]
+        out = torch.zeros(B, S, self.teacher.embed_dim, device=sources.device)
+        out[valid] = self.embed(sources[valid], update).to(out.device)
+        return out
+
+
+# --------------------------------------------------------------------------------------------
+# Baselines
+
+
+def ssl_model(kind: str, ckpt: str | None):
+    """A torchaudio Wav2Vec2 / WavLM model: the base architecture loading ``ckpt`` (a torchaudio
+    state dict), or without it a small randomly initialised one (3 layers, 256 wide)."""
+    import torchaudio
+
+    if kind not in ("wav2vec2", "wavlm"):
+        raise ConfigError(f"task_args.ssl={kind!r}: must be 'wav2vec2' or 'wavlm'")
+    if ckpt is not None:
+        from sepkit.models.speaker import load_state_dict_file
+
+        model = torchaudio.models.wav2vec2_base() if kind == "wav2vec2" else torchaudio.models.wavlm_base()
+        state = load_state_dict_file(ckpt, "task_args.ssl_ckpt")
+        try:
+            model.load_state_dict(state)
+        except RuntimeError as exc:
+            raise ConfigError(f"task_args.ssl_ckpt={ckpt!r} does not fit torchaudio's {kind} base: "
+                              f"{str(exc).splitlines()[0]}") from None
+        return model.eval()
+    g = torch.random.get_rng_state()
+    torch.manual_seed(0)
+    conv = [(128, 10, 5)] + [(128, 3, 2)] * 4 + [(128, 2, 2)] * 2
+    common = dict(extractor_mode="group_norm", extractor_conv_layer_config=conv, extractor_conv_bias=False,
+                  encoder_embed_dim=256, encoder_projection_dropout=0.0, encoder_pos_conv_kernel=32,
+                  encoder_pos_conv_groups=4, encoder_num_layers=3, encoder_num_heads=4,
+                  encoder_attention_dropout=0.0, encoder_ff_interm_features=512, encoder_ff_interm_dropout=0.0,
+                  encoder_dropout=0.0, encoder_layer_norm_first=False, encoder_layer_drop=0.0, aux_num_out=None)
+    if kind == "wav2vec2":
+        model = torchaudio.models.wav2vec2_model(**common)
+    else:
+        model = torchaudio.models.wavlm_model(encoder_num_buckets=320, encoder_max_distance=800, **common)
+    torch.random.set_rng_state(g)
+    return model.eval()
+
+
+def dominant_source_per_frame(sources: torch.Tensor, n_frames: int, hop: int, win: int) -> torch.Tensor:
+    """(n, T) sources -> (n_frames,) index of the source with the most energy in each frame."""
+    energy = sources.pow(2)
+    T = energy.shape[-1]
+    out = torch.zeros(n_frames, dtype=torch.long)
+    for f in range(n_frames):
+        a, b = f * hop, min(f * hop + win, T)
+        if a < T:
+            out[f] = energy[:, a:b].sum(-1).argmax()
+    return out
+
+
+def _assign(cost: np.ndarray) -> dict[int, int]:
+    """Hungarian on a (rows, cols) cost: {row: col}."""
+    from scipy.optimize import linear_sum_assignment
+
+    rows, cols = linear_sum_assignment(cost)
+    return {int(r): int(c) for r, c in zip(rows, cols)}
+
+
+def clustering_metrics(embeddings: list[torch.Tensor], labels: list[int], suffix: str = "") -> dict:
+    """ARI / NMI of k-means (k = distinct labels, spherical) and the cosine silhouette, on the
+    embeddings centred by their mean over the set (the same treatment for every method)."""
+    x = torch.stack(embeddings).double()
+    x = x - x.mean(0)
+    k = len(set(labels))
+    out = {}
+    if k < 2 or len(labels) <= k:
+        return {f"ari{suffix}": float("nan"), f"nmi{suffix}": float("nan"), f"silhouette{suffix}": float("nan")}
+    pred = kmeans(x, k, normalize=True, seed=0)
+    out[f"ari{suffix}"] = adjusted_rand_index(labels, pred)
+    out[f"nmi{suffix}"] = normalized_mutual_info(labels, pred)
+    out[f"silhouette{suffix}"] = silhouette_score(x, labels, metric="cosine")
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Task
+
+
+@dataclasses.dataclass
+class Mixture2SetOptions:
+    """speaker_counts: speakers per mixture, drawn uniformly; presence_weight: weight of the
+    presence BCE; teacher_recipe / teacher_preset / teacher_overrides: what :meth:`prepare`
+    trains when ``model.args.teacher_ckpt`` is not given; extra_roots: more LibriMix roots
+    (e.g. Libri3Mix beside data.root = Libri2Mix); baselines: evaluate the SSL + k-means and
+    separate-then-embed baselines too; ssl / ssl_ckpt / ssl_layer: the SSL baseline's
+    architecture ("wav2vec2" or "wavlm"), torchaudio state dict (None: random init) and layer
+    (-1: last); separator_ckpt: a separation run for the separated-sources baseline, or
+    separator_recipe / separator_preset / separator_overrides to train one in :meth:`prepare`
+    (with data.n_src = S and this recipe's sample rate)."""
+
+    speaker_counts: list = dataclasses.field(default_factory=lambda: [1, 2, 3])
+    presence_weight: float = 1.0
+    teacher_recipe: str = "speaker"
+    teacher_preset: str | None = "demo"
+    teacher_overrides: list = dataclasses.field(default_factory=list)
+    extra_roots: list = dataclasses.field(default_factory=list)
+    baselines: bool = True
+    ssl: str = "wavlm"
+    ssl_ckpt: str | None = None
+    ssl_layer: int = -1
+    separator_ckpt: str | None = None
+    separator_recipe: str | None = "convtasnet"
+    separator_preset: str | None = "demo"
+    separator_overrides: list = dataclasses.field(default_factory=list)
+
+
+def train_prerequisite(recipe: str, preset: str | None, overrides: list, path: Path, device, progress: bool) -> Path:
+    """Train ``recipe`` (``preset``, ``overrides``) into ``path`` unless a finished run is
+    there (a partial one is resumed). Returns ``path``."""
+    from ..checkpoint import CheckpointError, read_meta, resolve_checkpoint
+    from ..config import load_recipe
+    from ..trainer import train
+
+    cfg = load_recipe(recipe, preset, [str(o) for o in overrides])
+    try:
+        step = int(read_meta(resolve_checkpoint(path)).get("step", 0))
+    except CheckpointError:
+        step = None
+    if step is not None and step >= cfg.train.max_steps:
+        return path
+    print(f"sepkit: training the prerequisite {recipe}{'/' + preset if preset else ''} into {path}")
+    train(cfg, path, resume=step is not None, device=str(device), progress=progress, test=False)
+    return path
+
+
+class Mixture2SetTask(Task):
+    """Mixture-to-set speaker embeddings (see the module docstring)."""
+
+    name = "mixture2set"
+    monitor = "cos_dist"
+    monitor_mode = "min"
+    Options = Mixture2SetOptions
+
+    def check_config(self) -> None:
+        if self.cfg.model.name.lower() != "mixture2set":
+            raise ConfigError(f"model.name={self.cfg.model.name!r}: the mixture2set task trains 'mixture2set'")
+        for key in ("embed_dim", "sample_rate"):
+            if key in self.cfg.model.args:
+                raise ConfigError(f"model.args.{key}: set by the task (the teacher's dimension, data.sample_rate)")
+        counts = list(self.options.speaker_counts)
+        if not counts or not all(isinstance(c, int) and 1 <= c <= self.n_slots for c in counts):
+            raise ConfigError(f"task_args.speaker_counts={counts}: integers in [1, {self.n_slots}] (model.args.n_slots)")
+        if self.cfg.data.dataset not in ("synthetic", "librimix"):
+            raise ConfigError(f"data.dataset={self.cfg.data.dataset!r}: mixture2set reads 'synthetic' or 'librimix'")
+
+    @property
+    def n_slots(self) -> int:
+        return int(self.cfg.model.args.get("n_slots", 3))
+
+    def model_meta(self) -> dict:
+        return {**super().model_meta(), "n_src": self.n_slots}
+
+    # -- building ------------------------------------------------------------------------
+    def prepare(self, run_dir, device, progress=True) -> None:
+        run_dir = Path(run_dir)
+        if not self.cfg.model.args.get("teacher_ckpt"):
+            path = train_prerequisite(self.options.teacher_recipe, self.options.teacher_preset,
+                                      [f"data.sample_rate={self.sample_rate}", *self.options.teacher_overrides],
+                                      run_dir / "prereq-teacher", device, progress)
+            self.cfg.model.args["teacher_ckpt"] = str(path)
+        if self.options.baselines and not self.options.separator_ckpt and self.options.separator_recipe:
+            path = train_prerequisite(self.options.separator_recipe, self.options.separator_preset,
+                                      [f"data.n_src={self.n_slots}", f"data.sample_rate={self.sample_rate}",
+                                       *self.options.separator_overrides],
+                                      run_dir / "prereq-separator", device, progress)
+            self.cfg.task_args["separator_ckpt"] = self.options.separator_ckpt = str(path)
+
+    def build_model(self) -> nn.Module:
+        args = dict(self.cfg.model.args)
+        teacher = load_teacher(args.pop("teacher_ckpt", None))
+        try:
+            return SetWithTeacher(teacher, self.sample_rate, **args)
+        except TypeError as exc:
+            raise ConfigError(f"model.args: {exc}") from None
+
+    def frozen(self, model) -> tuple[str, ...]:
+        return ("teacher",)
+
+    def dataset(self, which: str):
+        data = self.cfg.data
+        segment = {"train": data.segment, "valid": data.valid_segment, "test": None}[which]
+        if data.dataset == "librimix":
+            if data.root is None:
+                raise ConfigError("data.root is required for data.dataset='librimix' (give data.root=PATH)")
+            split = {"train": data.train_split, "valid": data.valid_split, "test": data.test_split}[which]
+            return LibriMixSets([data.root, *self.options.extra_roots], split, self.n_slots, mix=data.mix,
+                                sample_rate=self.sample_rate, segment=segment, random_crop=which == "train",
+                                seed=self.cfg.train.seed)
+        syn = dict(data.synthetic)
+        sizes = {"train": syn.pop("num_train", 20000), "valid": syn.pop("num_valid", 200), "test": syn.pop("num_test", 200)}
+        num_speakers = syn.pop("num_speakers", 100)
+        for k in ("sir_range", "snr_range", "rt60_range"):
+            if k in syn:
+                syn[k] = tuple(syn[k])
+        if segment is not None:
+            syn.update(min_duration=segment, max_duration=segment)
+        try:
+            spec = MixtureSpec(sample_rate=self.sample_rate, n_src=1, **syn)
+        except TypeError as exc:
+            raise ConfigError(f"data.synthetic: {exc}") from None
+        return SpeakerSetMixtures(int(sizes[which]), spec, self.options.speaker_counts, self.n_slots, SPLITS[which],
+                                  num_speakers=num_speakers, seed=self.cfg.train.seed)
+
+    def collate(self, items):
+        return collate_tensors(items)
+
+    # -- steps ---------------------------------------------------------------------------
+    def training_step(self, model, batch):
+        core = getattr(model, "module", model)
+        targets = core.targets(batch["sources"], batch["n_speakers"], update=model.training)
+        out = model(batch["mixture"])
+        loss, logs = SetEmbeddingLoss(self.options.presence_weight)(out.embeddings.float(), out.presence_logits.float(),
+                                                                     targets, batch["n_speakers"])
+        logs.pop("perm")
+        return loss, logs
+
+    @torch.no_grad()
+    def _item(self, model, item, device):
+        mix = item["mixture"].to(device).unsqueeze(0)
+        n = int(item["n_speakers"])
+        sources = item["sources"][:n].to(device)
+        out = model(mix)
+        targets = torch.zeros(1, self.n_slots, model.teacher.embed_dim, device=device)
+        targets[0, :n] = model.embed(sources)
+        loss_fn = SetEmbeddingLoss(self.options.presence_weight)
+        _, logs = loss_fn(out.embeddings.float(), out.presence_logits.float(), targets, item["n_speakers"].view(1).to(device))
+        perm = logs["perm"][0]
+        present = int((out.presence_logits[0] > 0).sum())
+        row = {"id": item["id"], "cos_dist": logs["cos_dist"], "presence_acc": logs["presence_acc"],
+               "count_acc": float(present == n)}
+        pairs = [(out.embeddings[0, int(perm[j])].cpu(), int(item["speakers"][j])) for j in range(n)]
+        return row, pairs
+
+    def evaluate(self, model, dataset, progress=False, max_items=None, baselines: bool | None = None):
+        model.eval()
+        device = self.model_device(model)
+        baselines = self.options.baselines if baselines is None else baselines
+        rows, pred = [], ([], [])
+        ssl_pairs, sep_pairs = ([], []), ([], [])
+        ssl = separator = None
+        if baselines:
+            ssl = ssl_model(self.options.ssl, self.options.ssl_ckpt).to(device)
+            if self.options.separator_ckpt:
+                from ..restore import load_trained
+
+                _, separator = load_trained(self.options.separator_ckpt, device)
+        for item in iterate_items(dataset, max_items, progress):
+            row, pairs = self._item(model, item, device)
+            rows.append(row)
+            for e, label in pairs:
+                pred[0].append(e)
+                pred[1].append(label)
+            if ssl is not None:
+                for e, label in self._ssl_pairs(ssl, item, device):
+                    ssl_pairs[0].append(e)
+                    ssl_pairs[1].append(label)
+            if separator is not None:
+                for e, label in self._separated_pairs(separator, model.embed, item, device):
+                    sep_pairs[0].append(e)
+                    sep_pairs[1].append(label)
+        corpus = clustering_metrics(*pred)
+        if ssl is not None:
+            corpus.update(clustering_metrics(*ssl_pairs, suffix="_ssl"))
+        if separator is not None:
+            corpus.update(clustering_metrics(*sep_pairs, suffix="_sep"))
+        return [{**r, **corpus} for r in rows]
+
+    def validate(self, model, dataset) -> dict:
+        rows = self.evaluate(model, dataset, max_items=self.cfg.train.max_valid_items, baselines=False)
+        return {k: v[0] for k, v in summarize(rows).items()}
+
+    @torch.no_grad()
+    def _ssl_pairs(self, ssl, item, device):
+        """k-means (k = speakers) on the SSL frames of the mixture; each cluster's mean feature,
+        labelled by the source dominating its frames (Hungarian on the counts)."""
+        n = int(item["n_speakers"])
+        wave16 = resample(item["mixture"], self.sample_rate, 16000).to(device)
+        feats, _ = ssl.extract_features(wave16.unsqueeze(0))
+        frames = feats[self.options.ssl_layer][0].double().cpu()  # (F, C)
+        hop = wave16.shape[-1] / max(1, frames.shape[0])
+        scale = self.sample_rate / 16000
+        owner = dominant_source_per_frame(item["sources"][:n], frames.shape[0], max(1, int(hop * scale)),
+                                          max(1, int(400 * scale)))
+        k = min(n, frames.shape[0])
+        labels = kmeans(frames, k, seed=0)
+        counts = np.zeros((k, n))
+        for c, o in zip(labels, owner.tolist()):
+            counts[c, o] += 1
+        match = _assign(-counts)
+        return [(frames[labels == c].mean(0).float(), int(item["speakers"][match[c]])) for c in range(k) if c in match]
+
+    @torch.no_grad()
+    def _separated_pairs(self, separator, embed, item, device):
+        """Separate into S sources, embed them with the teacher, label each true source's best
+        match (Hungarian on negative SI-SDR)."""
+        from sepkit.metrics import si_sdr
+
+        n = int(item["n_speakers"])
+        est = separator(item["mixture"].to(device).unsqueeze(0))[0]  # (S', T)
+        ref = item["sources"][:n].to(device)
+        score = si_sdr(est[:, None, :].expand(-1, n, -1).double(), ref[None].expand(est.shape[0], -1, -1).double())
+        match = _assign(-score.cpu().numpy())  # {estimate: source}
+        emb = embed(est).cpu()
+        return [(emb[e], int(item["speakers"][s])) for e, s in match.items()]
+
+    def infer(self, model, waveform, sample_rate, **options):
+        raise ValueError("the mixture2set task predicts embeddings, not audio: use a tse run with "
+                         "--target-slot, or SpeakerMemory.process(model.predictor, ...) for long recordings")
+
+    def output_names(self) -> list[str]:
+        return []
+
+
+TASK = Mixture2SetTask

@@ -1,0 +1,212 @@
+"""The ``speaker`` task: speaker classification with AAM-softmax, training an ECAPA-TDNN teacher.
+
+The mixture-to-set and TSE recipes need a single-speaker embedding teacher. With the public
+SpeechBrain checkpoint at hand, point them at it (``model.args.teacher_ckpt``); otherwise this
+task trains a small ECAPA-TDNN on the built-in synthetic speakers, so nothing is downloaded.
+
+Data: single-speaker synthetic utterances of the ``train`` speaker pool
+(``data.synthetic.num_speakers`` classes), each item ``{"wave": (T,), "speaker": int64, "id"}``;
+validation and test use other utterances of the same speakers (closed-set accuracy, the
+monitor) plus an open-set check on unseen speakers: ``eer``, the equal error rate of cosine
+scoring over all utterance pairs of the ``test`` speaker pool.
+
+Model (``model.name: ecapa``): :class:`SpeakerClassifier`, an
+:class:`sepkit.models.speaker.ECAPATDNN` (``model.args``, sample rate from ``data``) and an
+:class:`~sepkit.models.speaker.AAMSoftmax` head (``task_args.margin``, ``task_args.scale``).
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import torch
+from torch import nn
+
+from sepkit.data.synth import MixtureSpec, make_speakers, split_code, synth_mixture
+from sepkit.models.speaker import ECAPATDNN, AAMSoftmax
+
+from ..config import ConfigError
+from ..evaluate import items as iterate_items
+from .base import Task
+
+SPLITS = {"train": "train", "valid": "dev", "test": "test"}
+
+
+@dataclasses.dataclass
+class SpeakerOptions:
+    """margin, scale: AAM-softmax (0.2, 30, the VoxCeleb recipe's); noise: add coloured noise
+    to the utterances (SNR 5..20 dB); num_open_set: utterances of unseen speakers for the EER
+    (4 per speaker of the test pool, at most this many)."""
+
+    margin: float = 0.2
+    scale: float = 30.0
+    noise: bool = False
+    num_open_set: int = 64
+
+
+class SpeakerUtterances(torch.utils.data.Dataset):
+    """Synthetic single-speaker utterances with speaker labels, deterministic by
+    ``(seed, split, index)``.
+
+    Item ``i`` is spoken by speaker ``i % num_speakers`` of the ``pool`` split's speakers (so
+    every class appears equally often); ``split`` only changes the utterances drawn. Items:
+    ``wave`` (T,) float32, ``speaker`` int64 index into the pool, ``speaker_id`` its name, ``id``.
+    """
+
+    def __init__(self, num_examples: int, sample_rate: int, duration: tuple[float, float], num_speakers: int,
+                 split: str, pool: str = "train", seed: int = 0, noise: bool = False):
+        if num_examples < 1:
+            raise ValueError(f"SpeakerUtterances: num_examples must be >= 1, got {num_examples}")
+        self.num_examples, self.split, self.seed = num_examples, split, seed
+        self.speakers = make_speakers(num_speakers, seed, pool)
+        self.spec = MixtureSpec(sample_rate=sample_rate, n_src=1, min_duration=duration[0], max_duration=duration[1],
+                                noise=noise, snr_range=(5.0, 20.0))
+
+    def __len__(self) -> int:
+        return self.num_examples
+
+    def __getitem__(self, index: int) -> dict:
+        if not 0 <= index < self.num_examples:
+            raise IndexError(f"SpeakerUtterances: index {index} out of range for {self.num_examples}")
+        label = index % len(self.speakers)
+        rng = np.random.default_rng([self.seed, split_code(self.split), index, 0x5EED])
+        rec = synth_mixture(self.spec, [self.speakers[label]], rng)
+        return {"wave": torch.from_numpy(rec["mixture"]), "speaker": torch.tensor(label, dtype=torch.long),
+                "speaker_id": rec["speakers"][0], "id": f"{self.split}-{index:06d}"}
+
+
+def collate_tensors(items: list[dict]) -> dict:
+    """Stack every tensor field of equal-shape items; other fields become lists."""
+    out = {}
+    for key in items[0]:
+        values = [it[key] for it in items]
+        if isinstance(values[0], torch.Tensor):
+            shapes = {tuple(v.shape) for v in values}
+            if len(shapes) != 1:
+                raise ValueError(f"collate: field {key!r} differs in shape across items {sorted(shapes)}; "
+                                 "crop the items (data.segment) or use batch size 1")
+            out[key] = torch.stack(values)
+        else:
+            out[key] = values
+    return out
+
+
+class SpeakerClassifier(nn.Module):
+    """ECAPA-TDNN ``embedder`` plus an AAM-softmax ``head``: ``forward(wave (B, T)) -> (B, D)``
+    embeddings; ``loss(wave, labels)`` the AAM-softmax loss."""
+
+    def __init__(self, n_classes: int, margin: float = 0.2, scale: float = 30.0, **ecapa_args):
+        super().__init__()
+        self.embedder = ECAPATDNN(**ecapa_args)
+        self.head = AAMSoftmax(self.embedder.embed_dim, n_classes, margin, scale)
+
+    def forward(self, wave: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        return self.embedder(wave, lengths)
+
+
+def equal_error_rate(embeddings: torch.Tensor, labels: torch.Tensor) -> float:
+    """EER of cosine scoring over all pairs of (N, D) ``embeddings`` with (N,) ``labels``."""
+    e = nn.functional.normalize(embeddings.double(), dim=-1)
+    scores = e @ e.t()
+    iu = torch.triu_indices(len(labels), len(labels), 1)
+    s = scores[iu[0], iu[1]]
+    same = (labels[iu[0]] == labels[iu[1]])
+    if same.all() or not same.any():
+        raise ValueError("equal_error_rate: need both same-speaker and different-speaker pairs")
+    order = torch.argsort(s, descending=True)
+    same = same[order].double()
+    tp = torch.cumsum(same, 0) / same.sum()  # accepted targets at each threshold
+    fp = torch.cumsum(1 - same, 0) / (1 - same).sum()
+    fnr = 1 - tp
+    i = int(torch.argmin((fnr - fp).abs()))
+    return float((fnr[i] + fp[i]) / 2)
+
+
+class SpeakerTask(Task):
+    """AAM-softmax speaker classification on synthetic speakers (see the module docstring)."""
+
+    name = "speaker"
+    monitor = "accuracy"
+    monitor_mode = "max"
+    Options = SpeakerOptions
+
+    def check_config(self) -> None:
+        if self.cfg.data.dataset != "synthetic":
+            raise ConfigError(f"data.dataset={self.cfg.data.dataset!r}: the speaker task trains on the built-in "
+                              "synthetic speakers only (use a pretrained ECAPA-TDNN for real data)")
+        if self.cfg.model.name.lower() != "ecapa":
+            raise ConfigError(f"model.name={self.cfg.model.name!r}: the speaker task trains 'ecapa'")
+        for key in ("sample_rate", "n_classes"):
+            if key in self.cfg.model.args:
+                raise ConfigError(f"model.args.{key}: set by the task (data.sample_rate, data.synthetic.num_speakers)")
+        if self.num_speakers < 2:
+            raise ConfigError(f"data.synthetic.num_speakers={self.num_speakers}: need at least 2 speakers")
+
+    @property
+    def num_speakers(self) -> int:
+        return int(self.cfg.data.synthetic.get("num_speakers", 100))
+
+    def build_model(self) -> nn.Module:
+        args = dict(self.cfg.model.args)
+        args.setdefault("n_fft", int(round(0.025 * self.sample_rate)))
+        try:
+            return SpeakerClassifier(self.num_speakers, self.options.margin, self.options.scale,
+                                     sample_rate=self.sample_rate, **args)
+        except TypeError as exc:
+            raise ConfigError(f"model.args: {exc}") from None
+
+    def dataset(self, which: str):
+        data, syn = self.cfg.data, self.cfg.data.synthetic
+        sizes = {"train": syn.get("num_train", 20000), "valid": syn.get("num_valid", 200), "test": syn.get("num_test", 400)}
+        if which == "train" and data.segment is not None:
+            duration = (data.segment, data.segment)
+        else:
+            duration = (syn.get("min_duration", 2.0), syn.get("max_duration", 3.0))
+        return SpeakerUtterances(int(sizes[which]), self.sample_rate, duration, self.num_speakers, SPLITS[which],
+                                 pool="train", seed=self.cfg.train.seed, noise=self.options.noise)
+
+    def collate(self, items: list[dict]) -> dict:
+        return collate_tensors([{k: v for k, v in it.items() if k != "speaker_id"} for it in items])
+
+    def training_step(self, model, batch):
+        emb = model(batch["wave"])
+        loss = model.head(emb, batch["speaker"])
+        with torch.no_grad():
+            acc = (model.head.cosine(emb).argmax(1) == batch["speaker"]).float().mean()
+        return loss, {"accuracy": float(acc)}
+
+    @torch.no_grad()
+    def evaluate(self, model, dataset, progress=False, max_items=None):
+        model.eval()
+        device = self.model_device(model)
+        rows = []
+        for item in iterate_items(dataset, max_items, progress):
+            emb = model(item["wave"].to(device).unsqueeze(0))
+            pred = int(model.head.cosine(emb).argmax(1))
+            rows.append({"id": item["id"], "accuracy": float(pred == int(item["speaker"]))})
+        return rows
+
+    @torch.no_grad()
+    def open_set_eer(self, model) -> float:
+        """EER on utterances of the unseen ``test`` speaker pool."""
+        n_spk = max(2, min(self.num_speakers, self.options.num_open_set // 4))
+        ds = SpeakerUtterances(4 * n_spk, self.sample_rate, (2.0, 3.0), n_spk, "test", pool="test",
+                               seed=self.cfg.train.seed, noise=self.options.noise)
+        device = self.model_device(model)
+        embs = torch.cat([model(ds[i]["wave"].to(device).unsqueeze(0)).cpu() for i in range(len(ds))])
+        labels = torch.tensor([i % n_spk for i in range(len(ds))])
+        return equal_error_rate(embs, labels)
+
+    def validate(self, model, dataset) -> dict:
+        rows = self.evaluate(model, dataset, max_items=self.cfg.train.max_valid_items)
+        return {"accuracy": float(np.mean([r["accuracy"] for r in rows])), "eer": self.open_set_eer(model)}
+
+    def infer(self, model, waveform, sample_rate, **options):
+        raise ValueError("the speaker task produces embeddings, not audio: load the run with "
+                         "sepkit.train.load_trained(path) and call model(wave) for (B, D) embeddings")
+
+    def output_names(self) -> list[str]:
+        return []
+
+
+TASK = SpeakerTask

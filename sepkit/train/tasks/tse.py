@@ -1,0 +1,284 @@
+"""The ``tse`` task: target speaker extraction conditioned on a speaker embedding.
+
+Model (``model.name``: ``convtasnet_tse`` or ``dualpath_tse``, :mod:`sepkit.models.tse`):
+:class:`TSEWithConditioner`, the trainable ``extractor`` and a frozen ``conditioner`` that
+gives the embeddings: a ``mixture2set`` run (``model.args.predictor_ckpt``: its predictor and
+its teacher), or only a teacher (``model.args.teacher_ckpt``, enrolled conditioning only). With
+neither, :meth:`prepare` trains the ``task_args.predictor_recipe`` recipe (``demo`` preset) under
+``RUN/prereq-mixture2set``.
+
+Conditioning (``task_args.conditioning``, used in training):
+
+* ``"enrolled"``: the teacher's embedding of another utterance of the target speaker;
+* ``"predicted"`` (the paper's enrollment-free setting): the predictor's slot for the target,
+  chosen as the slot most cosine-similar to that enrollment embedding (at inference,
+  ``--target-slot k`` chooses it directly).
+
+Data: mixtures of ``task_args.speaker_counts`` speakers from the generator; the target is the
+first source. Items: ``mixture`` (T,), ``target`` (T,), ``enrollment``
+(``task_args.enroll_seconds``), ``id``. Loss: negative SI-SDR against the target. Evaluation:
+SI-SDR and SI-SDRi with enrolled and with predicted conditioning (``si_sdri_enrolled``,
+``si_sdri_predicted``); ``si_sdri`` is the training conditioning's (the monitor).
+"""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from sepkit.data import resample
+from sepkit.data.synth import MixtureSpec, make_speakers, split_code, synth_mixture, synth_utterance
+from sepkit.losses import si_sdr_loss
+from sepkit.metrics import si_sdr, si_sdri
+from sepkit.models.tse import ConvTasNetTSE, DualPathTSE
+
+from ..config import ConfigError
+from ..evaluate import items as iterate_items
+from ..evaluate import summarize
+from .base import Task
+from .mixture2set import SPLITS, load_teacher, teacher_embed, train_prerequisite
+from .speaker import collate_tensors
+
+EXTRACTORS = {"convtasnet_tse": ConvTasNetTSE, "dualpath_tse": DualPathTSE}
+CONDITIONINGS = ("enrolled", "predicted")
+
+
+class TSEMixtures(torch.utils.data.Dataset):
+    """Synthetic target-speaker items, deterministic by ``(seed, split, index)``: a mixture of
+    ``speaker_counts`` speakers, its first source as ``target`` and an ``enrollment``
+    utterance of the same speaker (another draw, ``enroll_samples`` long)."""
+
+    def __init__(self, num_examples: int, spec: MixtureSpec, speaker_counts, split: str, num_speakers: int,
+                 enroll_samples: int, seed: int = 0):
+        self.num_examples, self.spec, self.counts = num_examples, spec, [int(c) for c in speaker_counts]
+        self.split, self.seed, self.enroll_samples = split, seed, enroll_samples
+        self.speakers = make_speakers(max(num_speakers, max(self.counts)), seed, split)
+        self.by_id = {s.id: s for s in self.speakers}
+
+    def __len__(self) -> int:
+        return self.num_examples
+
+    def __getitem__(self, index: int) -> dict:
+        if not 0 <= index < self.num_examples:
+            raise IndexError(f"TSEMixtures: index {index} out of range for {self.num_examples}")
+        rng = np.random.default_rng([self.seed, split_code(self.split), index, 0x75E])
+        n = self.counts[int(rng.integers(len(self.counts)))]
+        rec = synth_mixture(dataclasses.replace(self.spec, n_src=n), self.speakers, rng)
+        enroll = synth_utterance(self.by_id[rec["speakers"][0]], self.enroll_samples, self.spec.sample_rate, rng)
+        return {"mixture": torch.from_numpy(rec["mixture"]), "target": torch.from_numpy(rec["sources"][0]),
+                "enrollment": torch.from_numpy(enroll.astype(np.float32)), "id": f"{self.split}-{index:06d}"}
+
+
+class TSEWithConditioner(nn.Module):
+    """``extractor`` (trainable) and ``conditioner`` (frozen: a mixture2set model with
+    ``predictor`` and ``teacher``, or a bare teacher)."""
+
+    def __init__(self, extractor: nn.Module, conditioner: nn.Module, sample_rate: int):
+        super().__init__()
+        self.extractor, self.conditioner, self.sample_rate = extractor, conditioner, sample_rate
+
+    @property
+    def teacher(self) -> nn.Module:
+        return getattr(self.conditioner, "teacher", self.conditioner)
+
+    @property
+    def has_predictor(self) -> bool:
+        return hasattr(self.conditioner, "predictor")
+
+    @property
+    def n_slots(self) -> int:
+        return self.conditioner.predictor.n_slots if self.has_predictor else 0
+
+    @torch.no_grad()
+    def enrolled(self, enrollment: torch.Tensor) -> torch.Tensor:
+        """(B, T_e) enrollment utterances -> (B, D) teacher embeddings (centred like the
+        predictor's targets when the conditioner is a mixture2set model)."""
+        if hasattr(self.conditioner, "embed"):
+            return self.conditioner.embed(enrollment)
+        return teacher_embed(self.teacher, enrollment, self.sample_rate)
+
+    @torch.no_grad()
+    def slots(self, mixture: torch.Tensor):
+        """(B, T) -> predicted set (embeddings (B, S, D), presence logits (B, S))."""
+        if not self.has_predictor:
+            raise ValueError("this TSE model has no set predictor (trained with a teacher only): "
+                             "predicted conditioning and --target-slot need model.args.predictor_ckpt")
+        return self.conditioner.predictor(mixture)
+
+    @torch.no_grad()
+    def predicted(self, mixture: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+        """The predicted slot most cosine-similar to ``reference`` (B, D): (B, D)."""
+        emb = self.slots(mixture).embeddings
+        k = torch.einsum("bsd,bd->bs", emb, F.normalize(reference, dim=-1)).argmax(1)
+        return emb[torch.arange(emb.shape[0], device=emb.device), k]
+
+    def forward(self, mixture: torch.Tensor, embedding: torch.Tensor) -> torch.Tensor:
+        return self.extractor(mixture, embedding)
+
+
+@dataclasses.dataclass
+class TSEOptions:
+    """conditioning: "enrolled" or "predicted" in training; speaker_counts: speakers per
+    mixture; enroll_seconds: enrollment length; predictor_recipe / predictor_preset /
+    predictor_overrides: what :meth:`prepare` trains without ``model.args.predictor_ckpt`` and
+    ``model.args.teacher_ckpt``."""
+
+    conditioning: str = "predicted"
+    speaker_counts: list = dataclasses.field(default_factory=lambda: [2, 3])
+    enroll_seconds: float = 2.0
+    predictor_recipe: str = "mixture2set"
+    predictor_preset: str | None = "demo"
+    predictor_overrides: list = dataclasses.field(default_factory=list)
+
+
+class TSETask(Task):
+    """Target speaker extraction (see the module docstring)."""
+
+    name = "tse"
+    monitor = "si_sdri"
+    monitor_mode = "max"
+    infer_options = ("target_slot",)
+    Options = TSEOptions
+
+    def check_config(self) -> None:
+        if self.cfg.model.name.lower() not in EXTRACTORS:
+            raise ConfigError(f"model.name={self.cfg.model.name!r}: must be one of {sorted(EXTRACTORS)}")
+        if self.options.conditioning not in CONDITIONINGS:
+            raise ConfigError(f"task_args.conditioning={self.options.conditioning!r}: must be one of {CONDITIONINGS}")
+        args = self.cfg.model.args
+        if self.options.conditioning == "predicted" and args.get("teacher_ckpt") and not args.get("predictor_ckpt"):
+            raise ConfigError("task_args.conditioning='predicted' needs model.args.predictor_ckpt (a mixture2set run); "
+                              "with only a teacher, use conditioning='enrolled'")
+        for key in ("emb_dim", "sample_rate"):
+            if key in args:
+                raise ConfigError(f"model.args.{key}: set by the task (the teacher's dimension, data.sample_rate)")
+        if self.cfg.data.dataset != "synthetic":
+            raise ConfigError(f"data.dataset={self.cfg.data.dataset!r}: the tse task reads the built-in generator "
+                              "(enrollment utterances are drawn per speaker)")
+
+    def model_meta(self) -> dict:
+        return {**super().model_meta(), "n_src": 1}
+
+    def prepare(self, run_dir, device, progress=True) -> None:
+        args = self.cfg.model.args
+        if not args.get("predictor_ckpt") and not args.get("teacher_ckpt"):
+            path = train_prerequisite(self.options.predictor_recipe, self.options.predictor_preset,
+                                      [f"data.sample_rate={self.sample_rate}", *self.options.predictor_overrides],
+                                      Path(run_dir) / "prereq-mixture2set", device, progress)
+            args["predictor_ckpt"] = str(path)
+
+    def build_model(self) -> nn.Module:
+        args = dict(self.cfg.model.args)
+        predictor, teacher = args.pop("predictor_ckpt", None), args.pop("teacher_ckpt", None)
+        if predictor:
+            from ..restore import load_trained
+
+            p = Path(predictor)
+            if not p.exists():
+                raise ConfigError(f"model.args.predictor_ckpt={predictor!r}: file not found")
+            _, conditioner = load_trained(p)
+            if not hasattr(conditioner, "predictor"):
+                raise ConfigError(f"model.args.predictor_ckpt={predictor!r} is not a mixture2set run")
+        elif teacher:
+            conditioner = load_teacher(teacher)
+        else:
+            raise ConfigError("model.args.predictor_ckpt (a mixture2set run) or model.args.teacher_ckpt is required "
+                              "(the demo preset trains one in prepare)")
+        conditioner.eval().requires_grad_(False)
+        dim = getattr(conditioner, "teacher", conditioner).embed_dim
+        try:
+            extractor = EXTRACTORS[self.cfg.model.name.lower()](emb_dim=dim, sample_rate=self.sample_rate, **args)
+        except TypeError as exc:
+            raise ConfigError(f"model.args: {exc}") from None
+        return TSEWithConditioner(extractor, conditioner, self.sample_rate)
+
+    def frozen(self, model) -> tuple[str, ...]:
+        return ("conditioner",)
+
+    def dataset(self, which: str):
+        data = self.cfg.data
+        syn = dict(data.synthetic)
+        sizes = {"train": syn.pop("num_train", 20000), "valid": syn.pop("num_valid", 100), "test": syn.pop("num_test", 200)}
+        num_speakers = syn.pop("num_speakers", 100)
+        for k in ("sir_range", "snr_range", "rt60_range"):
+            if k in syn:
+                syn[k] = tuple(syn[k])
+        segment = {"train": data.segment, "valid": data.valid_segment, "test": None}[which]
+        if segment is not None:
+            syn.update(min_duration=segment, max_duration=segment)
+        try:
+            spec = MixtureSpec(sample_rate=self.sample_rate, n_src=1, **syn)
+        except TypeError as exc:
+            raise ConfigError(f"data.synthetic: {exc}") from None
+        return TSEMixtures(int(sizes[which]), spec, self.options.speaker_counts, SPLITS[which], num_speakers,
+                           int(self.options.enroll_seconds * self.sample_rate), seed=self.cfg.train.seed)
+
+    def collate(self, items):
+        return collate_tensors(items)
+
+    def condition(self, model, mixture: torch.Tensor, enrollment: torch.Tensor, kind: str) -> torch.Tensor:
+        core = getattr(model, "module", model)
+        enrolled = core.enrolled(enrollment)
+        return enrolled if kind == "enrolled" else core.predicted(mixture, enrolled)
+
+    def training_step(self, model, batch):
+        e = self.condition(model, batch["mixture"], batch["enrollment"], self.options.conditioning)
+        est = model(batch["mixture"], e)
+        return si_sdr_loss(est.float(), batch["target"]).mean(), {}
+
+    @torch.no_grad()
+    def evaluate(self, model, dataset, progress=False, max_items=None):
+        model.eval()
+        device = self.model_device(model)
+        kinds = CONDITIONINGS if model.has_predictor else ("enrolled",)
+        rows = []
+        for item in iterate_items(dataset, max_items, progress):
+            mix = item["mixture"].to(device).unsqueeze(0)
+            target = item["target"].double().unsqueeze(0)
+            row = {"id": item["id"]}
+            for kind in kinds:
+                e = self.condition(model, mix, item["enrollment"].to(device).unsqueeze(0), kind)
+                est = model(mix, e).double().cpu()
+                row[f"si_sdr_{kind}"] = float(si_sdr(est, target))
+                row[f"si_sdri_{kind}"] = float(si_sdri(est, target, mix.double().cpu()))
+            row["si_sdri"] = row[f"si_sdri_{self.options.conditioning}"]
+            rows.append(row)
+        return rows
+
+    def validate(self, model, dataset) -> dict:
+        rows = self.evaluate(model, dataset, max_items=self.cfg.train.max_valid_items)
+        return {k: v[0] for k, v in summarize(rows).items()}
+
+    def check_options(self, model, options: dict) -> None:
+        super().check_options(model, options)
+        slot = options.get("target_slot")
+        if slot is None:
+            raise ValueError("the tse task needs --target-slot K: which predicted speaker of the mixture to extract "
+                             f"(0..{max(model.n_slots - 1, 0)})")
+        if not model.has_predictor:
+            raise ValueError("--target-slot needs a TSE model trained with a mixture2set predictor "
+                             "(model.args.predictor_ckpt); this one has only a teacher")
+        if not isinstance(slot, int) or not 0 <= slot < model.n_slots:
+            raise ValueError(f"--target-slot {slot} is out of range: the predictor has {model.n_slots} slots, "
+                             f"choose 0..{model.n_slots - 1}")
+
+    @torch.no_grad()
+    def infer(self, model, waveform, sample_rate, target_slot: int | None = None, **options) -> dict:
+        """Extract the speaker of predicted slot ``target_slot`` from ``waveform`` (T,) at
+        ``sample_rate`` in one pass (the command's ``chunk`` / ``overlap`` are not used: the set
+        is predicted from the whole recording); returns ``{"target": (T,)}`` at ``sample_rate``."""
+        self.check_options(model, {"target_slot": target_slot})
+        x = self.to_model_rate(waveform, sample_rate).to(self.model_device(model)).unsqueeze(0)
+        e = model.slots(x).embeddings[:, target_slot]
+        est = model(x, e)[0].float().cpu()
+        return {"target": resample(est, self.sample_rate, sample_rate)[: waveform.shape[-1]]}
+
+    def output_names(self) -> list[str]:
+        return ["target"]
+
+
+TASK = TSETask
