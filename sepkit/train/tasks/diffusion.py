@@ -157,7 +157,9 @@ def si_sir_sar(estimate: torch.Tensor, clean: torch.Tensor, noise: torch.Tensor,
     target part (its projection on clean) and the interference part; the rest is artefact."""
     s, n, e = (x.double() - x.double().mean() for x in (clean, noise, estimate))
     basis = torch.stack([s, n], dim=1)  # (T, 2)
-    coef = torch.linalg.lstsq(basis, e[:, None]).solution[:, 0]
+    from sepkit.metrics.sdr import spd_solve
+
+    coef = spd_solve(basis.T @ basis, (basis.T @ e)[:, None])[:, 0]  # normal equations, by Cholesky
     target = (e @ s) / (s @ s + eps) * s
     proj = basis @ coef
     interf, artif = proj - target, e - proj
