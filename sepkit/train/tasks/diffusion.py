@@ -1,0 +1,450 @@
+"""The ``diffusion`` task: score-based enhancement, SGMSE+ (``model.name: sgmse``) or Ex-Diff
+(``model.name: exdiff``, guided by a frozen USS latent extractor).
+
+Training: denoising score matching (:func:`sepkit.models.sgmse.dsm_loss`) on (clean, noisy)
+pairs; an EMA of the weights (``train.ema``, 0.999 in the recipes) is what validation,
+evaluation and inference sample with (the trainer swaps it in). Evaluation: the sampler
+(``task_args.sampler``, ``steps``, ``snr``, ``corrector_steps``, seeded by ``seed``) per
+utterance; metrics SI-SDR, SI-SDRi, SI-SIR, SI-SAR (against the noise ``noisy - clean``), PESQ and
+ESTOI, and the energy of the output in the frames where the clean reference is silent
+(``silent_db``, dB relative to the reference's mean active-frame power; ``silent_db_input`` the
+same for the noisy input). ``sepkit separate --steps N`` sets the sampler steps and shows a bar.
+
+Model arguments (``model.args``): ``config`` ("sgmse": the 65.6 M NCSN++, "small") and any
+:class:`sepkit.models.ncsnpp.NCSNpp` argument as an override (``nf``, ``ch_mult``,
+``placements``, ...); the SDE's ``theta``, ``sigma_min``, ``sigma_max`` and ``t_eps``; for
+Ex-Diff ``uss`` ("sad": the demo's :class:`sepkit.models.sad.SpeechActivityDetector`, trained
+first by :meth:`DiffusionTask.prepare` on the same data; "panns": a PANNs
+``Cnn14_DecisionLevelMax`` checkpoint), ``uss_classes`` (AudioSet indices for "panns") and
+``uss_ckpt``, where the USS weights are read from (a sepkit run folder for "sad", set by
+:meth:`DiffusionTask.prepare` when absent; a PANNs ``.pth`` for "panns"); they are frozen and not
+stored in this task's checkpoints.
+
+Data: ``data.dataset`` "synthetic" (one speaker in noise, with ``task_args.pauses`` silent gaps of
+``pause_range`` seconds cut into the speech so that there are reference-silent frames),
+"voicebank" (:class:`sepkit.data.voicebank.VoiceBankDemand`) or "musdb"
+(:class:`sepkit.data.musdb.MUSDB18`, vocals vs the rest), ``data.root`` the corpus folder.
+
+:class:`SADTask` (``task: sepkit.train.tasks.diffusion:SADTask``) trains the detector: frame-wise
+binary cross-entropy against :func:`sepkit.models.sad.activity_labels` of the clean speech.
+"""
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from sepkit.data import resample
+from sepkit.models.ncsnpp import NCSNPP_CONFIGS, NCSNpp, build_ncsnpp
+from sepkit.models.sad import SpeechActivityDetector, activity_labels
+from sepkit.models.panns import SPEECH_CLASSES
+from sepkit.models.sgmse import OUVESDE, SAMPLERS, SGMSE, SpecRepresentation
+
+from ..builders import build_dataset
+from ..checkpoint import CheckpointError
+from ..config import ConfigError, config_from_dict
+from ..evaluate import items, summarize
+from .base import Task
+from .enhancement import EnhancementTask, _have
+
+DATASETS = ("synthetic", "voicebank", "musdb")
+MODELS = ("sgmse", "exdiff")
+USS = ("sad", "panns")
+_SDE_ARGS = ("theta", "sigma_min", "sigma_max", "t_eps")
+_GUIDE_ARGS = ("uss", "uss_classes", "uss_ckpt")
+_NCSNPP_ARGS = tuple(p for p in inspect.signature(NCSNpp).parameters if p != "latent_dim")
+_SPLIT_CODE = {"train": 1, "valid": 2, "test": 3}
+
+
+# ------------------------------------------------------------------------------------------
+# data
+# ------------------------------------------------------------------------------------------
+
+class WithPauses(torch.utils.data.Dataset):
+    """Cuts ``pauses`` silent gaps (``pause_range`` seconds, 10 ms raised-cosine edges) into the
+    clean speech of an enhancement data set and the same speech in its mixture, so that
+    ``mixture - sources[0]`` (the noise) is unchanged. Deterministic per (seed, split, index)."""
+
+    def __init__(self, dataset, sample_rate: int, pauses: int, pause_range, seed: int, split: str):
+        self.dataset, self.sample_rate, self.pauses = dataset, sample_rate, pauses
+        self.pause_range, self.seed, self.split = tuple(pause_range), seed, split
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def set_epoch(self, epoch: int) -> None:
+        if hasattr(self.dataset, "set_epoch"):
+            self.dataset.set_epoch(epoch)
+
+    def gate(self, index: int, length: int) -> torch.Tensor:
+        rng = np.random.default_rng([self.seed, _SPLIT_CODE.get(self.split, 0), index, 7])
+        gate = np.ones(length)
+        fade = max(1, int(0.01 * self.sample_rate))
+        ramp = 0.5 - 0.5 * np.cos(np.pi * np.arange(fade) / fade)  # 0 -> 1
+        for _ in range(self.pauses):
+            n = int(rng.uniform(*self.pause_range) * self.sample_rate)
+            if n + 2 * fade >= length:
+                continue
+            s = int(rng.integers(0, length - n - 2 * fade))
+            gate[s:s + fade] = np.minimum(gate[s:s + fade], ramp[::-1])
+            gate[s + fade:s + fade + n] = 0.0
+            gate[s + fade + n:s + 2 * fade + n] = np.minimum(gate[s + fade + n:s + 2 * fade + n], ramp)
+        return torch.from_numpy(gate).float()
+
+    def __getitem__(self, index: int) -> dict:
+        item = dict(self.dataset[index])
+        clean = item["sources"][:1]
+        gated = clean * self.gate(index, clean.shape[-1])
+        item["mixture"] = item["mixture"] - clean[0] + gated[0]
+        item["sources"] = gated
+        return item
+
+
+@dataclasses.dataclass
+class DataOptions:
+    """pauses, pause_range: silent gaps cut into synthetic speech (count per item, seconds)."""
+
+    pauses: int = 2
+    pause_range: list = dataclasses.field(default_factory=lambda: [0.2, 0.5])
+
+
+def enhancement_dataset(task: Task, which: str):
+    """The (noisy, clean) pairs of a recipe's data section (see the module docstring)."""
+    data = task.cfg.data
+    seed = task.cfg.train.seed
+    segment = {"train": data.segment, "valid": data.valid_segment, "test": None}[which]
+    if data.dataset == "synthetic":
+        data = dataclasses.replace(data, synthetic={"noise": True, **data.synthetic})
+        ds = build_dataset(data, which, seed)
+        opts = task.options
+        return WithPauses(ds, data.sample_rate, opts.pauses, opts.pause_range, seed, which) if opts.pauses else ds
+    if data.root is None:
+        raise ConfigError(f"data.root is required for data.dataset={data.dataset!r} (give data.root=PATH)")
+    if data.dataset == "voicebank":
+        from sepkit.data.voicebank import VoiceBankDemand
+
+        return VoiceBankDemand(data.root, which, data.sample_rate, segment, random_crop=which == "train", seed=seed)
+    from sepkit.data.musdb import MUSDB18
+
+    return MUSDB18(data.root, which, data.sample_rate, segment, random_crop=which == "train", seed=seed)
+
+
+def check_data(task: Task) -> None:
+    data = task.cfg.data
+    if data.dataset not in DATASETS:
+        raise ConfigError(f"data.dataset={data.dataset!r}: the {task.name} task reads one of {DATASETS}")
+    if data.n_src != 1:
+        raise ConfigError(f"data.n_src={data.n_src}: the {task.name} task estimates one source; set data.n_src=1")
+    pr = task.options.pause_range
+    if task.options.pauses < 0 or not (isinstance(pr, (list, tuple)) and len(pr) == 2 and 0 < pr[0] <= pr[1]):
+        raise ConfigError(f"task_args.pauses={task.options.pauses}, pause_range={pr}: need pauses >= 0 and "
+                          "0 < low <= high seconds")
+
+
+# ------------------------------------------------------------------------------------------
+# metrics
+# ------------------------------------------------------------------------------------------
+
+def si_sir_sar(estimate: torch.Tensor, clean: torch.Tensor, noise: torch.Tensor, eps: float = 1e-10) -> tuple[float, float]:
+    """Scale-invariant SIR and SAR (dB) of ``estimate`` (T,) against the target ``clean`` and the
+    interference ``noise``: the estimate's projection on span(clean, noise) splits into the
+    target part (its projection on clean) and the interference part; the rest is artefact."""
+    s, n, e = (x.double() - x.double().mean() for x in (clean, noise, estimate))
+    basis = torch.stack([s, n], dim=1)  # (T, 2)
+    from sepkit.metrics.sdr import spd_solve
+
+    coef = spd_solve(basis.T @ basis, (basis.T @ e)[:, None])[:, 0]  # normal equations, by Cholesky
+    target = (e @ s) / (s @ s + eps) * s
+    proj = basis @ coef
+    interf, artif = proj - target, e - proj
+    sir = 10 * math.log10((float(target @ target) + eps) / (float(interf @ interf) + eps))
+    sar = 10 * math.log10((float(proj @ proj) + eps) / (float(artif @ artif) + eps))
+    return sir, sar
+
+
+def silent_frame_db(estimate: torch.Tensor, clean: torch.Tensor, hop: int = 128, win: int = 512) -> float:
+    """Mean power of ``estimate`` (T,) over the frames where ``clean`` is silent (more than 35 dB
+    under its loudest frame), in dB relative to the clean speech's mean power over its active
+    frames; NaN when no frame is silent."""
+    active = activity_labels(clean[None].float(), hop, win)[0].bool()
+    if bool(active.all()) or not bool(active.any()):
+        return float("nan")
+
+    def frame_power(x):
+        x = F.pad(x.float()[None, None], (win // 2, win // 2))[0, 0]
+        return x.unfold(-1, win, hop)[: active.shape[0]].square().mean(-1)
+
+    ref = float(frame_power(clean)[active].mean())
+    return 10 * math.log10((float(frame_power(estimate)[~active].mean()) + 1e-12) / (ref + 1e-12))
+
+
+# ------------------------------------------------------------------------------------------
+# the diffusion task
+# ------------------------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class DiffusionOptions(DataOptions):
+    """sampler: "pc" or "ode"; steps: sampler steps (30); snr, corrector_steps: the annealed
+    Langevin corrector (0.5, 1); seed: sampler seed; valid_steps: sampler steps in validation
+    (None: ``steps``); perceptual: PESQ and ESTOI in evaluation; sad_steps, sad_batch, sad_lr, sad_model: how prepare trains the demo
+    detector (optimizer steps, batch size, Adam learning rate, SpeechActivityDetector arguments)."""
+
+    sampler: str = "pc"
+    steps: int = 30
+    snr: float = 0.5
+    corrector_steps: int = 1
+    seed: int = 0
+    valid_steps: int | None = None
+    perceptual: bool = True
+    sad_steps: int = 300
+    sad_batch: int = 8
+    sad_lr: float = 3e-3
+    sad_model: dict = dataclasses.field(default_factory=dict)
+
+
+class DiffusionTask(EnhancementTask):
+    """SGMSE+ and Ex-Diff training, sampling and evaluation (see the module docstring)."""
+
+    name = "diffusion"
+    monitor = "si_sdr"
+    monitor_mode = "max"
+    infer_options = ("steps",)
+    Options = DiffusionOptions
+
+    # -- configuration -------------------------------------------------------------------
+    @property
+    def guided(self) -> bool:
+        return self.cfg.model.name.lower() == "exdiff"
+
+    def check_config(self) -> None:
+        check_data(self)
+        o, args = self.options, dict(self.cfg.model.args)
+        name = self.cfg.model.name.lower()
+        if name not in MODELS:
+            raise ConfigError(f"model.name={self.cfg.model.name!r}: the diffusion task builds one of {MODELS}")
+        allowed = set(_NCSNPP_ARGS) | set(_SDE_ARGS) | {"config"} | (set(_GUIDE_ARGS) if self.guided else set())
+        bad = sorted(set(args) - allowed)
+        if bad:
+            raise ConfigError(f"model.args: unknown key(s) {bad} for model {name!r}; allowed: {sorted(allowed)}")
+        if args.get("config", "sgmse") not in NCSNPP_CONFIGS:
+            raise ConfigError(f"model.args.config={args['config']!r}: must be one of {sorted(NCSNPP_CONFIGS)}")
+        if self.guided and args.get("uss", "sad") not in USS:
+            raise ConfigError(f"model.args.uss={args['uss']!r}: must be one of {USS}")
+        if o.sampler not in SAMPLERS:
+            raise ConfigError(f"task_args.sampler={o.sampler!r}: must be one of {SAMPLERS}")
+        for key in ("steps", "sad_steps", "sad_batch"):
+            if int(getattr(o, key)) < 1:
+                raise ConfigError(f"task_args.{key}={getattr(o, key)}: must be a positive integer")
+        if o.valid_steps is not None and o.valid_steps < 1:
+            raise ConfigError(f"task_args.valid_steps={o.valid_steps}: must be a positive integer or null")
+        if o.snr <= 0 or o.corrector_steps < 0:
+            raise ConfigError(f"task_args.snr={o.snr}, corrector_steps={o.corrector_steps}: need snr > 0, corrector_steps >= 0")
+
+    def model_meta(self) -> dict:
+        return {**super().model_meta(), "uss": self.cfg.model.args.get("uss", "sad") if self.guided else None}
+
+    # -- prerequisites -------------------------------------------------------------------
+    def sad_config(self):
+        """The recipe that trains the demo's speech-activity detector on this recipe's data."""
+        o, cfg = self.options, self.cfg
+        raw = {
+            "recipe": f"{cfg.recipe}-sad",
+            "description": "speech-activity detector (the Ex-Diff demo's USS stand-in)",
+            "task": "sepkit.train.tasks.diffusion:SADTask",
+            "task_args": {"pauses": o.pauses, "pause_range": list(o.pause_range)},
+            "data": dict(dataclasses.asdict(cfg.data), batch_size=o.sad_batch),
+            "model": {"name": "sad", "args": dict(o.sad_model)},
+            "optim": {"optimizer": "adam", "lr": o.sad_lr, "scheduler": "none"},
+            "train": {"max_steps": o.sad_steps, "eval_every": o.sad_steps, "ckpt_every": o.sad_steps,
+                      "log_every": max(1, min(50, o.sad_steps)), "seed": cfg.train.seed,
+                      "max_valid_items": cfg.train.max_valid_items},
+        }
+        return config_from_dict(raw, f"{cfg.recipe} (sad prerequisite)")
+
+    def prepare(self, run_dir: Path, device: torch.device, progress: bool = True) -> None:
+        """Ex-Diff with ``uss: sad`` and no ``model.args.uss_ckpt``: train the detector into
+        ``run_dir/prereq-sad`` (resumed, or reused when complete) and record its path there."""
+        if not self.guided or self.cfg.model.args.get("uss", "sad") != "sad" or self.cfg.model.args.get("uss_ckpt"):
+            return
+        from .. import train
+
+        path = Path(run_dir) / "prereq-sad"
+        done = (path / "checkpoints" / "LATEST").is_file()
+        if progress:
+            print(f"sepkit: {'resuming' if done else 'training'} the speech-activity detector (USS stand-in) in {path}")
+        train(self.sad_config(), path, resume=done, device=str(device), progress=progress, test=False)
+        self.cfg.model.args["uss_ckpt"] = str(path)
+
+    # -- the model -----------------------------------------------------------------------
+    def _extractor(self):
+        args = self.cfg.model.args
+        path = args.get("uss_ckpt")
+        uss = args.get("uss", "sad")
+        if not path:
+            raise ConfigError(f"model.args.uss_ckpt is required for model exdiff with uss={uss!r}: give "
+                              f"model.args.uss_ckpt=PATH ({'a sepkit run folder of the detector' if uss == 'sad' else 'a PANNs Cnn14_DecisionLevelMax .pth'})")
+        if uss == "sad":
+            from ..restore import load_trained
+
+            try:
+                sad_task, sad = load_trained(path)
+            except CheckpointError as exc:
+                raise CheckpointError(f"model.args.uss_ckpt={path!r}: no USS (speech-activity detector) weights: {exc}") from None
+            if not isinstance(sad, SpeechActivityDetector):
+                raise CheckpointError(f"model.args.uss_ckpt={path!r} holds a {type(sad).__name__}, not a speech-activity detector")
+            if sad.sample_rate != self.sample_rate:
+                raise CheckpointError(f"model.args.uss_ckpt={path!r}: detector at {sad.sample_rate} Hz, model at {self.sample_rate} Hz")
+            return sad
+        from sepkit.models.panns import Cnn14, PannsLatent
+
+        if not Path(path).is_file():
+            raise CheckpointError(f"model.args.uss_ckpt={path!r}: PANNs checkpoint not found")
+        try:
+            cnn = Cnn14.from_panns(path, decision_level="max")
+        except ValueError as exc:
+            raise CheckpointError(f"model.args.uss_ckpt={path!r}: {exc}") from None
+        return PannsLatent(cnn, tuple(args.get("uss_classes", SPEECH_CLASSES)), self.sample_rate)
+
+    def build_model(self) -> nn.Module:
+        args = dict(self.cfg.model.args)
+        sde_args = {k: args.pop(k) for k in _SDE_ARGS if k in args}
+        for k in _GUIDE_ARGS:
+            args.pop(k, None)
+        config = args.pop("config", "sgmse")
+        t_eps = float(sde_args.pop("t_eps", 0.03))
+        sde = OUVESDE(N=self.options.steps, **sde_args)
+        rep = SpecRepresentation(sample_rate=self.sample_rate)
+        if not self.guided:
+            return SGMSE(build_ncsnpp(config, **args), sde, rep, t_eps)
+        from sepkit.models.exdiff import ExDiff
+
+        dim = 1 if self.cfg.model.args.get("uss", "sad") == "sad" else len(self.cfg.model.args.get("uss_classes", SPEECH_CLASSES))
+        backbone = build_ncsnpp(config, latent_dim=dim, **args)  # first: the same seed, the same start as sgmse
+        return ExDiff(backbone, self._extractor(), sde=sde, representation=rep, t_eps=t_eps)
+
+    def frozen(self, model: nn.Module) -> tuple[str, ...]:
+        return ("extractor",) if self.guided else ()
+
+    def dataset(self, which: str):
+        return enhancement_dataset(self, which)
+
+    # -- steps ---------------------------------------------------------------------------
+    def training_step(self, model: nn.Module, batch: dict):
+        return model.loss(batch["sources"][:, 0], batch["mixture"]), {}
+
+    def enhance(self, model: nn.Module, noisy: torch.Tensor, steps: int | None = None, progress: bool = False,
+                **options) -> torch.Tensor:
+        o = self.options
+        return model.enhance(noisy, o.sampler, steps or o.steps, o.snr, o.corrector_steps, seed=o.seed,
+                             progress=progress)
+
+    def metrics(self, estimate, clean, noisy, full: bool = True) -> dict:
+        """The enhancement metrics plus SI-SIR, SI-SAR and the silent-frame energies; PESQ is NaN
+        where it finds no utterance in the estimate (a barely trained model)."""
+        from sepkit.metrics import estoi, pesq, si_sdr, si_sdri
+
+        row = {"si_sdr": float(si_sdr(estimate, clean)), "si_sdri": float(si_sdri(estimate, clean, noisy))}
+        if full and self.options.perceptual:
+            if _have("pesq") and self.sample_rate in (8000, 16000):
+                try:
+                    row["pesq"] = float(pesq(estimate.float(), clean.float(), self.sample_rate,
+                                             mode="wb" if self.sample_rate == 16000 else "nb"))
+                except ValueError:
+                    row["pesq"] = float("nan")
+            if _have("pystoi"):
+                row["estoi"] = float(estoi(estimate, clean, self.sample_rate))
+        if full:
+            row["si_sir"], row["si_sar"] = si_sir_sar(estimate[0], clean[0], (noisy - clean)[0])
+            row["silent_db"] = silent_frame_db(estimate[0], clean[0])
+            row["silent_db_input"] = silent_frame_db(noisy[0], clean[0])
+        return row
+
+    def validate(self, model, dataset) -> dict:
+        rows = self.evaluate(model, dataset, max_items=self.cfg.train.max_valid_items, full=False,
+                             steps=self.options.valid_steps or self.options.steps)
+        return {k: v[0] for k, v in summarize(rows).items()}
+
+    def check_options(self, model, options: dict) -> None:
+        super().check_options(model, options)
+        steps = options.get("steps")
+        if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
+            raise ValueError(f"--steps must be a positive integer, got {steps!r}")
+
+    @torch.no_grad()
+    def infer(self, model, waveform, sample_rate, steps: int | None = None, chunk: float | None = None,
+              overlap: float | None = None, **options) -> dict:
+        """Enhance ``waveform`` (T,) at ``sample_rate`` (resampled to the model's rate and back,
+        with a notice) in one pass of the sampler, with a progress bar over its steps
+        (``chunk``/``overlap`` of the command are not used): ``{"enhanced": (T,)}``."""
+        self.check_options(model, {"steps": steps, **options})
+        x = self.to_model_rate(waveform, sample_rate).to(self.model_device(model))
+        est = self.enhance(model, x.unsqueeze(0), steps=steps, progress=True)[0].float().cpu()
+        return {"enhanced": resample(est, self.sample_rate, sample_rate)[: waveform.shape[-1]]}
+
+
+# ------------------------------------------------------------------------------------------
+# the speech-activity detector (prerequisite of the Ex-Diff demo)
+# ------------------------------------------------------------------------------------------
+
+class SADTask(Task):
+    """Trains :class:`SpeechActivityDetector` (``model.name: sad``, ``model.args`` its
+    arguments) on the diffusion task's data; validation reports frame accuracy (the monitor)."""
+
+    name = "sad"
+    monitor = "accuracy"
+    monitor_mode = "max"
+    Options = DataOptions
+
+    def check_config(self) -> None:
+        check_data(self)
+        if self.cfg.model.name.lower() != "sad":
+            raise ConfigError(f"model.name={self.cfg.model.name!r}: the sad task builds model 'sad'")
+        bad = sorted(set(self.cfg.model.args) - set(inspect.signature(SpeechActivityDetector).parameters) - {"sample_rate"})
+        if bad:
+            raise ConfigError(f"model.args: unknown key(s) {bad} for SpeechActivityDetector")
+
+    def build_model(self) -> nn.Module:
+        return SpeechActivityDetector(**{**self.cfg.model.args, "sample_rate": self.sample_rate})
+
+    def dataset(self, which: str):
+        return enhancement_dataset(self, which)
+
+    def _labels(self, model, clean):
+        return activity_labels(clean, model.hop_length, model.n_fft)
+
+    def training_step(self, model, batch):
+        logits = model.logits(batch["mixture"])
+        labels = self._labels(model, batch["sources"][:, 0])
+        return F.binary_cross_entropy_with_logits(logits, labels), {}
+
+    @torch.no_grad()
+    def evaluate(self, model, dataset, progress=False, max_items=None):
+        model.eval()
+        device = self.model_device(model)
+        rows = []
+        for item in items(dataset, max_items, progress):
+            probs = model(item["mixture"].to(device)[None])[0, :, 0].cpu()
+            labels = self._labels(model, item["sources"][:1])[0]
+            rows.append({"id": item["id"], "accuracy": float(((probs > 0.5).float() == labels).float().mean()),
+                         "speech_fraction": float(labels.mean())})
+        return rows
+
+    @torch.no_grad()
+    def infer(self, model, waveform, sample_rate, **options) -> dict:
+        """The speech probability held over each frame's hop: ``{"activity": (T,)}``."""
+        x = self.to_model_rate(waveform, sample_rate).to(self.model_device(model))
+        probs = model(x[None])[0, :, 0].cpu()
+        gate = probs.repeat_interleave(model.hop_length)[: x.shape[-1]]
+        return {"activity": resample(gate, self.sample_rate, sample_rate)[: waveform.shape[-1]]}
+
+    def output_names(self) -> list[str]:
+        return ["activity"]
+
+
+TASK = DiffusionTask
