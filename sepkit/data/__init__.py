@@ -8,10 +8,12 @@ from .corpora import RealM, WSJ0Mix
 from .dns import DNSMixtures, DNSTestSet, write_synthetic_dns
 from .librimix import LibriMix, librimix_root, write_synthetic_librimix
 from .mixing import DynamicMixing, collate
+from .musdb import MUSDB18
 from .synth import MixtureSpec, SyntheticMixtures, make_speakers, synth_mixture
+from .voicebank import VoiceBankDemand
 
 __all__ = [
-    "AudioError", "DNSMixtures", "DNSTestSet", "DynamicMixing", "LibriMix", "MixtureSpec", "RealM", "SyntheticMixtures", "WSJ0Mix",
+    "AudioError", "DNSMixtures", "DNSTestSet", "DynamicMixing", "LibriMix", "MUSDB18", "VoiceBankDemand", "MixtureSpec", "RealM", "SyntheticMixtures", "WSJ0Mix",
     "audio_info", "check_waveform", "collate", "librimix_root", "make_speakers", "read_audio", "resample",
     "synth_mixture", "write_audio", "write_synthetic_dns", "write_synthetic_librimix",
 ]

@@ -22,6 +22,8 @@ _LAZY = {
     "ECAPATDNN": "speaker", "MixtureToSet": "mixture2set", "SetEmbeddingLoss": "mixture2set",
     "SpeakerMemory": "mixture2set", "ConvTasNetTSE": "tse", "DualPathTSE": "tse",
     "GCRN": "gcrn", "StreamingEnhancer": "streaming",
+    "OUVESDE": "sgmse", "SGMSE": "sgmse", "NCSNpp": "ncsnpp", "ExDiff": "exdiff", "Cnn14": "panns",
+    "SpeechActivityDetector": "sad",
 }
 
 
