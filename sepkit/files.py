@@ -1,4 +1,5 @@
-"""Files sepkit writes: temporary names renamed into place, with the user's umask.
+"""Files sepkit writes and reads: temporary names renamed into place with the user's umask, and
+plain state dicts loaded without running code.
 
 ``tempfile.mkstemp`` and ``mkdtemp`` create 0600 files and 0700 folders whatever the umask; a
 result renamed from one would stay private. :func:`umask_mode` gives it the mode a plain
@@ -7,6 +8,9 @@ result renamed from one would stay private. :func:`umask_mode` gives it the mode
 from __future__ import annotations
 
 import os
+from pathlib import Path
+
+import torch
 
 
 def current_umask() -> int:
@@ -18,3 +22,25 @@ def current_umask() -> int:
 def umask_mode(path: str | os.PathLike, directory: bool = False) -> None:
     """chmod ``path`` to 0666 (files) or 0777 (folders) less the process umask."""
     os.chmod(path, (0o777 if directory else 0o666) & ~current_umask())
+
+
+def load_state_dict_file(path, what: str = "checkpoint") -> dict:
+    """Load a plain state dict with ``torch.load(..., weights_only=True)``.
+
+    Raises FileNotFoundError for a missing file and ValueError for a file that is not a plain
+    tensor dictionary (a pickle that needs code execution is refused, never run).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{what}: no file at {str(path)!r}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise ValueError(f"{what}: {str(path)!r} is not a plain tensor state dict loadable with "
+                         f"weights_only=True (files that need code execution are refused; {type(err).__name__}: "
+                         f"{str(err).splitlines()[0][:200]})") from None
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f"{what}: {str(path)!r} does not hold a dictionary of tensors")
+    return state

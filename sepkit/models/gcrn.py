@@ -66,6 +66,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sepkit.files import load_state_dict_file
+
 from sepkit.kernels import stft_mask
 
 __all__ = ["GCRN", "GCRN_CONFIGS", "VARIANTS", "count_parameters", "macs_per_second", "build_ssl_model"]
@@ -249,17 +251,7 @@ def build_ssl_model(ssl_config: str | dict = "base", ssl_ckpt: str | os.PathLike
         model = wav2vec2_model(**kwargs)
     if ssl_ckpt is not None:
         path = Path(ssl_ckpt)
-        if not path.is_file():
-            raise FileNotFoundError(f"GCRN: ssl_ckpt {str(path)!r} does not exist")
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:
-            raise ValueError(f"GCRN: ssl_ckpt {str(path)!r} is not a plain tensor state dict (files that need code "
-                             f"execution are refused): {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
-        if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
-            state = state["state_dict"]
-        if not isinstance(state, dict):
-            raise ValueError(f"GCRN: ssl_ckpt {str(path)!r} holds a {type(state).__name__}, not a state dict")
+        state = load_state_dict_file(path, "GCRN: ssl_ckpt")
         own = model.state_dict()
         missing = sorted(set(own) - set(state))
         unexpected = sorted(set(state) - set(own))

@@ -18,35 +18,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sepkit.files import load_state_dict_file
+
 __all__ = ["LogMelFilterbank", "ECAPATDNN", "AAMSoftmax", "TDNNBlock", "SERes2NetBlock",
            "AttentiveStatisticsPooling", "load_state_dict_file"]
-
-
-def load_state_dict_file(path, what: str = "checkpoint") -> dict:
-    """Load a plain state dict with ``torch.load(..., weights_only=True)``.
-
-    Raises FileNotFoundError for a missing file and ValueError for a file that is not a plain
-    tensor dictionary (a pickle that needs code execution is refused, never run).
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{what}: no file at {str(path)!r}")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise ValueError(f"{what}: {str(path)!r} is not a plain tensor state dict loadable with "
-                         f"weights_only=True ({type(err).__name__}: {str(err).splitlines()[0][:200]})") from err
-    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
-        state = state["state_dict"]
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ValueError(f"{what}: {str(path)!r} does not hold a dictionary of tensors")
-    return state
 
 
 # --------------------------------------------------------------------------------------------

@@ -325,10 +325,8 @@ def resolve_recipe(name_or_path: str | os.PathLike) -> Path:
                       f"(looked in {where}; or give a path to a .yaml file)")
 
 
-def load_recipe(name_or_path: str | os.PathLike, preset: str | None = None, overrides: list[str] = (),
-                config_file: str | os.PathLike | None = None) -> RecipeConfig:
-    """Load a recipe, merge ``config_file`` (a partial YAML), the preset and the overrides over it."""
-    path = resolve_recipe(name_or_path)
+def _read_mapping(path: Path) -> dict:
+    """A YAML file holding a mapping of recipe sections (ConfigError naming the file otherwise)."""
     try:
         raw = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
@@ -336,21 +334,21 @@ def load_recipe(name_or_path: str | os.PathLike, preset: str | None = None, over
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: cannot read it ({type(exc).__name__})") from None
     if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: a recipe must be a mapping of sections, got {type(raw).__name__}")
+        raise ConfigError(f"{path}: must be a mapping of recipe sections, got {type(raw).__name__}")
+    return raw
+
+
+def load_recipe(name_or_path: str | os.PathLike, preset: str | None = None, overrides: list[str] = (),
+                config_file: str | os.PathLike | None = None) -> RecipeConfig:
+    """Load a recipe, merge ``config_file`` (a partial YAML), the preset and the overrides over it."""
+    path = resolve_recipe(name_or_path)
+    raw = _read_mapping(path)
     presets = raw.pop("presets", {}) or {}
     if config_file is not None:
         cfg_path = Path(config_file)
         if not cfg_path.is_file():
             raise ConfigError(f"config file not found: {cfg_path}")
-        try:
-            extra = yaml.safe_load(cfg_path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{cfg_path}: not valid YAML ({str(exc).splitlines()[0]})") from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"{cfg_path}: cannot read it ({type(exc).__name__})") from None
-        if not isinstance(extra, dict):
-            raise ConfigError(f"{cfg_path}: must be a mapping of recipe sections, got {type(extra).__name__}")
-        raw = _deep_merge(raw, extra)
+        raw = _deep_merge(raw, _read_mapping(cfg_path))
     if preset is not None:
         if preset not in presets:
             raise ConfigError(f"{path}: no preset {preset!r}; it has {sorted(presets) or 'none'}")
