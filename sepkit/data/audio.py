@@ -145,6 +145,21 @@ def write_audio(path: str | os.PathLike, wav: torch.Tensor | np.ndarray, sample_
     return path
 
 
+def crop_window(frames: int, rate: int, segment: float | None, random_crop: bool, seed: int, epoch: int,
+                index: int) -> tuple[int, int]:
+    """(start, count) of the crop of item ``index`` for a file of ``frames`` samples at ``rate``:
+    the whole file ``(0, -1)`` without a ``segment`` (seconds), else ``segment`` seconds from the
+    start, or from a position drawn uniformly, seeded by ``(seed, epoch, index)``, with
+    ``random_crop``."""
+    if segment is None:
+        return 0, -1
+    count = int(round(segment * rate))
+    extra = frames - count
+    if random_crop and extra > 0:
+        return int(np.random.default_rng([seed, epoch, index]).integers(0, extra + 1)), count
+    return 0, count
+
+
 def resample(wav: torch.Tensor, orig_rate: int, new_rate: int) -> torch.Tensor:
     """Band-limited resampling along the last axis (``torchaudio.functional.resample``, sinc
     interpolation with a Hann window). Returns ``wav`` itself when the rates agree."""

@@ -12,10 +12,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from .audio import AudioError, audio_info, read_audio, resample
+from .audio import AudioError, audio_info, crop_window, read_audio, resample
 
 __all__ = ["MUSDB18", "MUSDB_SPLITS"]
 
@@ -69,12 +68,7 @@ class MUSDB18(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> dict:
         track = self.tracks[index]
         rate, _, frames = audio_info(self.base / track / "mixture.wav")
-        start, count = 0, -1
-        if self.segment is not None:
-            count = int(round(self.segment * rate))
-            extra = frames - count
-            if self.random_crop and extra > 0:
-                start = int(np.random.default_rng([self.seed, self.epoch, index]).integers(0, extra + 1))
+        start, count = crop_window(frames, rate, self.segment, self.random_crop, self.seed, self.epoch, index)
         mix, r1 = self._read(self.base / track / "mixture.wav", start, count)
         voc, r2 = self._read(self.base / track / "vocals.wav", start, count)
         if r1 != r2 or len(mix) != len(voc):

@@ -12,10 +12,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from .audio import AudioError, audio_info, read_audio, resample
+from .audio import AudioError, audio_info, crop_window, read_audio, resample
 
 __all__ = ["VoiceBankDemand", "VOICEBANK_SPLITS"]
 
@@ -73,12 +72,7 @@ class VoiceBankDemand(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> dict:
         name = self.names[index]
         rate, _, frames = audio_info(self.noisy_dir / name)
-        start, count = 0, -1
-        if self.segment is not None:
-            count = int(round(self.segment * rate))
-            extra = frames - count
-            if self.random_crop and extra > 0:
-                start = int(np.random.default_rng([self.seed, self.epoch, index]).integers(0, extra + 1))
+        start, count = crop_window(frames, rate, self.segment, self.random_crop, self.seed, self.epoch, index)
         noisy, r1 = read_audio(self.noisy_dir / name, start=start, frames=count)
         clean, r2 = read_audio(self.clean_dir / name, start=start, frames=count)
         if r1 != r2 or len(noisy) != len(clean):
