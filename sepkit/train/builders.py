@@ -15,22 +15,36 @@ _SYNTH_DEFAULT_SIZES = {"num_train": 20000, "num_valid": 500, "num_test": 500}
 _SYNTH_SPLIT_NAMES = {"train": "train", "valid": "dev", "test": "test"}
 
 
-def _synthetic(data: DataConfig, which: str, segment: float | None, seed: int) -> SyntheticMixtures:
+def synthetic_spec(data: DataConfig, which: str, segment: float | None, n_src: int | None = None,
+                   sizes: dict | None = None) -> tuple[MixtureSpec, int, int]:
+    """(MixtureSpec, number of items, speaker pool size) of the ``which`` split from
+    ``data.synthetic``: its ``num_train`` / ``num_valid`` / ``num_test`` (defaults ``sizes``) and
+    ``num_speakers`` keys, the rest MixtureSpec fields (an unknown key is a ConfigError); with a
+    ``segment`` (training crops) utterances are drawn exactly one segment long. ``n_src`` replaces
+    ``data.n_src`` (tasks that draw a varying number of speakers use 1)."""
     opts = dict(data.synthetic)
-    sizes = {k: opts.pop(k, v) for k, v in _SYNTH_DEFAULT_SIZES.items()}
+    counts = {k: opts.pop(k, v) for k, v in dict(_SYNTH_DEFAULT_SIZES, **(sizes or {})).items()}
     num_speakers = opts.pop("num_speakers", 100)
-    spec_fields = set(MixtureSpec.__dataclass_fields__)
+    spec_fields = set(MixtureSpec.__dataclass_fields__) - {"sample_rate", "n_src"}
     bad = sorted(set(opts) - spec_fields)
     if bad:
-        raise ConfigError(f"data.synthetic: unknown key(s) {bad}; expected {sorted(spec_fields | set(sizes) | {'num_speakers'})}")
-    if segment is not None:  # training crops: draw utterances exactly one segment long
+        raise ConfigError(f"data.synthetic: unknown key(s) {bad}; expected {sorted(spec_fields | set(counts) | {'num_speakers'})}")
+    if segment is not None:
         opts.update(min_duration=segment, max_duration=segment)
     for k in ("sir_range", "snr_range", "rt60_range"):
         if k in opts:
             opts[k] = tuple(opts[k])
-    spec = MixtureSpec(sample_rate=data.sample_rate, n_src=data.n_src, **opts)
-    return SyntheticMixtures(sizes[_SYNTH_SIZES[which]], spec, split=_SYNTH_SPLIT_NAMES[which],
-                             num_speakers=num_speakers, seed=seed, dynamic_mixing=data.dynamic_mixing and which == "train")
+    try:
+        spec = MixtureSpec(sample_rate=data.sample_rate, n_src=data.n_src if n_src is None else n_src, **opts)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"data.synthetic: {exc}") from None
+    return spec, int(counts[_SYNTH_SIZES[which]]), num_speakers
+
+
+def _synthetic(data: DataConfig, which: str, segment: float | None, seed: int) -> SyntheticMixtures:
+    spec, size, num_speakers = synthetic_spec(data, which, segment)
+    return SyntheticMixtures(size, spec, split=_SYNTH_SPLIT_NAMES[which], num_speakers=num_speakers, seed=seed,
+                             dynamic_mixing=data.dynamic_mixing and which == "train")
 
 
 def build_dataset(data: DataConfig, which: str, seed: int = 0):

@@ -47,6 +47,7 @@ from sepkit.metrics.clustering import adjusted_rand_index, kmeans, normalized_mu
 from sepkit.models.mixture2set import MixtureToSet, SetEmbeddingLoss
 from sepkit.models.speaker import ECAPATDNN
 
+from ..builders import synthetic_spec
 from ..config import ConfigError
 from ..evaluate import items as iterate_items
 from ..evaluate import summarize
@@ -410,19 +411,9 @@ class Mixture2SetTask(Task):
             return LibriMixSets([data.root, *self.options.extra_roots], split, self.n_slots, mix=data.mix,
                                 sample_rate=self.sample_rate, segment=segment, random_crop=which == "train",
                                 seed=self.cfg.train.seed)
-        syn = dict(data.synthetic)
-        sizes = {"train": syn.pop("num_train", 20000), "valid": syn.pop("num_valid", 200), "test": syn.pop("num_test", 200)}
-        num_speakers = syn.pop("num_speakers", 100)
-        for k in ("sir_range", "snr_range", "rt60_range"):
-            if k in syn:
-                syn[k] = tuple(syn[k])
-        if segment is not None:
-            syn.update(min_duration=segment, max_duration=segment)
-        try:
-            spec = MixtureSpec(sample_rate=self.sample_rate, n_src=1, **syn)
-        except TypeError as exc:
-            raise ConfigError(f"data.synthetic: {exc}") from None
-        return SpeakerSetMixtures(int(sizes[which]), spec, self.options.speaker_counts, self.n_slots, SPLITS[which],
+        spec, size, num_speakers = synthetic_spec(data, which, segment, n_src=1,
+                                                  sizes={"num_valid": 200, "num_test": 200})
+        return SpeakerSetMixtures(size, spec, self.options.speaker_counts, self.n_slots, SPLITS[which],
                                   num_speakers=num_speakers, seed=self.cfg.train.seed)
 
     def collate(self, items):

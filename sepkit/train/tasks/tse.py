@@ -36,6 +36,7 @@ from sepkit.losses import si_sdr_loss
 from sepkit.metrics import si_sdr, si_sdri
 from sepkit.models.tse import ConvTasNetTSE, DualPathTSE
 
+from ..builders import synthetic_spec
 from ..config import ConfigError
 from ..evaluate import items as iterate_items
 from ..evaluate import summarize
@@ -201,20 +202,10 @@ class TSETask(Task):
 
     def dataset(self, which: str):
         data = self.cfg.data
-        syn = dict(data.synthetic)
-        sizes = {"train": syn.pop("num_train", 20000), "valid": syn.pop("num_valid", 100), "test": syn.pop("num_test", 200)}
-        num_speakers = syn.pop("num_speakers", 100)
-        for k in ("sir_range", "snr_range", "rt60_range"):
-            if k in syn:
-                syn[k] = tuple(syn[k])
         segment = {"train": data.segment, "valid": data.valid_segment, "test": None}[which]
-        if segment is not None:
-            syn.update(min_duration=segment, max_duration=segment)
-        try:
-            spec = MixtureSpec(sample_rate=self.sample_rate, n_src=1, **syn)
-        except TypeError as exc:
-            raise ConfigError(f"data.synthetic: {exc}") from None
-        return TSEMixtures(int(sizes[which]), spec, self.options.speaker_counts, SPLITS[which], num_speakers,
+        spec, size, num_speakers = synthetic_spec(data, which, segment, n_src=1,
+                                                  sizes={"num_valid": 100, "num_test": 200})
+        return TSEMixtures(size, spec, self.options.speaker_counts, SPLITS[which], num_speakers,
                            int(self.options.enroll_seconds * self.sample_rate), seed=self.cfg.train.seed)
 
     def collate(self, items):
