@@ -345,19 +345,19 @@ TINY_YAML = "{" + ", ".join(f"{k}: {v}" for k, v in TINY.items()) + "}"
 
 def _pretrain_recipe(tmp_path) -> str:
     path = tmp_path / "tiny-pretrain.yaml"
-    path.write_text(f"""
+    path.write_text("""
 recipe: tiny-dip-pretrain
 task: dip-pretrain
-task_args: {{alpha: 10.0, num_negatives: 8}}
+task_args: {alpha: 10.0, num_negatives: 8}
 data:
   sample_rate: 8000
   segment: 0.5
   batch_size: 2
-  synthetic: {{num_train: 4, num_valid: 1, num_test: 1, min_duration: 0.6, max_duration: 0.7}}
-model: {{name: dip, args: {{config: small, conv_channels: 16, d_model: 32, n_layers: 1, n_heads: 2, ffn_dim: 64,
-         final_dim: 16, codevector_dim: 16, num_vars: 24, pos_conv_kernel: 16, pos_conv_groups: 4}}}}
-optim: {{lr: 1.0e-3, scheduler: none}}
-train: {{max_steps: 2, eval_every: 2, ckpt_every: 2, log_every: 1, max_valid_items: 1, grad_accum: 2}}
+  synthetic: {num_train: 4, num_valid: 1, num_test: 1, min_duration: 0.6, max_duration: 0.7}
+model: {name: dip, args: {config: small, conv_channels: 16, d_model: 32, n_layers: 1, n_heads: 2, ffn_dim: 64,
+         final_dim: 16, codevector_dim: 16, num_vars: 24, pos_conv_kernel: 16, pos_conv_groups: 4}}
+optim: {lr: 1.0e-3, scheduler: none}
+train: {max_steps: 2, eval_every: 2, ckpt_every: 2, log_every: 1, max_valid_items: 1, grad_accum: 2}
 """)
     return str(path)
 

@@ -4,7 +4,8 @@ import torch
 import yaml
 
 from sepkit.train import CheckpointError, ConfigError, load_recipe, load_weights, resolve_checkpoint, save_checkpoint, train
-from sepkit.train.builders import build_model, model_meta
+from sepkit.train.builders import build_model
+from sepkit.train.tasks import make_task
 from sepkit.train.checkpoint import LATEST, load_state
 from sepkit.train.config import recipes_dir
 
@@ -22,7 +23,6 @@ def test_every_recipe_and_preset_loads_and_builds():
     """Every recipe and preset loads and its task accepts it; the separation recipes' demo
     models build and run (method recipes build theirs in their own tests: some need a
     prerequisite trained first)."""
-    from sepkit.train.tasks import make_task
 
     assert {"convtasnet", "dprnn", "sepformer", "bilstm"} <= set(RECIPES)
     for name in RECIPES:
@@ -118,7 +118,7 @@ def test_resume_with_another_model_is_refused(tmp_path):
 def test_interrupted_save_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
     cfg = _tiny()
     model = build_model(cfg.model, cfg.data)
-    good = save_checkpoint(tmp_path, 1, model, model_meta(cfg), cfg.to_dict())
+    good = save_checkpoint(tmp_path, 1, model, make_task(cfg).model_meta(), cfg.to_dict())
     with torch.no_grad():
         for p in model.parameters():
             p.add_(1.0)
@@ -128,7 +128,7 @@ def test_interrupted_save_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
 
     monkeypatch.setattr(torch, "save", crash)
     with pytest.raises(KeyboardInterrupt):
-        save_checkpoint(tmp_path, 2, model, model_meta(cfg), cfg.to_dict())
+        save_checkpoint(tmp_path, 2, model, make_task(cfg).model_meta(), cfg.to_dict())
     monkeypatch.undo()
     assert resolve_checkpoint(tmp_path) == good
     assert (tmp_path / "checkpoints" / LATEST).read_text().strip() == "step-0000001"
@@ -141,7 +141,7 @@ def test_interrupted_save_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
 def test_corrupt_and_foreign_checkpoints_are_named(tmp_path):
     cfg = _tiny()
     model = build_model(cfg.model, cfg.data)
-    ckpt = save_checkpoint(tmp_path, 1, model, model_meta(cfg), cfg.to_dict())
+    ckpt = save_checkpoint(tmp_path, 1, model, make_task(cfg).model_meta(), cfg.to_dict())
     other = build_model(load_recipe("dprnn", "demo").model, cfg.data)
     with pytest.raises(CheckpointError, match="different model"):
         load_weights(ckpt, other)

@@ -93,14 +93,3 @@ def build_loss(cfg: RecipeConfig) -> PITLoss:
     if cfg.train.loss == "sdr":
         return PITLoss(SDRLoss(reduction="none"))
     raise ConfigError(f"train.loss must be 'si_sdr' or 'sdr', got {cfg.train.loss!r}")
-
-
-def model_meta(cfg: RecipeConfig) -> dict:
-    """What a checkpoint records to rebuild its model without the recipe."""
-    return {"model": cfg.model.name.lower(), "args": dict(cfg.model.args), "n_src": cfg.data.n_src,
-            "sample_rate": cfg.data.sample_rate, "recipe": cfg.recipe}
-
-
-def model_from_meta(meta: dict) -> torch.nn.Module:
-    args = dict(meta.get("args", {}), n_src=meta["n_src"], sample_rate=meta["sample_rate"])
-    return build_separator(meta["model"], **args)
