@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import datetime as _dt
 import json
+import os
 import platform
 import statistics
 import subprocess
@@ -31,10 +32,10 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 # -- the models -----------------------------------------------------------------------------
 
-def sepkit_model(name: str) -> torch.nn.Module:
+def sepkit_model(name: str, **kwargs) -> torch.nn.Module:
     from sepkit.models.separators import build_separator
 
-    return build_separator(name, n_src=2, sample_rate=8000)
+    return build_separator(name, n_src=2, sample_rate=8000, **kwargs)
 
 
 class _SpeechBrainSepformer(torch.nn.Module):
@@ -138,14 +139,26 @@ def time_pair(fns: dict, reps: int, warmup: int) -> dict:
     return {k: statistics.median(v) for k, v in times.items()}
 
 
-def peak_rss_mb(which: str, name: str, seconds: float, threads: int) -> float | None:
-    """Peak RSS growth (MB) of one training step, in a fresh process."""
+MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "131072"}
+"""The memory runs' allocator setting: glibc serves every block over 128 KiB by ``mmap`` and returns
+it when freed, so the peak resident set follows the peak of live tensors (the CPU analogue of
+``torch.cuda.max_memory_allocated``) instead of the heap glibc keeps after frees, which depends
+on the order of allocations more than on what a model stores (``--malloc glibc`` measures with
+glibc's defaults)."""
+
+
+def peak_rss_mb(which: str, name: str, seconds: float, threads: int, checkpointing: str = "none",
+                malloc: str = "live") -> float:
+    """Peak RSS growth (MB) of one training step, in a fresh process: the process's peak resident
+    set after the step minus its resident set after building the model and the batch. ``malloc``:
+    "live" (:data:`MALLOC_ENV`) or "glibc" (the allocator's defaults)."""
+    kwargs = {} if checkpointing == "none" else {"checkpointing": checkpointing}
     code = f"""
 import resource, torch, sys
 sys.path.insert(0, {str(Path(__file__).resolve().parents[1])!r})
 torch.set_num_threads({threads})
 from perf.models import sepkit_model, peer_model, step_fn
-m = sepkit_model({name!r}) if {which!r} == "sepkit" else peer_model({name!r})
+m = sepkit_model({name!r}, **{kwargs!r}) if {which!r} == "sepkit" else peer_model({name!r})
 g = torch.Generator().manual_seed(0)
 mix = torch.randn(1, int({seconds} * 8000), generator=g); ref = torch.randn(1, 2, mix.shape[-1], generator=g)
 import gc; gc.collect()
@@ -157,22 +170,93 @@ before = rss()
 step_fn(m, mix, ref, "training")()
 print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - before)
 """
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=900)
+    env = dict(os.environ, **(MALLOC_ENV if malloc == "live" else {}))
+    if malloc != "live":
+        for key in MALLOC_ENV:
+            env.pop(key, None)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=1800, env=env)
     if done.returncode != 0:
-        return None
+        raise RuntimeError(f"memory run {which} {name} {seconds:g} s failed: {done.stderr.strip()[-300:]}")
     return float(done.stdout.strip().splitlines()[-1])
+
+
+def peak_cuda_mb(model: torch.nn.Module, seconds: float) -> float:
+    """Peak CUDA memory (MB) allocated by one training step above what was allocated before it."""
+    g = torch.Generator().manual_seed(0)
+    mix = torch.randn(1, int(seconds * 8000), generator=g).cuda()
+    ref = torch.randn(1, 2, mix.shape[-1], generator=g).cuda()
+    model = model.cuda()
+    step = step_fn(model, mix, ref, "training")
+    step()  # allocate the gradients, then measure a step as the training loop sees it
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    base = torch.cuda.memory_allocated()
+    step()
+    torch.cuda.synchronize()
+    return (torch.cuda.max_memory_allocated() - base) / 2**20
+
+
+def available_mb() -> float:
+    for line in open("/proc/meminfo"):
+        if line.startswith("MemAvailable"):
+            return int(line.split()[1]) / 1024
+    return float("inf")
+
+
+MEMORY_VARIANTS = (("sepkit", "none"), ("sepkit", "blocks"), ("peer", "none"))
+
+
+def memory_rows(models: list[str], lengths: list[float], threads: int, device: str = "cpu",
+                malloc: str = "live") -> list[dict]:
+    """Peak training-step memory of each separator (without and with checkpointing) and its peer
+    at each length. On the CPU each figure is a fresh process's RSS growth; a run predicted (from
+    the same variant at the previous length, scaled linearly) to need more than 80% of the memory
+    available now is skipped with its reason rather than risk the out-of-memory killer."""
+    rows = []
+    for name in models:
+        last: dict[str, tuple[float, float]] = {}
+        for seconds in sorted(lengths):
+            row = {"model": name, "peer": PEERS[name], "seconds": seconds, "device": device}
+            for which, ckpt in MEMORY_VARIANTS:
+                key = f"{which}_{ckpt}" if which == "sepkit" else "peer"
+                if which == "peer" and peer_model(name) is None:
+                    row[f"{key}_skipped"] = "peer package not installed"
+                    continue
+                if key in last:
+                    prev_s, prev_mb = last[key]
+                    need, free = prev_mb * seconds / prev_s * 1.1, available_mb()
+                    if need > 0.8 * free:
+                        row[f"{key}_skipped"] = f"would need about {need:.0f} MB, {free:.0f} MB available"
+                        continue
+                if device == "cuda":
+                    kwargs = {} if ckpt == "none" else {"checkpointing": ckpt}
+                    model = sepkit_model(name, **kwargs) if which == "sepkit" else peer_model(name)
+                    mb = peak_cuda_mb(model, seconds)
+                    del model
+                    torch.cuda.empty_cache()
+                else:
+                    mb = peak_rss_mb(which, name, seconds, threads, ckpt, malloc)
+                row[f"{key}_mb"] = mb
+                last[key] = (seconds, mb)
+            for ckpt in ("none", "blocks"):
+                if f"sepkit_{ckpt}_mb" in row and "peer_mb" in row:
+                    row[f"ratio_{ckpt}"] = row["peer_mb"] / row[f"sepkit_{ckpt}_mb"]
+            rows.append(row)
+            print(format_memory_row(row), flush=True)
+    return rows
 
 
 # -- the run --------------------------------------------------------------------------------
 
-def run(models: list[str], seconds: float, threads: int, reps: int, warmup: int, memory: bool) -> dict:
+def run(models: list[str], seconds: float, threads: int, reps: int, warmup: int, timing: bool = True,
+        memory_lengths: list[float] | None = None, device: str = "cpu", malloc: str = "live") -> dict:
     torch.set_num_threads(threads)
     g = torch.Generator().manual_seed(0)
     T = int(seconds * 8000)
     mix = torch.randn(1, T, generator=g) * 0.1
     ref = torch.randn(1, 2, T, generator=g) * 0.1
     rows = []
-    for name in models:
+    for name in models if timing else []:
         ours, peer = sepkit_model(name), peer_model(name)
         row = {"model": name, "peer": PEERS[name], "sepkit_params": n_params(ours),
                "peer_params": n_params(peer) if peer is not None else None}
@@ -180,19 +264,26 @@ def run(models: list[str], seconds: float, threads: int, reps: int, warmup: int,
             row["skipped"] = "peer package not installed"
             rows.append(row)
             continue
+        ckpt = sepkit_model(name, checkpointing="blocks")
+        ckpt.load_state_dict(ours.state_dict())
         for mode in ("inference", "training"):
-            t = time_pair({"sepkit": step_fn(ours, mix, ref, mode), "peer": step_fn(peer, mix, ref, mode)}, reps, warmup)
+            fns = {"sepkit": step_fn(ours, mix, ref, mode), "peer": step_fn(peer, mix, ref, mode)}
+            if mode == "training":
+                fns["sepkit_ckpt"] = step_fn(ckpt, mix, ref, mode)
+            t = time_pair(fns, reps, warmup)
             row[f"{mode}_sepkit_s"], row[f"{mode}_peer_s"] = t["sepkit"], t["peer"]
             row[f"{mode}_ratio"] = t["peer"] / t["sepkit"]
-        if memory:
-            row["train_peak_mb_sepkit"] = peak_rss_mb("sepkit", name, seconds, threads)
-            row["train_peak_mb_peer"] = peak_rss_mb("peer", name, seconds, threads)
+            if mode == "training":
+                row["training_ckpt_s"] = t["sepkit_ckpt"]
+                row["checkpointing_time_factor"] = t["sepkit_ckpt"] / t["sepkit"]
         rows.append(row)
         print(format_row(row), flush=True)
+    memory = memory_rows(models, memory_lengths, threads, device, malloc) if memory_lengths else []
     import sepkit
 
-    return {"rows": rows, "config": {"batch": 1, "seconds": seconds, "sample_rate": 8000, "dtype": "fp32",
-                                     "threads": threads, "reps": reps, "warmup": warmup},
+    return {"rows": rows, "memory": memory,
+            "config": {"batch": 1, "seconds": seconds, "sample_rate": 8000, "dtype": "fp32", "threads": threads,
+                       "reps": reps, "warmup": warmup, "memory_lengths": memory_lengths or [], "device": device, "malloc": malloc},
             "machine": {"cpu": platform.processor() or platform.machine(), "torch": torch.__version__,
                         "sepkit": sepkit.__version__, "python": platform.python_version(),
                         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}}
@@ -200,45 +291,103 @@ def run(models: list[str], seconds: float, threads: int, reps: int, warmup: int,
 
 def format_row(r: dict) -> str:
     if "skipped" in r:
-        return f"| {r['model']} | {r['peer']} | {r['sepkit_params']:,} | - | skipped: {r['skipped']} | | |"
-    mem = ""
-    if r.get("train_peak_mb_sepkit") is not None and r.get("train_peak_mb_peer") is not None:
-        mem = f" | {r['train_peak_mb_sepkit']:.0f} / {r['train_peak_mb_peer']:.0f} MB"
+        return f"| {r['model']} | {r['peer']} | {r['sepkit_params']:,} | skipped: {r['skipped']} | | |"
     return (f"| {r['model']} | {r['peer']} | {r['sepkit_params']:,} / {r['peer_params']:,} | "
             f"{r['inference_sepkit_s'] * 1e3:.0f} / {r['inference_peer_s'] * 1e3:.0f} ms ({r['inference_ratio']:.2f}x) | "
-            f"{r['training_sepkit_s'] * 1e3:.0f} / {r['training_peer_s'] * 1e3:.0f} ms ({r['training_ratio']:.2f}x)"
-            f"{mem} |")
+            f"{r['training_sepkit_s'] * 1e3:.0f} / {r['training_peer_s'] * 1e3:.0f} ms ({r['training_ratio']:.2f}x) | "
+            f"{r['training_ckpt_s'] * 1e3:.0f} ms ({r['checkpointing_time_factor']:.2f}x) |")
+
+
+def _mb(row: dict, key: str) -> str:
+    if f"{key}_mb" in row:
+        return f"{row[f'{key}_mb']:.0f} MB"
+    return f"skipped ({row.get(f'{key}_skipped', 'not run')})"
+
+
+def format_memory_row(r: dict) -> str:
+    ratio = {k: f" ({r[f'ratio_{k}']:.2f}x)" if f"ratio_{k}" in r else "" for k in ("none", "blocks")}
+    return (f"| {r['model']} | {r['seconds']:g} s | {_mb(r, 'sepkit_none')}{ratio['none']} | "
+            f"{_mb(r, 'sepkit_blocks')}{ratio['blocks']} | {_mb(r, 'peer')} |")
 
 
 def markdown(result: dict) -> str:
     c, m = result["config"], result["machine"]
-    mem = any("train_peak_mb_sepkit" in r for r in result["rows"])
-    lines = [f"Separators vs peers on the CPU ({m['cpu']}, {c['threads']} threads, torch {m['torch']}, {m['date']}): "
-             f"batch {c['batch']} x {c['seconds']:g} s at {c['sample_rate']} Hz, {c['dtype']}, median of {c['reps']} "
-             "interleaved repetitions; ratio = peer time / sepkit time (above 1: sepkit is faster).", "",
-             "| model | peer | parameters (sepkit / peer) | inference (sepkit / peer) | training step (sepkit / peer) |"
-             + (" peak training memory (sepkit / peer) |" if mem else ""),
-             "|---|---|---|---|---|" + ("---|" if mem else "")]
-    lines += [format_row(r) for r in result["rows"]]
+    lines = []
+    if result["rows"]:
+        lines += [f"Separators vs peers on the CPU ({m['cpu']}, {c['threads']} threads, torch {m['torch']}, {m['date']}): "
+                  f"batch {c['batch']} x {c['seconds']:g} s at {c['sample_rate']} Hz, {c['dtype']}, median of {c['reps']} "
+                  "interleaved repetitions; ratio = peer time / sepkit time (above 1: sepkit is faster); the last "
+                  "column is sepkit's training step with `checkpointing: blocks` (factor: its time / the step without).",
+                  "",
+                  "| model | peer | parameters (sepkit / peer) | inference (sepkit / peer) | training step (sepkit / peer) "
+                  "| training step, checkpointing |",
+                  "|---|---|---|---|---|---|"]
+        lines += [format_row(r) for r in result["rows"]]
+    if result.get("memory"):
+        where = ("peak CUDA memory allocated by the step" if c["device"] == "cuda" else
+                 "peak resident-memory growth of the step, each in a fresh process, "
+                 + ("glibc blocks over 128 KiB mmapped so that the peak follows the live tensors"
+                    if c.get("malloc", "live") == "live" else "glibc's default allocator settings"))
+        lines += ([""] if lines else []) + [
+            f"Training-step memory ({where}; {m['cpu'] if c['device'] == 'cpu' else 'GPU'}, {c['threads']} threads, "
+            f"torch {m['torch']}, {m['date']}): batch 1, fp32; ratio = peer / sepkit (above 1: sepkit needs less).",
+            "",
+            "| model | length | sepkit | sepkit, checkpointing | peer |",
+            "|---|---|---|---|---|"]
+        lines += [format_memory_row(r) for r in result["memory"]]
     return "\n".join(lines) + "\n"
 
 
+README_START, README_END = "<!-- models-table:start -->", "<!-- models-table:end -->"
+
+
+def update_readme(text: str, readme: Path) -> bool:
+    """Replace the README's models table (between its markers) with ``text``."""
+    body = readme.read_text()
+    if README_START not in body or README_END not in body:
+        return False
+    head, rest = body.split(README_START, 1)
+    _, tail = rest.split(README_END, 1)
+    readme.write_text(f"{head}{README_START}\n{text}{README_END}{tail}")
+    return True
+
+
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m perf.models", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m perf models", description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", action="append", choices=sorted(PEERS), help="only this model (repeatable)")
-    parser.add_argument("--seconds", type=float, default=4.0)
+    parser.add_argument("--seconds", type=float, default=4.0, help="input length of the timings")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=1)
-    parser.add_argument("--memory", action="store_true", help="also peak RSS of a training step (fresh processes)")
+    parser.add_argument("--memory", action="store_true", help="also the peak memory of a training step")
+    parser.add_argument("--memory-only", action="store_true", help="the memory table alone, no timings")
+    parser.add_argument("--lengths", type=float, nargs="+", default=[4.0, 8.0], help="input lengths of the memory runs")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where the memory runs go")
+    parser.add_argument("--malloc", choices=("live", "glibc"), default="live",
+                        help="CPU memory runs: live tensors (default, see MALLOC_ENV) or glibc's defaults")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--readme", action="store_true", help="also rewrite the README's models table")
     args = parser.parse_args(argv)
-    result = run(args.model or sorted(PEERS), args.seconds, args.threads, args.reps, args.warmup, args.memory)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        print("python -m perf models: --device cuda needs a CUDA GPU", file=sys.stderr)
+        return 2
+    lengths = args.lengths if (args.memory or args.memory_only) else None
+    result = run(args.model or sorted(PEERS), args.seconds, args.threads, args.reps, args.warmup,
+                 timing=not args.memory_only, memory_lengths=lengths, device=args.device, malloc=args.malloc)
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "models_cpu.json").write_text(json.dumps(result, indent=1))
-    (args.out / "models_cpu.md").write_text(markdown(result))
+    stem = "models_cpu" if not args.memory_only else "models_memory"
+    if args.device == "cuda":
+        stem += "_cuda"
+    (args.out / f"{stem}.json").write_text(json.dumps(result, indent=1))
+    (args.out / f"{stem}.md").write_text(markdown(result))
     print(markdown(result))
-    print(f"wrote {args.out / 'models_cpu.json'} and {args.out / 'models_cpu.md'}")
+    print(f"wrote {args.out / (stem + '.json')} and {args.out / (stem + '.md')}")
+    if args.readme:
+        readme = Path(__file__).resolve().parents[1] / "README.md"
+        if not update_readme(markdown(result), readme):
+            print(f"{readme} has no {README_START} ... {README_END} markers; not updated", file=sys.stderr)
+            return 2
+        print(f"updated {readme}")
     return 0
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from sepkit.nn.checkpoint import check_checkpointing, run_block
 from sepkit.nn.norm import make_norm
 
 from .base import Decoder, Encoder, MaskSeparator, check_choice, mask_activation
@@ -23,11 +24,14 @@ class LSTMMasker(nn.Module):
 
     norm(N), then ``n_layers`` LSTM layers of ``hidden`` units (per direction); layer i >= 1 adds
     its input to its output (identity skip); dropout between layers; linear -> S*N; mask act.
+    ``checkpointing="blocks"`` recomputes each LSTM layer in the backward pass.
     """
 
     def __init__(self, in_channels: int, n_src: int, hidden: int = 500, n_layers: int = 4,
-                 bidirectional: bool = True, norm: str = "gLN", dropout: float = 0.0, mask_act: str = "sigmoid"):
+                 bidirectional: bool = True, norm: str = "gLN", dropout: float = 0.0, mask_act: str = "sigmoid",
+                 checkpointing: str = "none"):
         super().__init__()
+        self.checkpointing = check_checkpointing("LSTMMasker", checkpointing)
         check_choice("LSTMMasker", "mask_act", mask_act, ("relu", "sigmoid", "softmax", "linear"))
         if n_layers < 1:
             raise ValueError(f"LSTMMasker: n_layers must be >= 1, got {n_layers}")
@@ -45,7 +49,7 @@ class LSTMMasker(nn.Module):
         B, N, frames = w.shape
         x = self.norm(w).transpose(1, 2)  # (B, F, N)
         for i, lstm in enumerate(self.layers):
-            y = lstm(x)[0]
+            y = run_block(lstm, x, checkpointing=self.checkpointing)[0]
             x = self.dropout(y + x if i > 0 else y)
         masks = self.output(x).reshape(B, frames, self.n_src, N).permute(0, 2, 3, 1)
         return mask_activation(self.mask_act, masks)
@@ -67,20 +71,25 @@ class BiLSTMSeparator(MaskSeparator):
         encoder_activation: "gated" (default), "relu" or "linear".
         sample_rate: rate the model is meant for, in Hz (metadata).
         frontend, frontend_dim: the frontend hook (see :mod:`sepkit.models.separators.base`).
+        checkpointing: "none" (default) or "blocks": recompute each LSTM layer in the backward
+            pass (see :mod:`sepkit.nn.checkpoint`).
     """
 
     def __init__(self, n_src: int = 2, n_filters: int = 500, kernel_size: int = 40, stride: int = 20,
                  hidden: int = 500, n_layers: int = 4, norm: str | None = None, causal: bool = False,
                  dropout: float = 0.0, mask_act: str = "sigmoid", encoder_activation: str = "gated",
-                 sample_rate: int = 8000, frontend: nn.Module | None = None, frontend_dim: int | None = None):
+                 sample_rate: int = 8000, frontend: nn.Module | None = None, frontend_dim: int | None = None,
+                 checkpointing: str = "none"):
         super().__init__()
         self.n_src = self._check_n_src("BiLSTMSeparator", n_src)
+        check_checkpointing("BiLSTMSeparator", checkpointing)
         self.sample_rate, self.causal = sample_rate, causal
         norm = norm or ("cLN" if causal else "gLN")
         if causal and norm == "gLN":
             raise ValueError("BiLSTMSeparator: gLN looks at the whole utterance; use norm='cLN' when causal")
         self.encoder = Encoder(n_filters, kernel_size, stride, encoder_activation)
-        self.masker = LSTMMasker(n_filters, n_src, hidden, n_layers, not causal, norm, dropout, mask_act)
+        self.masker = LSTMMasker(n_filters, n_src, hidden, n_layers, not causal, norm, dropout, mask_act,
+                                 checkpointing)
         self.decoder = Decoder(n_filters, kernel_size, stride)
         self._init_frontend(frontend, frontend_dim)
 

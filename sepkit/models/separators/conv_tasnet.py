@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sepkit.nn.checkpoint import check_checkpointing, run_block
 from sepkit.nn.norm import make_norm
 
 from .base import Decoder, Encoder, MaskSeparator, check_choice, mask_activation
@@ -55,13 +56,14 @@ class TCNMasker(nn.Module):
 
     norm(N), 1x1 conv N -> B, R x X :class:`TemporalBlock` with dilations 1, 2, ..., 2^(X-1),
     PReLU on the sum of skips (or the last residual output when Sc = 0), 1x1 conv -> S*N, mask
-    activation.
+    activation. ``checkpointing="blocks"`` recomputes each block in the backward pass.
     """
 
     def __init__(self, in_channels: int, n_src: int, bottleneck: int = 128, hidden: int = 512, skip: int = 128,
                  kernel_size: int = 3, layers: int = 8, repeats: int = 3, norm: str = "gLN",
-                 causal: bool = False, mask_act: str = "relu"):
+                 causal: bool = False, mask_act: str = "relu", checkpointing: str = "none"):
         super().__init__()
+        self.checkpointing = check_checkpointing("TCNMasker", checkpointing)
         check_choice("TCNMasker", "mask_act", mask_act, ("relu", "sigmoid", "softmax", "linear"))
         if not causal and kernel_size % 2 == 0:
             raise ValueError(f"TCNMasker: the non-causal TCN needs an odd kernel_size, got {kernel_size}")
@@ -81,7 +83,7 @@ class TCNMasker(nn.Module):
         x = self.input(w)
         skip_sum = 0.0
         for block in self.blocks:
-            res, skip = block(x)
+            res, skip = run_block(block, x, checkpointing=self.checkpointing)
             if res is not None:
                 x = x + res
             if skip is not None:
@@ -110,22 +112,25 @@ class ConvTasNet(MaskSeparator):
         encoder_activation: "linear" (default), "relu" or "gated".
         sample_rate: rate the model is meant for, in Hz (metadata).
         frontend, frontend_dim: the frontend hook (see :mod:`sepkit.models.separators.base`).
+        checkpointing: "none" (default) or "blocks": recompute each TCN block in the backward
+            pass (see :mod:`sepkit.nn.checkpoint`).
     """
 
     def __init__(self, n_src: int = 2, n_filters: int = 512, kernel_size: int = 16, stride: int = 8,
                  bottleneck: int = 128, hidden: int = 512, skip: int = 128, conv_kernel: int = 3, layers: int = 8,
                  repeats: int = 3, norm: str | None = None, causal: bool = False, mask_act: str = "relu",
                  encoder_activation: str = "linear", sample_rate: int = 8000,
-                 frontend: nn.Module | None = None, frontend_dim: int | None = None):
+                 frontend: nn.Module | None = None, frontend_dim: int | None = None, checkpointing: str = "none"):
         super().__init__()
         self.n_src = self._check_n_src("ConvTasNet", n_src)
+        check_checkpointing("ConvTasNet", checkpointing)
         self.sample_rate, self.causal = sample_rate, causal
         norm = norm or ("cLN" if causal else "gLN")
         if causal and norm == "gLN":
             raise ValueError("ConvTasNet: gLN looks at the whole utterance; use norm='cLN' or 'chanLN' when causal")
         self.encoder = Encoder(n_filters, kernel_size, stride, encoder_activation)
         self.masker = TCNMasker(n_filters, n_src, bottleneck, hidden, skip, conv_kernel, layers, repeats, norm,
-                                causal, mask_act)
+                                causal, mask_act, checkpointing)
         self.decoder = Decoder(n_filters, kernel_size, stride)
         self._init_frontend(frontend, frontend_dim)
 

@@ -18,10 +18,17 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from sepkit.nn.checkpoint import check_checkpointing, run_block
 from sepkit.nn.norm import make_norm
 
 from .base import Decoder, Encoder, MaskSeparator
-from .dual_path import DualPathMasker, from_inter_chunk, from_intra_chunk, inter_chunk, intra_chunk
+from .dual_path import (
+    DualPathMasker,
+    from_inter_chunk,
+    from_intra_chunk,
+    inter_chunk,
+    intra_chunk,
+)
 
 
 class RNNPath(nn.Module):
@@ -42,19 +49,29 @@ class RNNPath(nn.Module):
 
 
 class DPRNNBlock(nn.Module):
-    """Intra-chunk then inter-chunk RNN path, each ``x + norm(path(x))``: (B, D, K, n) -> same."""
+    """Intra-chunk then inter-chunk RNN path, each ``x + norm(path(x))``: (B, D, K, n) -> same.
 
-    def __init__(self, channels: int, hidden: int, norm: str = "gLN", causal: bool = False, dropout: float = 0.0):
+    ``checkpointing="blocks"`` recomputes each path (intra, inter) in the backward pass.
+    """
+
+    def __init__(self, channels: int, hidden: int, norm: str = "gLN", causal: bool = False, dropout: float = 0.0,
+                 checkpointing: str = "none"):
         super().__init__()
+        self.checkpointing = check_checkpointing("DPRNNBlock", checkpointing)
         self.intra = RNNPath(channels, hidden, bidirectional=not causal, dropout=dropout)
         self.intra_norm = make_norm(norm, channels)
         self.inter = RNNPath(channels, hidden, bidirectional=not causal, dropout=dropout)
         self.inter_norm = make_norm(norm, channels)
 
+    def _intra_path(self, x: torch.Tensor) -> torch.Tensor:
+        return self.intra_norm(from_intra_chunk(self.intra(intra_chunk(x)), x.shape[0]))
+
+    def _inter_path(self, x: torch.Tensor) -> torch.Tensor:
+        return self.inter_norm(from_inter_chunk(self.inter(inter_chunk(x)), x.shape[0]))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        B = x.shape[0]
-        x = x + self.intra_norm(from_intra_chunk(self.intra(intra_chunk(x)), B))
-        return x + self.inter_norm(from_inter_chunk(self.inter(inter_chunk(x)), B))
+        x = x + run_block(self._intra_path, x, checkpointing=self.checkpointing)
+        return x + run_block(self._inter_path, x, checkpointing=self.checkpointing)
 
 
 class DPRNN(MaskSeparator):
@@ -77,21 +94,24 @@ class DPRNN(MaskSeparator):
         encoder_activation: "linear" (default), "relu" or "gated".
         sample_rate: rate the model is meant for, in Hz (metadata).
         frontend, frontend_dim: the frontend hook (see :mod:`sepkit.models.separators.base`).
+        checkpointing: "none" (default) or "blocks": recompute each intra- and inter-chunk path in
+            the backward pass (see :mod:`sepkit.nn.checkpoint`).
     """
 
     def __init__(self, n_src: int = 2, n_filters: int = 64, kernel_size: int = 2, stride: int = 1,
                  bottleneck: int = 64, hidden: int = 128, chunk_size: int = 250, hop_size: int | None = None,
                  n_blocks: int = 6, norm: str | None = None, causal: bool = False, dropout: float = 0.0,
                  mask_act: str = "sigmoid", encoder_activation: str = "linear", sample_rate: int = 8000,
-                 frontend: nn.Module | None = None, frontend_dim: int | None = None):
+                 frontend: nn.Module | None = None, frontend_dim: int | None = None, checkpointing: str = "none"):
         super().__init__()
         self.n_src = self._check_n_src("DPRNN", n_src)
+        check_checkpointing("DPRNN", checkpointing)
         self.sample_rate, self.causal = sample_rate, causal
         block_norm = norm or ("chanLN" if causal else "gLN")
         if causal and block_norm == "gLN":
             raise ValueError("DPRNN: gLN looks at the whole utterance; use norm='chanLN' when causal")
         self.encoder = Encoder(n_filters, kernel_size, stride, encoder_activation)
-        blocks = [DPRNNBlock(bottleneck, hidden, block_norm, causal, dropout) for _ in range(n_blocks)]
+        blocks = [DPRNNBlock(bottleneck, hidden, block_norm, causal, dropout, checkpointing) for _ in range(n_blocks)]
         self.masker = DualPathMasker(n_filters, bottleneck, n_src, blocks, chunk_size,
                                      hop_size or chunk_size // 2, norm="cLN" if causal else "gLN",
                                      mask_act=mask_act)

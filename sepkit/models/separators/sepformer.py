@@ -19,22 +19,32 @@ import torch
 from torch import nn
 
 from sepkit.nn import SinusoidalPositionalEncoding, TransformerBlock
+from sepkit.nn.checkpoint import check_checkpointing, run_block
 from sepkit.nn.norm import make_norm
 
 from .base import Decoder, Encoder, MaskSeparator
-from .dual_path import DualPathMasker, from_inter_chunk, from_intra_chunk, inter_chunk, intra_chunk
+from .dual_path import (
+    DualPathMasker,
+    from_inter_chunk,
+    from_intra_chunk,
+    inter_chunk,
+    intra_chunk,
+)
 
 
 class TransformerStack(nn.Module):
     """Sinusoidal positions, ``n_layers`` pre-norm :class:`sepkit.nn.TransformerBlock`, final LayerNorm
     (LayerNorm epsilon 1e-6 throughout, as in the published model).
 
-    (batch, L, D) -> (batch, L, D); ``max_len`` bounds L.
+    (batch, L, D) -> (batch, L, D); ``max_len`` bounds L. ``checkpointing="blocks"`` recomputes
+    each layer in the backward pass.
     """
 
     def __init__(self, d_model: int = 256, nhead: int = 8, dim_feedforward: int = 1024, n_layers: int = 8,
-                 dropout: float = 0.0, causal: bool = False, max_len: int = 20000, backend: str | None = None):
+                 dropout: float = 0.0, causal: bool = False, max_len: int = 20000, backend: str | None = None,
+                 checkpointing: str = "none"):
         super().__init__()
+        self.checkpointing = check_checkpointing("TransformerStack", checkpointing)
         self.pos = SinusoidalPositionalEncoding(d_model, max_len=max_len)
         self.layers = nn.ModuleList(
             TransformerBlock(d_model, nhead, dim_feedforward, dropout=dropout, activation="relu", norm_first=True,
@@ -46,7 +56,7 @@ class TransformerStack(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.pos(x)
         for layer in self.layers:
-            x = layer(x)
+            x = run_block(layer, x, checkpointing=self.checkpointing)
         return self.norm(x)
 
 
@@ -56,11 +66,13 @@ class SepformerBlock(nn.Module):
 
     def __init__(self, d_model: int, nhead: int, dim_feedforward: int, n_layers: int, norm: str = "gLN",
                  causal: bool = False, dropout: float = 0.0, chunk_size: int = 250, max_chunks: int = 20000,
-                 backend: str | None = None):
+                 backend: str | None = None, checkpointing: str = "none"):
         super().__init__()
-        self.intra = TransformerStack(d_model, nhead, dim_feedforward, n_layers, dropout, causal, chunk_size, backend)
+        self.intra = TransformerStack(d_model, nhead, dim_feedforward, n_layers, dropout, causal, chunk_size, backend,
+                                      checkpointing)
         self.intra_norm = make_norm(norm, d_model)
-        self.inter = TransformerStack(d_model, nhead, dim_feedforward, n_layers, dropout, causal, max_chunks, backend)
+        self.inter = TransformerStack(d_model, nhead, dim_feedforward, n_layers, dropout, causal, max_chunks, backend,
+                                      checkpointing)
         self.inter_norm = make_norm(norm, d_model)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -92,6 +104,8 @@ class Sepformer(MaskSeparator):
         attention_backend: backend of the attention kernels (None: automatic).
         sample_rate: rate the model is meant for, in Hz (metadata).
         frontend, frontend_dim: the frontend hook (see :mod:`sepkit.models.separators.base`).
+        checkpointing: "none" (default) or "blocks": recompute each transformer layer in the
+            backward pass (see :mod:`sepkit.nn.checkpoint`).
     """
 
     def __init__(self, n_src: int = 2, n_filters: int = 256, kernel_size: int = 16, stride: int = 8,
@@ -99,9 +113,10 @@ class Sepformer(MaskSeparator):
                  n_blocks: int = 2, chunk_size: int = 250, hop_size: int | None = None, max_chunks: int = 20000,
                  norm: str | None = None, causal: bool = False, dropout: float = 0.0, mask_act: str = "relu",
                  encoder_activation: str = "relu", attention_backend: str | None = None, sample_rate: int = 8000,
-                 frontend: nn.Module | None = None, frontend_dim: int | None = None):
+                 frontend: nn.Module | None = None, frontend_dim: int | None = None, checkpointing: str = "none"):
         super().__init__()
         self.n_src = self._check_n_src("Sepformer", n_src)
+        check_checkpointing("Sepformer", checkpointing)
         self.sample_rate, self.causal = sample_rate, causal
         d_model = d_model or n_filters
         block_norm = norm or ("chanLN" if causal else "gLN")
@@ -110,7 +125,7 @@ class Sepformer(MaskSeparator):
         self.encoder = Encoder(n_filters, kernel_size, stride, encoder_activation)
         blocks = [
             SepformerBlock(d_model, nhead, dim_feedforward, n_layers, block_norm, causal, dropout, chunk_size,
-                           max_chunks, attention_backend)
+                           max_chunks, attention_backend, checkpointing)
             for _ in range(n_blocks)
         ]
         self.masker = DualPathMasker(n_filters, d_model, n_src, blocks, chunk_size, hop_size or chunk_size // 2,
