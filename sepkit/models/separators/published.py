@@ -621,7 +621,7 @@ def convert_published(source: str, path, out, overwrite: bool = False) -> Path:
 
 def _check_same(a: nn.Module, b: nn.Module) -> None:
     torch.manual_seed(0)
-    x = torch.randn(1, 4001)
+    x = torch.randn(1, 1601)
     with torch.no_grad():
         diff = (a.eval()(x) - b.eval()(x)).abs().max().item()
     if not diff <= 1e-5:
