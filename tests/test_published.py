@@ -348,6 +348,35 @@ def test_layout_errors_name_the_key_and_write_nothing(tmp_path, capsys):
         DPRNN.from_asteroid(tmp_path / "absent.pth")
 
 
+class RunsCode:
+    def __reduce__(self):
+        return (print, ("this must never run",))
+
+
+def test_asteroid_files_with_numpy_numbers(tmp_path, capsys):
+    """Asteroid model files pickle numpy numbers (numpy 1 names): read as data, nothing else."""
+    import zipfile
+
+    import numpy as np
+
+    args = dict(DPRNN_ARGS, sample_rate=np.float64(8000.0), n_filters=np.int64(16))
+    torch.save({"model_name": "DPRNNTasNet", "state_dict": asteroid_dprnn_layout(), "model_args": args,
+                "infos": {"loss": np.float32(-12.5)}}, tmp_path / "np2.pth")
+    with zipfile.ZipFile(tmp_path / "np2.pth") as src, zipfile.ZipFile(tmp_path / "np1.pth", "w") as dst:
+        for info in src.infolist():  # the names numpy 1 wrote
+            data = src.read(info.filename)
+            if info.filename.endswith("data.pkl"):
+                data = data.replace(b"cnumpy._core.multiarray\nscalar\n", b"cnumpy.core.multiarray\nscalar\n")
+            dst.writestr(info.filename, data)
+    for name in ("np2.pth", "np1.pth"):
+        m = DPRNN.from_asteroid(tmp_path / name)
+        assert m.sample_rate == 8000 and type(m.sample_rate) is int and m.encoder.n_filters == 16
+    torch.save({"model_name": "DPRNNTasNet", "state_dict": {}, "model_args": {"x": RunsCode()}}, tmp_path / "code.pth")
+    with pytest.raises(PublishedCheckpointError, match="code execution are refused"):
+        DPRNN.from_asteroid(tmp_path / "code.pth")
+    assert "must never run" not in capsys.readouterr().out
+
+
 def test_hyperparams_are_read_never_run(tmp_path):
     marker = tmp_path / "ran"
     folder = write_speechbrain(tmp_path / "sb", speechbrain_layout())

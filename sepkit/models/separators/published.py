@@ -111,18 +111,49 @@ def _tensor_dict(path, what: str) -> dict:
         raise PublishedCheckpointError(str(exc)) from None
 
 
+def _numpy_scalar_globals() -> list:
+    """The data-only numpy constructors that model files pickle their numpy numbers with
+    (``numpy.core.multiarray.scalar`` and ``numpy.dtype``, under numpy 1 and 2 names): allowed
+    in the weights-only unpickler, which still refuses every other global."""
+    try:
+        import numpy as np
+    except ImportError:
+        return []
+    core = getattr(np, "_core", None) or np.core
+    scalar = core.multiarray.scalar
+    dtype_classes = [c for c in vars(getattr(np, "dtypes", object)).values()
+                     if isinstance(c, type) and issubclass(c, np.dtype)]  # what numpy.dtype(...) returns
+    return [scalar, (scalar, "numpy.core.multiarray.scalar"), (scalar, "numpy._core.multiarray.scalar"), np.dtype,
+            *dtype_classes]
+
+
+def _plain(value):
+    """numpy numbers (as model files store them) -> Python numbers, recursively."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_plain(v) for v in value)
+    item = getattr(value, "item", None)
+    if item is not None and not isinstance(value, torch.Tensor) and type(value).__module__.startswith("numpy"):
+        return item()
+    return value
+
+
 def _torch_load(path, what: str):
-    """Any plain (weights_only) object, e.g. an Asteroid package dict."""
+    """Any plain (weights_only) object, e.g. an Asteroid package dict; numpy numbers in it are
+    read (see :func:`_numpy_scalar_globals`) and returned as Python numbers."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{what}: no file at {str(path)!r}")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with torch.serialization.safe_globals(_numpy_scalar_globals()):
+            return _plain(torch.load(path, map_location="cpu", weights_only=True))
     except Exception as err:
-        first = str(err).splitlines()[0][:200] if str(err) else ""
+        needs = re.search(r"GLOBAL ([\w.]+)", str(err))
+        detail = f"it needs {needs.group(1)}" if needs else f"{type(err).__name__}: {str(err).splitlines()[0][:120]}"
         raise PublishedCheckpointError(
-            f"{what}: {str(path)!r} cannot be loaded with weights_only=True (files that need code execution are "
-            f"refused; {type(err).__name__}: {first})") from None
+            f"{what}: {str(path)!r} cannot be loaded with weights_only=True: files that need code execution are "
+            f"refused ({detail})") from None
 
 
 # -- torchaudio ----------------------------------------------------------------------------
