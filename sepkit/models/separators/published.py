@@ -316,10 +316,11 @@ _SB_TRANSFORMER = {"d_ffn": 2048, "dropout": 0.1, "activation": "relu", "use_pos
                    "norm_before": False, "attention_type": "regularMHA", "kdim": None, "vdim": None}
 _SB_DECODER = {"stride": 1, "padding": 0, "bias": True, "out_channels": 1}
 
-_SB_LAYER = {"self_attn.in_proj_weight": "self_att.att.in_proj_weight",
-             "self_attn.in_proj_bias": "self_att.att.in_proj_bias",
-             "self_attn.out_proj.(\\w+)": "self_att.att.out_proj.\\1", "linear1.(\\w+)": "pos_ffn.ffn.0.\\1",
-             "linear2.(\\w+)": "pos_ffn.ffn.3.\\1", "norm1.(\\w+)": "norm1.norm.\\1", "norm2.(\\w+)": "norm2.norm.\\1"}
+_SB_LAYER = {  # sepkit TransformerBlock key (after "layers.<i>.") -> the release's; group 4: the parameter
+    r"self_attn\.(in_proj_weight|in_proj_bias)": r"self_att.att.\4",
+    r"self_attn\.out_proj\.(\w+)": r"self_att.att.out_proj.\4",
+    r"linear1\.(\w+)": r"pos_ffn.ffn.0.\4", r"linear2\.(\w+)": r"pos_ffn.ffn.3.\4",
+    r"norm1\.(\w+)": r"norm1.norm.\4", r"norm2\.(\w+)": r"norm2.norm.\4"}
 SPEECHBRAIN_SEPFORMER_KEYS = _renamer(
     [(r"encoder\.conv\.weight", "encoder.ckpt:conv1d.weight"), (r"decoder\.deconv\.weight", "decoder.ckpt:weight"),
      (r"masker\.norm\.(\w+)", r"masknet.ckpt:norm.\1"), (r"masker\.bottleneck\.weight", "masknet.ckpt:conv1d.weight"),
@@ -330,7 +331,7 @@ SPEECHBRAIN_SEPFORMER_KEYS = _renamer(
      (r"masker\.output_gate\.(\w+)", r"masknet.ckpt:output_gate.0.\1"),
      (r"masker\.to_masks\.weight", "masknet.ckpt:end_conv1x1.weight")]
     + [(rf"masker\.blocks\.(\d+)\.(intra|inter)\.layers\.(\d+)\.{ours}",
-        rf"masknet.ckpt:dual_mdl.\1.\2_mdl.mdl.layers.\3.{theirs.replace(chr(92) + '1', chr(92) + '4')}")
+        rf"masknet.ckpt:dual_mdl.\1.\2_mdl.mdl.layers.\3.{theirs}")
        for ours, theirs in _SB_LAYER.items()])
 """sepkit Sepformer key -> ``<file>:<key>`` in a SpeechBrain Sepformer folder."""
 
