@@ -241,7 +241,12 @@ def test_asteroid_parity(tmp_path):
                                            skip_chan=16, n_blocks=3, n_repeats=2))
         dprnn = _randomise(models.DPRNNTasNet(n_src=3, n_filters=16, kernel_size=2, stride=1, bn_chan=8, hid_size=6,
                                               chunk_size=10, hop_size=5, n_repeats=2, mask_act="sigmoid"))
-    for name, original, cls in (("ConvTasNet", ctn, ConvTasNet), ("DPRNNTasNet", dprnn, DPRNN)):
+        small = dict(n_src=2, n_filters=16, kernel_size=8, stride=4, bn_chan=8, hid_chan=12, n_blocks=2, n_repeats=1)
+        variants = [_randomise(models.ConvTasNet(**small, skip_chan=0, norm_type="cLN", encoder_activation="relu",
+                                                 mask_act="softmax")),
+                    _randomise(models.ConvTasNet(**small, skip_chan=8, causal=True, norm_type="cgLN", mask_act="relu"))]
+    for name, original, cls in (("ConvTasNet", ctn, ConvTasNet), ("DPRNNTasNet", dprnn, DPRNN),
+                                *(("ConvTasNet", v, ConvTasNet) for v in variants)):
         # the release format: what Asteroid's serialize() writes
         package = {"model_name": name, "state_dict": original.state_dict(), "model_args": original.get_model_args(),
                    "infos": {"software_versions": {"asteroid_version": "0.7.0"}}}

@@ -450,16 +450,23 @@ def _norm_params(prefix_ours: str, prefix_theirs: str) -> list[tuple[str, str]]:
 
 _FILTERBANKS = [(r"encoder\.conv\.weight", "encoder.filterbank._filters"),
                 (r"decoder\.deconv\.weight", "decoder.filterbank._filters")]
-ASTEROID_CONVTASNET_KEYS = _renamer(
-    _FILTERBANKS + _norm_params(r"masker\.input\.0", "masker.bottleneck.0")
-    + [(r"masker\.input\.1\.(\w+)", r"masker.bottleneck.1.\1"),
-       (r"masker\.output\.0\.(\w+)", r"masker.mask_net.0.\1"), (r"masker\.output\.1\.(\w+)", r"masker.mask_net.1.\1")]
-    + _norm_params(r"masker\.blocks\.(\d+)\.norm1", r"masker.TCN.\1.shared_block.2")
-    + _norm_params(r"masker\.blocks\.(\d+)\.norm2", r"masker.TCN.\1.shared_block.5")
-    + [(rf"masker\.blocks\.(\d+)\.{ours}\.(\w+)", rf"masker.TCN.\1.{theirs}.\2")
-       for ours, theirs in {"conv_in": "shared_block.0", "prelu1": "shared_block.1", "dconv": "shared_block.3",
-                            "prelu2": "shared_block.4", "res_conv": "res_conv", "skip_conv": "skip_conv"}.items()])
-"""sepkit ConvTasNet key -> key of an Asteroid ConvTasNet state dict."""
+def _asteroid_convtasnet_keys(causal: bool):
+    dconv = "shared_block.3.0" if causal else "shared_block.3"  # causal: (depthwise conv, chop) in a Sequential
+    return _renamer(
+        _FILTERBANKS + _norm_params(r"masker\.input\.0", "masker.bottleneck.0")
+        + [(r"masker\.input\.1\.(\w+)", r"masker.bottleneck.1.\1"),
+           (r"masker\.output\.0\.(\w+)", r"masker.mask_net.0.\1"),
+           (r"masker\.output\.1\.(\w+)", r"masker.mask_net.1.\1")]
+        + _norm_params(r"masker\.blocks\.(\d+)\.norm1", r"masker.TCN.\1.shared_block.2")
+        + _norm_params(r"masker\.blocks\.(\d+)\.norm2", r"masker.TCN.\1.shared_block.5")
+        + [(rf"masker\.blocks\.(\d+)\.{ours}\.(\w+)", rf"masker.TCN.\1.{theirs}.\2")
+           for ours, theirs in {"conv_in": "shared_block.0", "prelu1": "shared_block.1", "dconv": dconv,
+                                "prelu2": "shared_block.4", "res_conv": "res_conv", "skip_conv": "skip_conv"}.items()])
+
+
+ASTEROID_CONVTASNET_KEYS = _asteroid_convtasnet_keys(causal=False)
+"""sepkit ConvTasNet key -> key of an Asteroid ConvTasNet state dict (the causal variant:
+``_asteroid_convtasnet_keys(causal=True)``)."""
 
 ASTEROID_DPRNN_KEYS = _renamer(
     _FILTERBANKS + _norm_params(r"masker\.norm", "masker.bottleneck.0")
@@ -496,8 +503,9 @@ def load_asteroid(path, expect: str | None = None, _loaded: bool = False):
     sepkit :class:`ConvTasNet` (``model_name`` "ConvTasNet") or :class:`DPRNN` ("DPRNNTasNet").
 
     ``expect``: "convtasnet" or "dprnn" to refuse the other. Architecture options sepkit does not
-    reproduce (another filterbank, GRU / multi-layer / unidirectional RNNs, MulCat, causal
-    models, a softmax over the DPRNN's filters) are refused, naming the ``model_args`` key.
+    reproduce (another filterbank, GRU / multi-layer / unidirectional RNNs, MulCat, a causal
+    DPRNN, a softmax over the DPRNN's filters) are refused, naming the ``model_args`` key. A
+    causal ConvTasNet (cLN or cgLN) loads as sepkit's causal ConvTasNet.
     """
     from .conv_tasnet import ConvTasNet
     from .dprnn import DPRNN
@@ -537,17 +545,17 @@ def load_asteroid(path, expect: str | None = None, _loaded: bool = False):
                   encoder_padding="none")
     ignored = ()
     if kind == "convtasnet":
-        _asteroid_arg(what, margs, "causal", False, (False,))
-        norms = {"gLN": "gLN", "cLN": "chanLN", "cgLN": "cLN"}
+        causal = bool(_asteroid_arg(what, margs, "causal", False, (False, True)))
+        norms = {"cLN": "chanLN", "cgLN": "cLN"} if causal else {"gLN": "gLN", "cLN": "chanLN", "cgLN": "cLN"}
         norm = norms[_asteroid_arg(what, margs, "norm_type", "gLN", tuple(norms))]
         skip = _asteroid_arg(what, margs, "skip_chan", 128) or 0
         args = dict(common, bottleneck=_asteroid_arg(what, margs, "bn_chan", 128),
                     hidden=_asteroid_arg(what, margs, "hid_chan", 512), skip=skip,
                     conv_kernel=_asteroid_arg(what, margs, "conv_kernel_size", 3),
                     layers=_asteroid_arg(what, margs, "n_blocks", 8), repeats=_asteroid_arg(what, margs, "n_repeats", 3),
-                    norm=norm, mask_act=_asteroid_arg(what, margs, "mask_act", "sigmoid",
-                                                      ("relu", "sigmoid", "softmax", "linear")))
-        cls, rename = ConvTasNet, ASTEROID_CONVTASNET_KEYS
+                    norm=norm, causal=causal, mask_act=_asteroid_arg(what, margs, "mask_act", "sigmoid",
+                                                                     ("relu", "sigmoid", "softmax", "linear")))
+        cls, rename = ConvTasNet, _asteroid_convtasnet_keys(causal)
         if skip:  # the last block's residual convolution feeds nothing the masks use
             last = args["layers"] * args["repeats"] - 1
             ignored = (f"masker.TCN.{last}.res_conv.weight", f"masker.TCN.{last}.res_conv.bias")
