@@ -9,9 +9,15 @@ Waveform in, one waveform per source out:
       -> masker(w) -> masks (B, S, N, F)
       -> decoder: ConvTranspose1d(N, 1, L, stride) of masks * w -> crop          (B, S, T)
 
-Padding: ``L - stride`` zeros on the left (so the first sample is covered by as many frames as
-the others) and enough on the right for whole frames; the output is cropped back, so its length
-equals the input length for any T >= 1.
+Padding (the encoder's ``padding`` mode):
+
+- ``"cover"`` (default): ``L - stride`` zeros on the left (so the first sample is covered by as
+  many frames as the others) and enough on the right for whole frames; the output is cropped
+  back, so its length equals the input length for any T >= 1.
+- ``"none"``: no padding; ``F = (T - L) // stride + 1`` frames lie wholly inside the signal (T >= L
+  is needed), and the samples after the last frame, which no frame covers, come out as zeros.
+  The output length still equals the input length. Checkpoints trained this way (the published
+  SpeechBrain and Asteroid separators) need it to reproduce their outputs.
 
 Frontend hook (the DIP frontend of the pretrained-frontend paper plugs in here): construct the
 separator with ``frontend_dim=F_fe`` (and optionally ``frontend=module``), then call
@@ -29,6 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 ENCODER_ACTIVATIONS = ("linear", "relu", "gated")
+ENCODER_PADDINGS = ("cover", "none")
 MASK_ACTIVATIONS = ("relu", "sigmoid", "softmax", "linear")
 
 
@@ -70,17 +77,23 @@ class Encoder(nn.Module):
 
     ``Conv1d(1, N, kernel_size, stride, bias=False)`` followed by ``activation``: "linear" (none),
     "relu", or "gated" (TasNet: ``relu(U x) * sigmoid(V x)``, a second filterbank ``gate``).
+    ``padding``: how the separator pads the waveform into frames, "cover" (default) or "none"
+    (see :func:`frame_padding` and the module docstring); the forward pass here takes the
+    already padded waveform.
     """
 
-    def __init__(self, n_filters: int, kernel_size: int, stride: int, activation: str = "linear"):
+    def __init__(self, n_filters: int, kernel_size: int, stride: int, activation: str = "linear",
+                 padding: str = "cover"):
         super().__init__()
         check_choice("Encoder", "activation", activation, ENCODER_ACTIVATIONS)
+        check_choice("Encoder", "padding", padding, ENCODER_PADDINGS)
         if n_filters < 1 or kernel_size < 1 or not 1 <= stride <= kernel_size:
             raise ValueError(
                 f"Encoder: need n_filters >= 1 and 1 <= stride <= kernel_size, got n_filters={n_filters}, "
                 f"kernel_size={kernel_size}, stride={stride}"
             )
         self.n_filters, self.kernel_size, self.stride, self.activation = n_filters, kernel_size, stride, activation
+        self.padding = padding
         self.conv = nn.Conv1d(1, n_filters, kernel_size, stride=stride, bias=False)
         self.gate = nn.Conv1d(1, n_filters, kernel_size, stride=stride, bias=False) if activation == "gated" else None
 
@@ -105,9 +118,18 @@ class Decoder(nn.Module):
         return self.deconv(w).squeeze(1)
 
 
-def frame_padding(length: int, kernel_size: int, stride: int) -> tuple[int, int, int]:
-    """(left, right, frames): zero padding that gives whole frames with ``kernel_size - stride``
-    zeros (at least) on each side of a signal of ``length`` samples."""
+def frame_padding(length: int, kernel_size: int, stride: int, mode: str = "cover") -> tuple[int, int, int]:
+    """(left, right, frames) for a signal of ``length`` samples.
+
+    ``mode="cover"``: zero padding that gives whole frames with ``kernel_size - stride`` zeros (at
+    least) on each side. ``mode="none"``: no padding, the ``(length - kernel_size) // stride + 1``
+    whole frames inside the signal (ValueError when ``length < kernel_size``)."""
+    if mode == "none":
+        if length < kernel_size:
+            raise ValueError(f"frame_padding: padding='none' needs at least kernel_size={kernel_size} samples, "
+                             f"got {length}")
+        return 0, 0, (length - kernel_size) // stride + 1
+    check_choice("frame_padding", "mode", mode, ENCODER_PADDINGS)
     left = kernel_size - stride
     frames = -(-(length + kernel_size - 2 * stride) // stride) + 1
     right = (frames - 1) * stride + kernel_size - length - left
@@ -182,12 +204,16 @@ class MaskSeparator(nn.Module):
 
     def num_frames(self, length: int) -> int:
         """Encoder frames F for an input of ``length`` samples."""
-        return frame_padding(length, self.encoder.kernel_size, self.encoder.stride)[2]
+        return self._frame_padding(length)[2]
+
+    def _frame_padding(self, length: int) -> tuple[int, int, int]:
+        enc = self.encoder
+        return frame_padding(length, enc.kernel_size, enc.stride, getattr(enc, "padding", "cover"))
 
     def encode(self, mixture: torch.Tensor, frontend_features: torch.Tensor | None = None) -> torch.Tensor:
         """Encoder output (with the frontend's contribution when present): (B, N, F)."""
         wave = as_waveform_batch(type(self).__name__, mixture)
-        left, right, _ = frame_padding(wave.shape[-1], self.encoder.kernel_size, self.encoder.stride)
+        left, right, _ = self._frame_padding(wave.shape[-1])
         w = self.encoder(F.pad(wave, (left, right)))
         return self._add_frontend(wave, w, frontend_features)
 
@@ -216,15 +242,17 @@ class MaskSeparator(nn.Module):
         module docstring); requires ``frontend_dim`` at construction.
         """
         length = as_waveform_batch(type(self).__name__, mixture).shape[-1]
-        left = frame_padding(length, self.encoder.kernel_size, self.encoder.stride)[0]
+        left = self._frame_padding(length)[0]
         w = self.encode(mixture, frontend_features)
         masks = self.masker(w)  # (B, S, N, F)
         B, S, N, frames = masks.shape
         out = self.decoder((masks * w.unsqueeze(1)).reshape(B * S, N, frames))
+        if out.shape[-1] < left + length:  # padding="none": no frame covers the last samples
+            out = F.pad(out, (0, left + length - out.shape[-1]))
         return out[:, left: left + length].reshape(B, S, length)
 
 
 __all__ = [
     "Encoder", "Decoder", "FrontendAdapter", "MaskSeparator", "frame_padding", "as_waveform_batch",
-    "mask_activation", "ENCODER_ACTIVATIONS", "MASK_ACTIVATIONS",
+    "mask_activation", "ENCODER_ACTIVATIONS", "ENCODER_PADDINGS", "MASK_ACTIVATIONS",
 ]

@@ -114,13 +114,16 @@ class ConvTasNet(MaskSeparator):
         frontend, frontend_dim: the frontend hook (see :mod:`sepkit.models.separators.base`).
         checkpointing: "none" (default) or "blocks": recompute each TCN block in the backward
             pass (see :mod:`sepkit.nn.checkpoint`).
+        encoder_padding: "cover" (default) or "none", the framing of the waveform (see
+            :mod:`sepkit.models.separators.base`).
     """
 
     def __init__(self, n_src: int = 2, n_filters: int = 512, kernel_size: int = 16, stride: int = 8,
                  bottleneck: int = 128, hidden: int = 512, skip: int = 128, conv_kernel: int = 3, layers: int = 8,
                  repeats: int = 3, norm: str | None = None, causal: bool = False, mask_act: str = "relu",
                  encoder_activation: str = "linear", sample_rate: int = 8000,
-                 frontend: nn.Module | None = None, frontend_dim: int | None = None, checkpointing: str = "none"):
+                 frontend: nn.Module | None = None, frontend_dim: int | None = None, encoder_padding: str = "cover",
+                 checkpointing: str = "none"):
         super().__init__()
         self.n_src = self._check_n_src("ConvTasNet", n_src)
         check_checkpointing("ConvTasNet", checkpointing)
@@ -128,11 +131,27 @@ class ConvTasNet(MaskSeparator):
         norm = norm or ("cLN" if causal else "gLN")
         if causal and norm == "gLN":
             raise ValueError("ConvTasNet: gLN looks at the whole utterance; use norm='cLN' or 'chanLN' when causal")
-        self.encoder = Encoder(n_filters, kernel_size, stride, encoder_activation)
+        self.encoder = Encoder(n_filters, kernel_size, stride, encoder_activation, encoder_padding)
         self.masker = TCNMasker(n_filters, n_src, bottleneck, hidden, skip, conv_kernel, layers, repeats, norm,
                                 causal, mask_act, checkpointing)
         self.decoder = Decoder(n_filters, kernel_size, stride)
         self._init_frontend(frontend, frontend_dim)
+
+    @classmethod
+    def from_torchaudio(cls, path, **options) -> "ConvTasNet":
+        """The weights of torchaudio's ``CONVTASNET_BASE_LIBRI2MIX`` bundle (a local state-dict file)
+        as a ConvTasNet in eval mode; see :func:`sepkit.models.separators.published.load_torchaudio_convtasnet`."""
+        from .published import load_torchaudio_convtasnet
+
+        return load_torchaudio_convtasnet(path, **options)
+
+    @classmethod
+    def from_asteroid(cls, path) -> "ConvTasNet":
+        """An Asteroid ConvTasNet model file (local) as a ConvTasNet in eval mode; see
+        :func:`sepkit.models.separators.published.load_asteroid`."""
+        from .published import load_asteroid
+
+        return load_asteroid(path, expect="convtasnet")
 
 
 __all__ = ["ConvTasNet", "TCNMasker", "TemporalBlock"]

@@ -96,13 +96,20 @@ class DPRNN(MaskSeparator):
         frontend, frontend_dim: the frontend hook (see :mod:`sepkit.models.separators.base`).
         checkpointing: "none" (default) or "blocks": recompute each intra- and inter-chunk path in
             the backward pass (see :mod:`sepkit.nn.checkpoint`).
+        encoder_padding: "cover" (default) or "none", the framing of the waveform (see
+            :mod:`sepkit.models.separators.base`).
+        chunk_padding: "tight" (default), "wide" or "paired", the chunking of the frames (see
+            :mod:`sepkit.models.separators.dual_path`).
+        bottleneck_bias: a bias on the masker's N -> bottleneck convolution (default False).
     """
 
     def __init__(self, n_src: int = 2, n_filters: int = 64, kernel_size: int = 2, stride: int = 1,
                  bottleneck: int = 64, hidden: int = 128, chunk_size: int = 250, hop_size: int | None = None,
                  n_blocks: int = 6, norm: str | None = None, causal: bool = False, dropout: float = 0.0,
                  mask_act: str = "sigmoid", encoder_activation: str = "linear", sample_rate: int = 8000,
-                 frontend: nn.Module | None = None, frontend_dim: int | None = None, checkpointing: str = "none"):
+                 frontend: nn.Module | None = None, frontend_dim: int | None = None, encoder_padding: str = "cover",
+                 chunk_padding: str = "tight", bottleneck_bias: bool = False,
+                 checkpointing: str = "none"):
         super().__init__()
         self.n_src = self._check_n_src("DPRNN", n_src)
         check_checkpointing("DPRNN", checkpointing)
@@ -110,13 +117,21 @@ class DPRNN(MaskSeparator):
         block_norm = norm or ("chanLN" if causal else "gLN")
         if causal and block_norm == "gLN":
             raise ValueError("DPRNN: gLN looks at the whole utterance; use norm='chanLN' when causal")
-        self.encoder = Encoder(n_filters, kernel_size, stride, encoder_activation)
+        self.encoder = Encoder(n_filters, kernel_size, stride, encoder_activation, encoder_padding)
         blocks = [DPRNNBlock(bottleneck, hidden, block_norm, causal, dropout, checkpointing) for _ in range(n_blocks)]
         self.masker = DualPathMasker(n_filters, bottleneck, n_src, blocks, chunk_size,
                                      hop_size or chunk_size // 2, norm="cLN" if causal else "gLN",
-                                     mask_act=mask_act)
+                                     mask_act=mask_act, chunk_padding=chunk_padding, bottleneck_bias=bottleneck_bias)
         self.decoder = Decoder(n_filters, kernel_size, stride)
         self._init_frontend(frontend, frontend_dim)
+
+    @classmethod
+    def from_asteroid(cls, path) -> "DPRNN":
+        """An Asteroid DPRNNTasNet model file (local) as a DPRNN in eval mode; see
+        :func:`sepkit.models.separators.published.load_asteroid`."""
+        from .published import load_asteroid
+
+        return load_asteroid(path, expect="dprnn")
 
 
 __all__ = ["DPRNN", "DPRNNBlock", "RNNPath"]

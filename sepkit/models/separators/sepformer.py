@@ -106,6 +106,10 @@ class Sepformer(MaskSeparator):
         frontend, frontend_dim: the frontend hook (see :mod:`sepkit.models.separators.base`).
         checkpointing: "none" (default) or "blocks": recompute each transformer layer in the
             backward pass (see :mod:`sepkit.nn.checkpoint`).
+        encoder_padding: "cover" (default) or "none", the framing of the waveform (see
+            :mod:`sepkit.models.separators.base`).
+        chunk_padding: "tight" (default), "wide" or "paired", the chunking of the frames (see
+            :mod:`sepkit.models.separators.dual_path`).
     """
 
     def __init__(self, n_src: int = 2, n_filters: int = 256, kernel_size: int = 16, stride: int = 8,
@@ -113,7 +117,8 @@ class Sepformer(MaskSeparator):
                  n_blocks: int = 2, chunk_size: int = 250, hop_size: int | None = None, max_chunks: int = 20000,
                  norm: str | None = None, causal: bool = False, dropout: float = 0.0, mask_act: str = "relu",
                  encoder_activation: str = "relu", attention_backend: str | None = None, sample_rate: int = 8000,
-                 frontend: nn.Module | None = None, frontend_dim: int | None = None, checkpointing: str = "none"):
+                 frontend: nn.Module | None = None, frontend_dim: int | None = None, encoder_padding: str = "cover",
+                 chunk_padding: str = "tight", checkpointing: str = "none"):
         super().__init__()
         self.n_src = self._check_n_src("Sepformer", n_src)
         check_checkpointing("Sepformer", checkpointing)
@@ -122,16 +127,25 @@ class Sepformer(MaskSeparator):
         block_norm = norm or ("chanLN" if causal else "gLN")
         if causal and block_norm == "gLN":
             raise ValueError("Sepformer: gLN looks at the whole utterance; use norm='chanLN' when causal")
-        self.encoder = Encoder(n_filters, kernel_size, stride, encoder_activation)
+        self.encoder = Encoder(n_filters, kernel_size, stride, encoder_activation, encoder_padding)
         blocks = [
             SepformerBlock(d_model, nhead, dim_feedforward, n_layers, block_norm, causal, dropout, chunk_size,
                            max_chunks, attention_backend, checkpointing)
             for _ in range(n_blocks)
         ]
         self.masker = DualPathMasker(n_filters, d_model, n_src, blocks, chunk_size, hop_size or chunk_size // 2,
-                                     norm="cLN" if causal else "gLN", mask_act=mask_act)
+                                     norm="cLN" if causal else "gLN", mask_act=mask_act, chunk_padding=chunk_padding)
         self.decoder = Decoder(n_filters, kernel_size, stride)
         self._init_frontend(frontend, frontend_dim)
+
+    @classmethod
+    def from_speechbrain(cls, folder, **options) -> "Sepformer":
+        """A SpeechBrain Sepformer model folder (local: hyperparams.yaml, encoder.ckpt, masknet.ckpt,
+        decoder.ckpt) as a Sepformer in eval mode; see
+        :func:`sepkit.models.separators.published.load_speechbrain_sepformer`."""
+        from .published import load_speechbrain_sepformer
+
+        return load_speechbrain_sepformer(folder, **options)
 
 
 __all__ = ["Sepformer", "SepformerBlock", "TransformerStack"]
