@@ -8,6 +8,7 @@ result renamed from one would stay private. :func:`umask_mode` gives it the mode
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import torch
@@ -24,6 +25,19 @@ def umask_mode(path: str | os.PathLike, directory: bool = False) -> None:
     os.chmod(path, (0o777 if directory else 0o666) & ~current_umask())
 
 
+def _load_failure(err: Exception) -> str:
+    """What in a file stopped ``torch.load(weights_only=True)``, without torch's advice to retry
+    with ``weights_only=False`` (which would run the file's code)."""
+    text = str(err)
+    found = re.search(r"GLOBAL ([\w.]+)", text)
+    if found:
+        return f"it needs the Python object {found.group(1)}"
+    noise = ("Weights only load failed", "Please file an issue", "Check the documentation", "weights_only")
+    lines = [line.strip() for line in text.splitlines()]
+    first = next((line for line in lines if line and not any(n in line for n in noise)), "")
+    return f"{type(err).__name__}: {first[:200]}" if first else type(err).__name__
+
+
 def load_state_dict_file(path, what: str = "checkpoint") -> dict:
     """Load a plain state dict with ``torch.load(..., weights_only=True)``.
 
@@ -37,8 +51,8 @@ def load_state_dict_file(path, what: str = "checkpoint") -> dict:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
         raise ValueError(f"{what}: {str(path)!r} is not a plain tensor state dict loadable with "
-                         f"weights_only=True (files that need code execution are refused; {type(err).__name__}: "
-                         f"{str(err).splitlines()[0][:200]})") from None
+                         f"weights_only=True (files that need code execution are refused, never run; "
+                         f"{_load_failure(err)})") from None
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):

@@ -450,3 +450,16 @@ def test_convert_refuses_foreign_files(tmp_path, capsys):
     assert not (tmp_path / "o").exists()
     with pytest.raises(ValueError, match="source"):
         convert_published("nemo", tmp_path / "x", tmp_path / "o")
+
+
+def test_refusal_names_the_object_and_never_advises_running_it(tmp_path, capsys):
+    torch.save({"encoder.conv.weight": torch.randn(4, 1, 2), "x": RunsCode()}, tmp_path / "code.pt")
+    with pytest.raises(ValueError) as info:
+        ConvTasNet.from_torchaudio(tmp_path / "code.pt")
+    message = str(info.value)
+    assert "Python object print" in message and "weights_only=False" not in message
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint at all")
+    with pytest.raises(ValueError, match="weights_only=True") as info:
+        ConvTasNet.from_torchaudio(tmp_path / "junk.pt")
+    assert "weights_only=False" not in str(info.value) and "Please file" not in str(info.value)
+    assert "must never run" not in capsys.readouterr().out
