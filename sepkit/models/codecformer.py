@@ -70,11 +70,14 @@ class Codecformer(nn.Module):
             "with RVQ" ablation; off by default, as its best model).
         max_frames: longest latent sequence (positional-encoding table), 20000 frames = 400 s at 50 Hz.
         attention_backend: backend of the attention layers (None: automatic).
+        checkpointing: "none" (default) or "blocks": recompute each transformer layer in the backward pass
+            (:mod:`sepkit.nn.checkpoint`).
     """
 
     def __init__(self, codec: nn.Module, n_src: int = 2, sample_rate: int = 8000, d_model: int = 256,
                  nhead: int = 8, dim_feedforward: int = 1024, n_layers: int = 16, dropout: float = 0.1,
-                 quantize: bool = False, max_frames: int = 20000, attention_backend: str | None = None):
+                 quantize: bool = False, max_frames: int = 20000, attention_backend: str | None = None,
+                 checkpointing: str = "none"):
         super().__init__()
         if not isinstance(codec, nn.Module) or not isinstance(codec, Codec):
             raise TypeError("Codecformer: codec must be an nn.Module with the sepkit.codecs.Codec members "
@@ -93,7 +96,7 @@ class Codecformer(nn.Module):
         self.norm = GlobalLayerNorm(latent)
         self.conv_in = nn.Conv1d(latent, d_model, 1)
         self.transformer = TransformerStack(d_model, nhead, dim_feedforward, n_layers, dropout, causal=False,
-                                            max_len=max_frames, backend=attention_backend)
+                                            max_len=max_frames, backend=attention_backend, checkpointing=checkpointing)
         self.conv_out = nn.Conv1d(d_model, n_src * latent, 1)
         self.head = GatedMaskHead(latent)
 

@@ -63,6 +63,7 @@ from torch import nn
 
 from sepkit.losses.contrastive import Branch, MICLoss, MPCLoss, diversity_loss
 from sepkit.nn import TransformerBlock
+from sepkit.nn.checkpoint import check_checkpointing, run_block
 
 CHECKPOINT_FORMAT = "sepkit.dip_frontend"
 MMD_MODES = ("frames", "pooled")
@@ -381,8 +382,9 @@ class ContextNetwork(nn.Module):
     as keys.
     """
 
-    def __init__(self, cfg: DIPConfig, backend: str | None = None):
+    def __init__(self, cfg: DIPConfig, backend: str | None = None, checkpointing: str = "none"):
         super().__init__()
+        self.checkpointing = check_checkpointing("ContextNetwork", checkpointing)
         self.pos_conv = RelativePositionalConv(cfg.d_model, cfg.pos_conv_kernel, cfg.pos_conv_groups, cfg.dropout)
         self.layer_norm = nn.LayerNorm(cfg.d_model)
         self.dropout = nn.Dropout(cfg.dropout)
@@ -398,7 +400,7 @@ class ContextNetwork(nn.Module):
             x = x * valid[..., None].to(x.dtype)
         x = self.dropout(self.layer_norm(x + self.pos_conv(x)))
         for layer in self.layers:
-            x = layer(x, frame_lengths)
+            x = run_block(layer, x, frame_lengths, checkpointing=self.checkpointing)
         return x
 
 
@@ -442,6 +444,8 @@ class DIPFrontend(nn.Module):
             :class:`DIPConfig` or a dict of its fields.
         backend: attention backend of the transformer (None, "triton", "torch", "sdpa",
             "xformers"); not part of the configuration.
+        checkpointing: "none" (default) or "blocks": recompute each transformer layer in the
+            backward pass (:mod:`sepkit.nn.checkpoint`); not part of the configuration.
         **overrides: fields of :class:`DIPConfig` replacing the config's.
 
     Attributes: ``config``, ``output_dim`` (d: the cue width), ``sample_rate`` (Hz),
@@ -451,7 +455,8 @@ class DIPFrontend(nn.Module):
     with T' = floor((T - 400) / 320) + 1 for the wav2vec2 stack; T >= 400 samples (25 ms).
     """
 
-    def __init__(self, config: "str | DIPConfig | dict" = "base", backend: str | None = None, **overrides):
+    def __init__(self, config: "str | DIPConfig | dict" = "base", backend: str | None = None,
+                 checkpointing: str = "none", **overrides):
         super().__init__()
         cfg = resolve_config(config, **overrides)
         self.config = cfg
@@ -463,7 +468,7 @@ class DIPFrontend(nn.Module):
         self.dropout_input = nn.Dropout(cfg.dropout_input)
         self.dropout_features = nn.Dropout(cfg.dropout_features)
         self.mask_emb = nn.Parameter(torch.empty(cfg.d_model).uniform_())
-        self.context = ContextNetwork(cfg, backend)
+        self.context = ContextNetwork(cfg, backend, checkpointing)
         self.quantizer = GumbelQuantizer(cfg.conv_channels, cfg.groups, cfg.num_vars, cfg.codevector_dim,
                                          (cfg.temperature_start, cfg.temperature_end, cfg.temperature_decay))
         self.project_q = nn.Linear(cfg.codevector_dim, cfg.final_dim)

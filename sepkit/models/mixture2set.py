@@ -27,6 +27,7 @@ from torch import nn
 
 from sepkit.losses import best_permutation_hungarian
 from sepkit.nn import CrossAttention, MultiheadAttention, SinusoidalPositionalEncoding, TransformerBlock
+from sepkit.nn.checkpoint import check_checkpointing, run_block
 
 from .separators.base import Encoder, as_waveform_batch, frame_padding
 from .speaker import LogMelFilterbank
@@ -82,6 +83,8 @@ class MixtureToSet(nn.Module):
         n_decoder_layers: :class:`QueryDecoderLayer` layers.
         dropout: dropout in both stacks.
         backend: attention backend (None: automatic).
+        checkpointing: "none" (default) or "blocks": recompute each encoder transformer layer in the backward pass
+            (:mod:`sepkit.nn.checkpoint`).
 
     ``forward(mixture, lengths=None)`` with ``lengths`` (B,) valid samples returns
     :class:`SetOutput`. Frames past a length are ignored as keys everywhere.
@@ -92,8 +95,10 @@ class MixtureToSet(nn.Module):
     def __init__(self, n_slots: int = 3, embed_dim: int = 192, encoder: str = "fbank", sample_rate: int = 16000,
                  n_mels: int = 80, n_filters: int = 256, kernel_size: int = 32, pool: int = 8, d_model: int = 256,
                  nhead: int = 4, dim_feedforward: int = 1024, n_layers: int = 4, n_decoder_layers: int = 2,
-                 dropout: float = 0.0, max_frames: int = 20000, backend: str | None = None):
+                 dropout: float = 0.0, max_frames: int = 20000, backend: str | None = None,
+                 checkpointing: str = "none"):
         super().__init__()
+        self.checkpointing = check_checkpointing("MixtureToSet", checkpointing)
         if encoder not in self.ENCODERS:
             raise ValueError(f"MixtureToSet: encoder must be one of {self.ENCODERS}, got {encoder!r}")
         if n_slots < 1 or embed_dim < 1:
@@ -150,7 +155,7 @@ class MixtureToSet(nn.Module):
         """mixture (B, T) or (B, 1, T) at ``sample_rate``; ``lengths`` (B,) valid samples."""
         x, frame_lengths = self.frames(mixture, lengths)
         for layer in self.layers:
-            x = layer(x, frame_lengths)
+            x = run_block(layer, x, frame_lengths, checkpointing=self.checkpointing)
         x = self.norm(x)
         q = self.queries.unsqueeze(0).expand(x.shape[0], -1, -1).to(x.dtype)
         for layer in self.decoder:

@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from sepkit.nn import CrossAttention, MultiheadAttention
+from sepkit.nn.checkpoint import check_checkpointing, run_block
 
 __all__ = [
     "NCSNpp", "LatentCrossAttention", "ResnetBlockBigGAN", "AttnBlock", "GaussianFourierProjection",
@@ -304,7 +305,8 @@ class NCSNpp(nn.Module):
         placements: where the cross-attention blocks go: "bottleneck" and/or level resolutions.
         cross_heads, pe_dim: heads and positional-encoding width of the cross-attention.
         backend: attention backend of every attention layer (None: automatic).
-        checkpointing: recompute each residual/attention block in the backward (saves memory).
+        checkpointing: "none" (default) or "blocks": recompute each residual / attention block in the
+            backward pass (:mod:`sepkit.nn.checkpoint`).
 
     ``frame_multiple`` (2^(levels-1)) is the multiple N (and F) must be.
     """
@@ -313,7 +315,7 @@ class NCSNpp(nn.Module):
                  attn_resolutions: Sequence[int] = (16,), n_freq: int = 256, dropout: float = 0.0,
                  fir_kernel: Sequence[float] = (1, 3, 3, 1), fourier_scale: float = 16.0, attn_heads: int = 1,
                  latent_dim: int | None = None, placements: Sequence[str | int] = ("bottleneck",),
-                 cross_heads: int = 4, pe_dim: int = 64, backend: str | None = None, checkpointing: bool = False):
+                 cross_heads: int = 4, pe_dim: int = 64, backend: str | None = None, checkpointing: str = "none"):
         super().__init__()
         ch_mult = tuple(int(m) for m in ch_mult)
         if nf < 4 or nf % 4 or not ch_mult or min(ch_mult) < 1 or num_res_blocks < 1:
@@ -327,7 +329,7 @@ class NCSNpp(nn.Module):
         self.nf, self.ch_mult, self.num_res_blocks, self.n_freq = nf, ch_mult, num_res_blocks, n_freq
         self.attn_resolutions = tuple(int(r) for r in attn_resolutions)
         self.latent_dim = latent_dim
-        self.checkpointing = checkpointing
+        self.checkpointing = check_checkpointing("NCSNpp", checkpointing)
         placements = tuple(placements) if latent_dim is not None else ()
         for p in placements:
             if p != "bottleneck" and p not in self.resolutions:
@@ -397,11 +399,7 @@ class NCSNpp(nn.Module):
         self.output_layer = nn.Conv2d(channels, 2, 1)
 
     def _run(self, module, *args):
-        if self.checkpointing and self.training and torch.is_grad_enabled():
-            from torch.utils.checkpoint import checkpoint
-
-            return checkpoint(module, *args, use_reentrant=False)
-        return module(*args)
+        return run_block(module, *args, checkpointing=self.checkpointing)
 
     def _check(self, x, y, t, latents, kv_lengths):
         for name, s in (("x", x), ("y", y)):

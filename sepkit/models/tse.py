@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from sepkit.nn import CrossAttention
+from sepkit.nn.checkpoint import check_checkpointing, run_block
 from sepkit.nn.norm import make_norm
 
 from .separators.base import Decoder, Encoder, as_waveform_batch, frame_padding, mask_activation
@@ -87,6 +88,8 @@ class ConvTasNetTSE(_WaveTSE):
         norm: as :class:`sepkit.models.ConvTasNet` (defaults the Conv-TasNet paper's).
         mask_act: mask nonlinearity ("relu").
         sample_rate: Hz (metadata).
+        checkpointing: "none" (default) or "blocks": recompute each TCN block in the backward pass
+            (:mod:`sepkit.nn.checkpoint`).
 
     FiLM sits after the first :class:`TemporalBlock` of each repeat, acting on the bottleneck
     channels.
@@ -94,10 +97,12 @@ class ConvTasNetTSE(_WaveTSE):
 
     def __init__(self, emb_dim: int = 192, n_filters: int = 512, kernel_size: int = 16, stride: int = 8,
                  bottleneck: int = 128, hidden: int = 512, skip: int = 128, conv_kernel: int = 3, layers: int = 8,
-                 repeats: int = 3, norm: str = "gLN", mask_act: str = "relu", sample_rate: int = 8000):
+                 repeats: int = 3, norm: str = "gLN", mask_act: str = "relu", sample_rate: int = 8000,
+                 checkpointing: str = "none"):
         super().__init__()
         if emb_dim < 1:
             raise ValueError(f"ConvTasNetTSE: emb_dim must be >= 1, got {emb_dim}")
+        self.checkpointing = check_checkpointing("ConvTasNetTSE", checkpointing)
         self.emb_dim, self.sample_rate, self.layers, self.mask_act = emb_dim, sample_rate, layers, mask_act
         self.encoder = Encoder(n_filters, kernel_size, stride)
         self.input = nn.Sequential(make_norm(norm, n_filters), nn.Conv1d(n_filters, bottleneck, 1))
@@ -116,7 +121,7 @@ class ConvTasNetTSE(_WaveTSE):
         x = self.input(w)
         skip_sum = 0.0
         for i, block in enumerate(self.blocks):
-            res, skip = block(x)
+            res, skip = run_block(block, x, checkpointing=self.checkpointing)
             if res is not None:
                 x = x + res
             if skip is not None:
@@ -161,15 +166,18 @@ class DualPathTSE(_WaveTSE):
         mask_act: mask nonlinearity ("sigmoid").
         sample_rate: Hz (metadata).
         backend: attention backend.
+        checkpointing: "none" (default) or "blocks": recompute each intra- and inter-chunk path in the backward pass
+            (:mod:`sepkit.nn.checkpoint`).
     """
 
     def __init__(self, emb_dim: int = 192, n_filters: int = 64, kernel_size: int = 16, stride: int = 8,
                  channels: int = 64, hidden: int = 128, chunk_size: int = 100, hop_size: int | None = None,
                  n_blocks: int = 6, n_tokens: int = 4, nhead: int = 4, mask_act: str = "sigmoid",
-                 sample_rate: int = 8000, backend: str | None = None):
+                 sample_rate: int = 8000, backend: str | None = None, checkpointing: str = "none"):
         super().__init__()
         if emb_dim < 1:
             raise ValueError(f"DualPathTSE: emb_dim must be >= 1, got {emb_dim}")
+        check_checkpointing("DualPathTSE", checkpointing)
         self.emb_dim, self.sample_rate, self.mask_act = emb_dim, sample_rate, mask_act
         self.chunk_size, self.hop_size = chunk_size, hop_size or chunk_size // 2
         if not 1 <= self.hop_size <= chunk_size:
@@ -177,7 +185,7 @@ class DualPathTSE(_WaveTSE):
         self.encoder = Encoder(n_filters, kernel_size, stride)
         self.norm = make_norm("gLN", n_filters)
         self.bottleneck = nn.Conv1d(n_filters, channels, 1, bias=False)
-        self.blocks = nn.ModuleList(DPRNNBlock(channels, hidden) for _ in range(n_blocks))
+        self.blocks = nn.ModuleList(DPRNNBlock(channels, hidden, checkpointing=checkpointing) for _ in range(n_blocks))
         self.conditions = nn.ModuleList(CrossAttentionCondition(emb_dim, channels, n_tokens, nhead, backend)
                                         for _ in range(n_blocks))
         self.prelu = nn.PReLU()

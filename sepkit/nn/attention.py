@@ -40,6 +40,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .fused import layer_norm_linear
+
 LAYER_BACKENDS = (None, "triton", "torch", "sdpa", "xformers")
 ACTIVATIONS = ("relu", "gelu", "snake")
 
@@ -187,13 +189,19 @@ class MultiheadAttention(nn.Module):
             nn.init.zeros_(self.out_proj.bias)
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor | Sequence[int] | None = None,
-                key_padding_mask: torch.Tensor | None = None) -> torch.Tensor:
+                key_padding_mask: torch.Tensor | None = None, norm: nn.LayerNorm | None = None) -> torch.Tensor:
         """x (B, L, E); ``lengths`` (B,) valid positions, or ``key_padding_mask`` (B, L) True at
         padding. Returns (B, L, E); padded positions are computed too (they attend to the valid
-        ones), as in torch."""
+        ones), as in torch. ``norm``: a LayerNorm applied to ``x`` first, fused with the input
+        projection so that its output is not stored for the backward pass
+        (:func:`sepkit.nn.fused.layer_norm_linear`)."""
         _check_input("MultiheadAttention", "x", x, self.embed_dim)
         lengths = _lengths(lengths, key_padding_mask, x.shape[0], x.shape[1], x.device, "lengths")
-        q, k, v = F.linear(x, self.in_proj_weight, self.in_proj_bias).chunk(3, dim=-1)
+        if norm is not None:
+            qkv = layer_norm_linear(x, norm, self.in_proj_weight, self.in_proj_bias)
+        else:
+            qkv = F.linear(x, self.in_proj_weight, self.in_proj_bias)
+        q, k, v = qkv.chunk(3, dim=-1)
         q, k, v = (_split_heads(t, self.num_heads) for t in (q, k, v))
         out = attend(q, k, v, lengths, self.causal, self.backend)
         return self.out_proj(_merge_heads(out))
@@ -331,14 +339,15 @@ class TransformerBlock(nn.Module):
         self.dropout1 = nn.Dropout(dropout)
         self.dropout2 = nn.Dropout(dropout)
 
-    def _ff(self, x: torch.Tensor) -> torch.Tensor:
-        return self.dropout2(self.linear2(self.dropout(self.activation(self.linear1(x)))))
+    def _ff(self, x: torch.Tensor, norm: nn.LayerNorm | None = None) -> torch.Tensor:
+        h = self.linear1(x) if norm is None else layer_norm_linear(x, norm, self.linear1.weight, self.linear1.bias)
+        return self.dropout2(self.linear2(self.dropout(self.activation(h))))
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor | Sequence[int] | None = None) -> torch.Tensor:
         """x (B, L, D), ``lengths`` (B,) valid positions (padding is ignored as keys) -> (B, L, D)."""
-        if self.norm_first:
-            x = x + self.dropout1(self.self_attn(self.norm1(x), lengths))
-            return x + self._ff(self.norm2(x))
+        if self.norm_first:  # each norm fused with the linear layer after it (nothing extra stored)
+            x = x + self.dropout1(self.self_attn(x, lengths, norm=self.norm1))
+            return x + self._ff(x, norm=self.norm2)
         x = self.norm1(x + self.dropout1(self.self_attn(x, lengths)))
         return self.norm2(x + self._ff(x))
 

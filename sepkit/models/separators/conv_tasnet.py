@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from sepkit.nn.checkpoint import check_checkpointing, run_block
+from sepkit.nn.fused import prelu_global_norm
 from sepkit.nn.norm import make_norm
 
 from .base import Decoder, Encoder, MaskSeparator, check_choice, mask_activation
@@ -42,10 +43,11 @@ class TemporalBlock(nn.Module):
         self.skip_conv = nn.Conv1d(hidden, skip, 1) if skip > 0 else None
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-        y = self.norm1(self.prelu1(self.conv_in(x)))
+        # each PReLU + norm pair stores only the PReLU's input for the backward (sepkit.nn.fused)
+        y = prelu_global_norm(self.conv_in(x), self.prelu1, self.norm1)
         if self.causal:
             y = F.pad(y, (self.pad, 0))
-        y = self.norm2(self.prelu2(self.dconv(y)))
+        y = prelu_global_norm(self.dconv(y), self.prelu2, self.norm2)
         res = self.res_conv(y) if self.res_conv is not None else None
         skip = self.skip_conv(y) if self.skip_conv is not None else None
         return res, skip
