@@ -73,6 +73,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from .harness import SMOKE_MARK, Context
 
+    if args.smoke:
+        torch.set_num_threads(1)  # tiny shapes: more threads only contend (and the CPU may be shared)
     ctx = Context(quick=args.quick, smoke=args.smoke)
     if args.smoke:
         print(f"{SMOKE_MARK}: CPU {ctx.facts['cpu']} ({ctx.facts['cpu_threads']} threads), Triton interpreter "

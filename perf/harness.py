@@ -13,6 +13,8 @@ exercised without a GPU. Nothing it prints is a measurement:
 * the device is the CPU, Triton kernels run in Triton's interpreter (``TRITON_INTERPRET=1``,
   set by ``python -m perf --smoke`` before sepkit is imported) and the storage dtype is float32
   (``tl.dot`` on bf16 is not exact in the interpreter);
+* one intra-op CPU thread (``python -m perf --smoke`` sets it: at tiny shapes more threads only
+  contend);
 * :meth:`Context.time` uses a CPU wall-clock timer (``time.perf_counter``: one warm-up call, then
   the median and 20/80 % quantiles of :data:`SMOKE_REPS` calls) in place of ``do_bench``;
 * the ceilings are the same copy and matmul measurements at :data:`SMOKE_CEILING_SIZES` on the CPU
@@ -37,9 +39,9 @@ import torch
 from .report import SMOKE_MARK
 
 #: Timed calls per measurement in smoke mode (after one warm-up call).
-SMOKE_REPS = 3
+SMOKE_REPS = 2
 #: (copy bytes, matmul n) of the ceilings in smoke mode.
-SMOKE_CEILING_SIZES = (2**22, 256)
+SMOKE_CEILING_SIZES = (2**24, 512)
 
 
 class NoCuda(RuntimeError):
