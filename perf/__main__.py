@@ -25,6 +25,7 @@ from pathlib import Path
 
 import perf
 
+from .harness import COMPILE_BACKENDS  # imports torch, not sepkit.kernels: TRITON_INTERPRET is still free
 from .report import RESULTS, ROOT, is_inside, write_results
 
 NO_CUDA = "sepkit perf: no CUDA device here; the benchmarks time Triton kernels on a GPU only"
@@ -48,9 +49,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="smallest sizes only")
     parser.add_argument("--smoke", action="store_true",
                         help="run every benchmark end to end on the CPU with tiny shapes (smoke, not a measurement)")
+    parser.add_argument("--compile-backend", choices=COMPILE_BACKENDS, default="inductor",
+                        help="with --smoke: torch.compile backend of the compiled providers (default inductor; "
+                             "aot_eager traces and splits the graphs without building C++)")
     parser.add_argument("--out", type=Path, default=None,
                         help="results folder (default: perf/results; with --smoke a new temporary folder)")
     args = parser.parse_args(argv)
+    if args.compile_backend != "inductor" and not args.smoke:
+        parser.error("--compile-backend is for --smoke runs only")
 
     if args.smoke:
         if args.out is not None and is_inside(args.out, RESULTS):
@@ -75,10 +81,11 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.smoke:
         torch.set_num_threads(1)  # tiny shapes: more threads only contend (and the CPU may be shared)
-    ctx = Context(quick=args.quick, smoke=args.smoke)
+    ctx = Context(quick=args.quick, smoke=args.smoke, compile_backend=args.compile_backend)
     if args.smoke:
         print(f"{SMOKE_MARK}: CPU {ctx.facts['cpu']} ({ctx.facts['cpu_threads']} threads), Triton interpreter "
-              f"{'on' if ctx.facts['triton_interpret'] else 'OFF'}, results into {out}")
+              f"{'on' if ctx.facts['triton_interpret'] else 'OFF'}, torch.compile backend {args.compile_backend}, "
+              f"results into {out}")
     else:
         print(f"device {ctx.facts['gpu']}: copy {ctx.copy_bandwidth:.0f} GB/s, bf16 dot {ctx.matmul_tflops:.0f} TFLOP/s")
     failed = []

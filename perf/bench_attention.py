@@ -106,7 +106,7 @@ def run(ctx) -> None:
     compiled = ctx.try_compile(lambda q, k, v: attention_reference(q, k, v), *small, name="torch.compile(reference)")
     if compiled is not None:
         # One compiled function per mask setting (the flag is a Python constant under compile).
-        compiled_causal = torch.compile(lambda q, k, v: attention_reference(q, k, v, causal=True))
+        compiled_causal = ctx.compile(lambda q, k, v: attention_reference(q, k, v, causal=True))
         providers["reference.compile"] = lambda q, k, v, causal: (compiled_causal if causal else compiled)(q, k, v)
 
     for label, lq, lk, causal in _shapes(ctx):

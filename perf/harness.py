@@ -17,6 +17,8 @@ exercised without a GPU. Nothing it prints is a measurement:
   contend);
 * :meth:`Context.time` uses a CPU wall-clock timer (``time.perf_counter``: one warm-up call, then
   the median and 20/80 % quantiles of :data:`SMOKE_REPS` calls) in place of ``do_bench``;
+* torch.compile providers build with inductor (C++ on the CPU) unless the run asks for
+  ``compile_backend="aot_eager"`` (``--compile-backend``, see :data:`COMPILE_BACKENDS`);
 * the ceilings are the same copy and matmul measurements at :data:`SMOKE_CEILING_SIZES` on the CPU
   (float32 matmul);
 * :meth:`Context.peak_memory` is the peak of the running sum of the CPU allocations and frees
@@ -40,6 +42,11 @@ from .report import SMOKE_MARK
 
 #: Timed calls per measurement in smoke mode (after one warm-up call).
 SMOKE_REPS = 2
+#: torch.compile backends a smoke run may take: "inductor" (the default, what a GPU run uses:
+#: on a CPU it generates and builds C++, which needs a compiler and takes seconds per graph) or
+#: "aot_eager" (Dynamo's capture and AOTAutograd's forward/backward split, run eagerly: the part
+#: of torch.compile that the benchmark code decides, without code generation).
+COMPILE_BACKENDS = ("inductor", "aot_eager")
 #: (copy bytes, matmul n) of the ceilings in smoke mode.
 SMOKE_CEILING_SIZES = (2**24, 512)
 
@@ -183,15 +190,23 @@ class Context:
             no GPU. Without it a CUDA device is required (:class:`NoCuda` otherwise).
     """
 
-    def __init__(self, quick: bool = False, dtype: torch.dtype | None = None, smoke: bool = False):
+    def __init__(self, quick: bool = False, dtype: torch.dtype | None = None, smoke: bool = False,
+                 compile_backend: str = "inductor"):
+        if compile_backend not in COMPILE_BACKENDS:
+            raise ValueError(f"Context: compile_backend must be one of {COMPILE_BACKENDS}, got {compile_backend!r}")
+        if compile_backend != "inductor" and not smoke:
+            raise ValueError("Context: compile_backend other than 'inductor' is for smoke runs only "
+                             "(a GPU run times what torch.compile builds by default)")
         self.smoke = smoke
         self.quick = quick
+        self.compile_backend = compile_backend
         self.rows: list[dict] = []
         self.notes: list[str] = []
         if smoke:
             self.dtype = torch.float32 if dtype is None else dtype
             self.device = torch.device("cpu")
             self.facts = smoke_facts()
+            self.facts["compile_backend"] = compile_backend
             nbytes, n = SMOKE_CEILING_SIZES
             self.copy_bandwidth = measure_copy_bandwidth(nbytes, device="cpu", bench=cpu_bench)
             self.matmul_tflops = measure_matmul_tflops(n, torch.float32, device="cpu", bench=cpu_bench)
@@ -249,10 +264,16 @@ class Context:
         torch.cuda.synchronize()
         return torch.cuda.max_memory_allocated() - base
 
+    def compile(self, fn: Callable) -> Callable:
+        """``torch.compile(fn)`` (in smoke with ``backend=self.compile_backend``)."""
+        if self.compile_backend == "inductor":
+            return torch.compile(fn)
+        return torch.compile(fn, backend=self.compile_backend)
+
     def try_compile(self, fn: Callable, *example_args, name: str = "torch.compile") -> Callable | None:
-        """``torch.compile(fn)`` warmed up on ``example_args``, or None (with a note) if it fails."""
+        """:meth:`compile` of ``fn`` warmed up on ``example_args``, or None (with a note) if it fails."""
         try:
-            compiled = torch.compile(fn)
+            compiled = self.compile(fn)
             compiled(*example_args)
             return compiled
         except Exception as exc:
