@@ -1,7 +1,7 @@
 """Attention: forward and forward+backward TFLOP/s against torch SDPA, xformers and the reference.
 
 Shapes (B = 4, H = 8, Dh = 64, ``ctx.dtype``, bf16 by default; a smoke run takes B = 1, H = 2,
-Dh = 32 and sequence lengths of 4 to 64, in float32):
+Dh = 32 and sequence lengths of 4 to 32, in float32):
 
 * self-attention, L in {1k, 4k, 16k}, without and with the causal mask;
 * Ex-Diff-like cross-attention: Lq = 4096 queries over Lk in {16, 64, 256} keys;
@@ -38,10 +38,10 @@ def _dims(ctx) -> tuple[int, int, int]:
 
 def _shapes(ctx) -> list[tuple[str, int, int, bool]]:
     """(label, Lq, Lk, causal)."""
-    selfs = ctx.sizes(full=[1024, 4096, 16384], quick=[1024], smoke=[64])
-    cross_q = ctx.sizes(full=4096, quick=4096, smoke=64)
+    selfs = ctx.sizes(full=[1024, 4096, 16384], quick=[1024], smoke=[32])
+    cross_q = ctx.sizes(full=4096, quick=4096, smoke=32)
     cross = ctx.sizes(full=[16, 64, 256], quick=[16], smoke=[16])
-    setq = ctx.sizes(full=[2048, 8192], quick=[2048], smoke=[64])
+    setq = ctx.sizes(full=[2048, 8192], quick=[2048], smoke=[32])
     shapes = [(f"self L={n}", n, n, False) for n in selfs]
     shapes += [(f"causal L={n}", n, n, True) for n in selfs]
     shapes += [(f"cross Lq={cross_q} Lk={n}", cross_q, n, False) for n in cross]

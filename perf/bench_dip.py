@@ -15,7 +15,7 @@ memory (MiB). CPU (``python -m perf.bench_dip``): the ``small`` config at 2 + 2 
 with the automatic CPU paths, the median wall time of a few steps (no memory figure: the CPU
 allocator is not instrumented); the result says which machine it ran on. Smoke
 (``python -m perf --smoke``): the GPU body on the CPU with :data:`SMOKE` (a one-layer frontend,
-1 + 1 utterances of 0.5 s, K = 8 negatives), Triton in the interpreter for ``sepkit``.
+1 + 1 utterances of 0.3 s, K = 8 negatives), Triton in the interpreter for ``sepkit``.
 """
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ PROVIDERS = {"sepkit": "triton", "reference": "torch"}
 #: (config, utterances per branch, seconds, negatives K, config overrides) of each run kind.
 GPU = ("base", 4, 15.0, 100, {})
 QUICK = ("small", 2, 4.0, 100, {})
-SMOKE = ("small", 1, 0.5, 8, dict(conv_channels=16, d_model=32, n_layers=1, n_heads=2, ffn_dim=64, final_dim=16,
+SMOKE = ("small", 1, 0.3, 8, dict(conv_channels=16, d_model=32, n_layers=1, n_heads=2, ffn_dim=64, final_dim=16,
                                   codevector_dim=16, num_vars=8, pos_conv_kernel=8))
 
 

@@ -93,8 +93,8 @@ def smoke_facts() -> dict:
     return {
         "gpu": "CPU smoke",
         "smoke": True,
-        "smoke_note": f"{SMOKE_MARK}: tiny shapes on the CPU, Triton kernels in the interpreter, "
-                      f"times from a CPU timer ({SMOKE_REPS} calls after a warm-up)",
+        "smoke_note": f"tiny shapes on the CPU, Triton kernels in the interpreter, times from a CPU timer "
+                      f"({SMOKE_REPS} calls after a warm-up)",
         "cpu": platform.processor() or platform.machine(),
         "cpu_threads": torch.get_num_threads(),
         "triton_interpret": os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"),
@@ -219,7 +219,9 @@ class Context:
             self.facts = device_facts()
             self.copy_bandwidth = measure_copy_bandwidth()
             self.matmul_tflops = measure_matmul_tflops()
-        self.facts.update(copy_bandwidth_gbs=round(self.copy_bandwidth, 1), matmul_tflops_bf16=round(self.matmul_tflops, 1))
+        digits = 4 if smoke else 1  # a CPU's rate is a small fraction of a TFLOP/s
+        self.facts.update(copy_bandwidth_gbs=round(self.copy_bandwidth, digits),
+                          matmul_tflops_bf16=round(self.matmul_tflops, digits))
 
     # the run's shape and device --------------------------------------------------------------
     def sizes(self, full, quick, smoke):
