@@ -25,7 +25,9 @@ from pathlib import Path
 
 import perf
 
-from .harness import COMPILE_BACKENDS  # imports torch, not sepkit.kernels: TRITON_INTERPRET is still free
+from .harness import (
+    COMPILE_BACKENDS,  # imports torch, not sepkit.kernels: TRITON_INTERPRET is still free
+)
 from .report import RESULTS, ROOT, is_inside, write_results
 
 NO_CUDA = "sepkit perf: no CUDA device here; the benchmarks time Triton kernels on a GPU only"
@@ -65,8 +67,11 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         if not _interpreter_on():
             if "sepkit.kernels" in sys.modules:  # kernels already defined compiled: a fresh process
+                child = ["--smoke", "--compile-backend", args.compile_backend]
+                child += [x for op in args.op or [] for x in ("--op", op)] + (["--quick"] if args.quick else [])
+                child += ["--out", str(args.out.resolve())] if args.out is not None else []
                 env = dict(os.environ, TRITON_INTERPRET="1")
-                return subprocess.call([sys.executable, "-m", "perf", *argv], env=env, cwd=ROOT)
+                return subprocess.call([sys.executable, "-m", "perf", *child], env=env, cwd=ROOT)
             os.environ["TRITON_INTERPRET"] = "1"  # before any Triton kernel is defined
         out = args.out if args.out is not None else Path(tempfile.mkdtemp(prefix="sepkit-perf-smoke-"))
     else:
