@@ -25,9 +25,8 @@ from pathlib import Path
 
 import perf
 
-from .harness import (
-    COMPILE_BACKENDS,  # imports torch, not sepkit.kernels: TRITON_INTERPRET is still free
-)
+# perf.harness imports torch, not sepkit.kernels: TRITON_INTERPRET can still be switched on below.
+from .harness import COMPILE_BACKENDS
 from .report import RESULTS, ROOT, is_inside, write_results
 
 NO_CUDA = "sepkit perf: no CUDA device here; the benchmarks time Triton kernels on a GPU only"
