@@ -13,6 +13,9 @@ exercised without a GPU. Nothing it prints is a measurement:
 * the device is the CPU, Triton kernels run in Triton's interpreter (``TRITON_INTERPRET=1``,
   set by ``python -m perf --smoke`` before sepkit is imported) and the storage dtype is float32
   (``tl.dot`` on bf16 is not exact in the interpreter);
+* shapes and model sizes come from each benchmark's ``ctx.sizes(full=..., quick=..., smoke=...)``;
+  a model benchmark's automatic ("kernels", "auto") provider takes :attr:`Context.auto_backend`,
+  "triton", so the interpreter runs the kernels that automatic choice picks on a GPU;
 * one intra-op CPU thread (``python -m perf --smoke`` sets it: at tiny shapes more threads only
   contend);
 * :meth:`Context.time` uses a CPU wall-clock timer (``time.perf_counter``: one warm-up call, then
