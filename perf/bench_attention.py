@@ -1,6 +1,7 @@
 """Attention: forward and forward+backward TFLOP/s against torch SDPA, xformers and the reference.
 
-Shapes (B = 4, H = 8, Dh = 64, ``ctx.dtype``, bf16 by default):
+Shapes (B = 4, H = 8, Dh = 64, ``ctx.dtype``, bf16 by default; a smoke run takes B = 1, H = 2,
+Dh = 32 and sequence lengths of 4 to 32, in float32):
 
 * self-attention, L in {1k, 4k, 16k}, without and with the causal mask;
 * Ex-Diff-like cross-attention: Lq = 4096 queries over Lk in {16, 64, 256} keys;
@@ -30,14 +31,20 @@ from sepkit.kernels.reference.attention import attention_reference
 B, H, DH = 4, 8, 64
 
 
-def _shapes(quick: bool) -> list[tuple[str, int, int, bool]]:
+def _dims(ctx) -> tuple[int, int, int]:
+    """(B, H, Dh) of this run."""
+    return ctx.sizes(full=(B, H, DH), quick=(B, H, DH), smoke=(1, 2, 32))
+
+
+def _shapes(ctx) -> list[tuple[str, int, int, bool]]:
     """(label, Lq, Lk, causal)."""
-    selfs = [1024] if quick else [1024, 4096, 16384]
-    cross = [16] if quick else [16, 64, 256]
-    setq = [2048] if quick else [2048, 8192]
+    selfs = ctx.sizes(full=[1024, 4096, 16384], quick=[1024], smoke=[32])
+    cross_q = ctx.sizes(full=4096, quick=4096, smoke=32)
+    cross = ctx.sizes(full=[16, 64, 256], quick=[16], smoke=[16])
+    setq = ctx.sizes(full=[2048, 8192], quick=[2048], smoke=[32])
     shapes = [(f"self L={n}", n, n, False) for n in selfs]
     shapes += [(f"causal L={n}", n, n, True) for n in selfs]
-    shapes += [(f"cross Lq=4096 Lk={n}", 4096, n, False) for n in cross]
+    shapes += [(f"cross Lq={cross_q} Lk={n}", cross_q, n, False) for n in cross]
     shapes += [(f"set-query Lq=4 Lk={n}", 4, n, False) for n in setq]
     return shapes
 
@@ -79,8 +86,8 @@ def _xformers_provider(ctx):
     return fn
 
 
-def _flops(lq: int, lk: int, causal: bool) -> tuple[float, float]:
-    fwd = 4.0 * B * H * lq * lk * DH
+def _flops(lq: int, lk: int, causal: bool, b: int = B, h: int = H, dh: int = DH) -> tuple[float, float]:
+    fwd = 4.0 * b * h * lq * lk * dh
     if causal:
         fwd /= 2
     return fwd, fwd * 3.5
@@ -94,20 +101,21 @@ def run(ctx) -> None:
     if xf is not None:
         providers["xformers"] = xf
     providers["reference"] = lambda q, k, v, causal: attention_reference(q, k, v, causal=causal)
-    small = [torch.randn(1, 2, 64, DH, device=ctx.device, dtype=ctx.dtype) for _ in range(3)]
+    b, h, dh = _dims(ctx)
+    small = [torch.randn(1, 2, 64, dh, device=ctx.device, dtype=ctx.dtype) for _ in range(3)]
     compiled = ctx.try_compile(lambda q, k, v: attention_reference(q, k, v), *small, name="torch.compile(reference)")
     if compiled is not None:
         # One compiled function per mask setting (the flag is a Python constant under compile).
-        compiled_causal = torch.compile(lambda q, k, v: attention_reference(q, k, v, causal=True))
+        compiled_causal = ctx.compile(lambda q, k, v: attention_reference(q, k, v, causal=True))
         providers["reference.compile"] = lambda q, k, v, causal: (compiled_causal if causal else compiled)(q, k, v)
 
-    for label, lq, lk, causal in _shapes(ctx.quick):
-        q = torch.randn(B, H, lq, DH, device=ctx.device, dtype=ctx.dtype, generator=gen)
-        k = torch.randn(B, H, lk, DH, device=ctx.device, dtype=ctx.dtype, generator=gen)
-        v = torch.randn(B, H, lk, DH, device=ctx.device, dtype=ctx.dtype, generator=gen)
-        do = torch.randn(B, H, lq, DH, device=ctx.device, dtype=ctx.dtype, generator=gen)
-        fwd_flops, full_flops = _flops(lq, lk, causal)
-        config = dict(B=B, H=H, Lq=lq, Lk=lk, Dh=DH, causal=causal, dtype=str(ctx.dtype))
+    for label, lq, lk, causal in _shapes(ctx):
+        q = torch.randn(b, h, lq, dh, device=ctx.device, dtype=ctx.dtype, generator=gen)
+        k = torch.randn(b, h, lk, dh, device=ctx.device, dtype=ctx.dtype, generator=gen)
+        v = torch.randn(b, h, lk, dh, device=ctx.device, dtype=ctx.dtype, generator=gen)
+        do = torch.randn(b, h, lq, dh, device=ctx.device, dtype=ctx.dtype, generator=gen)
+        fwd_flops, full_flops = _flops(lq, lk, causal, b, h, dh)
+        config = dict(B=b, H=h, Lq=lq, Lk=lk, Dh=dh, causal=causal, dtype=str(ctx.dtype))
         for name, fn in providers.items():
             qg, kg, vg = (t.detach().requires_grad_() for t in (q, k, v))
             fwd = (lambda f, a, b, c: lambda: f(a, b, c, causal))(fn, q, k, v)
@@ -122,14 +130,14 @@ def run(ctx) -> None:
                     peak = ctx.peak_memory(full)
                     ctx.record(mode="full", metric="peak_memory", unit="MiB", p50=peak / 2**20, **common)
                 except torch.cuda.OutOfMemoryError:
-                    torch.cuda.empty_cache()
+                    ctx.empty_cache()
                     ctx.record(mode="full", metric="oom", unit="", p50=float("nan"), **common)
             except torch.cuda.OutOfMemoryError:
-                torch.cuda.empty_cache()
+                ctx.empty_cache()
                 ctx.record(mode="fwd", metric="oom", unit="", p50=float("nan"), **common)
             except Exception as exc:  # e.g. an SDPA backend without a kernel for this shape
-                torch.cuda.empty_cache()
+                ctx.empty_cache()
                 ctx.note(f"attention {name} {label} skipped: {type(exc).__name__}: {str(exc).splitlines()[0][:120]}")
-            torch.cuda.empty_cache()
+            ctx.empty_cache()
         del q, k, v, do
-        torch.cuda.empty_cache()
+        ctx.empty_cache()

@@ -11,6 +11,9 @@
 * Training-step time: forward, negative SI-SDR with PIT, backward and an Adam step, batch 1,
   random weights (the codec frozen); the median of a few steps after a warm-up.
 
+A smoke run (``python -m perf --smoke``) does the same with :data:`SMOKE_SIZES` (a 1-layer
+Codecformer over a tiny DAC, a 1-block Sepformer) on 0.02 s of audio, one timed step.
+
 ``python -m perf.bench_codecformer [--seconds 2] [--steps 3] [--threads 1] [--json PATH]`` runs on
 the CPU and prints a Markdown table; :func:`run` is the GPU entry point of ``python -m perf``
 (the same MACs plus step times with the kernels vs the reference backend).
@@ -33,6 +36,13 @@ from sepkit.models.codecformer import Codecformer
 from sepkit.models.separators import Sepformer
 
 RATE = 8000
+#: Model sizes of a smoke run: keyword overrides of the DAC config, Codecformer and Sepformer.
+SMOKE_SIZES = dict(
+    codec=dict(encoder_dim=4, encoder_rates=[2, 4], latent_dim=16, decoder_dim=16, decoder_rates=[4, 2],
+               n_codebooks=2, codebook_size=16, codebook_dim=4),
+    codecformer=dict(d_model=16, nhead=2, dim_feedforward=32, n_layers=1),
+    sepformer=dict(n_filters=16, nhead=2, dim_feedforward=32, n_layers=1, n_blocks=1, chunk_size=10),
+)
 
 
 def _macs(fn, *args) -> int:
@@ -41,17 +51,19 @@ def _macs(fn, *args) -> int:
     return counter.get_total_flops() // 2
 
 
-def build(device: str | torch.device = "cpu", backend: str | None = None) -> dict:
-    """The default models of the comparison on ``device`` (random weights)."""
+def build(device: str | torch.device = "cpu", backend: str | None = None, sizes: dict | None = None) -> dict:
+    """The default models of the comparison on ``device`` (random weights); ``sizes`` overrides
+    their arguments (keys "codec", "codecformer", "sepformer", as :data:`SMOKE_SIZES`)."""
+    sizes = sizes or {}
     with torch.device(device):
-        codec = DAC(**DAC_CONFIGS["16khz"])
-        return {"codecformer": Codecformer(codec, attention_backend=backend),
-                "sepformer": Sepformer(attention_backend=backend)}
+        codec = DAC(**{**DAC_CONFIGS["16khz"], **sizes.get("codec", {})})
+        return {"codecformer": Codecformer(codec, attention_backend=backend, **sizes.get("codecformer", {})),
+                "sepformer": Sepformer(attention_backend=backend, **sizes.get("sepformer", {}))}
 
 
-def count_macs(seconds: float = 1.0) -> dict:
+def count_macs(seconds: float = 1.0, sizes: dict | None = None) -> dict:
     """MACs for ``seconds`` of 8 kHz audio (meta device), per model part; see the module docstring."""
-    models = build("meta", backend="torch")
+    models = build("meta", backend="torch", sizes=sizes)
     cf, sep = models["codecformer"].eval(), models["sepformer"].eval()
     mix = torch.zeros(1, int(seconds * RATE), device="meta")
     frames = -(-int(seconds * cf.codec.sample_rate) // cf.codec.hop_length)
@@ -98,19 +110,22 @@ def step_time(model: torch.nn.Module, seconds: float, steps: int, device="cpu") 
 
 
 def run(ctx) -> None:
-    """``python -m perf`` entry (GPU): MACs rows and training-step time, kernels vs reference."""
-    macs = count_macs(1.0)
+    """``python -m perf`` entry (GPU, or the CPU in smoke): MACs rows and training-step time, kernels
+    vs reference (the kernels provider takes ``ctx.auto_backend``)."""
+    sizes = ctx.sizes(full=None, quick=None, smoke=SMOKE_SIZES)
+    macs = count_macs(1.0, sizes)
     for name, value in macs.items():
         unit = "x" if "_over_" in name else "MAC/s-audio"
         ctx.record(op="codecformer", provider=name, mode="fwd", metric="macs", unit=unit, x_name="seconds",
                    x_value=1.0, p50=float(value))
-    seconds = 1.0 if ctx.quick else 4.0
-    for backend, provider in ((None, "kernels"), ("torch", "reference")):
+    seconds = ctx.sizes(full=4.0, quick=1.0, smoke=0.02)
+    steps = ctx.sizes(full=5, quick=5, smoke=1)
+    for backend, provider in ((ctx.auto_backend, "kernels"), ("torch", "reference")):
         old = os.environ.get("SEPKIT_BACKEND")
-        os.environ["SEPKIT_BACKEND"] = "torch" if backend == "torch" else ""
+        os.environ["SEPKIT_BACKEND"] = backend or ""
         try:
-            for name, model in build("cpu", backend=backend).items():
-                t = step_time(model, seconds, steps=5, device=ctx.device)
+            for name, model in build("cpu", backend=backend, sizes=sizes).items():
+                t = step_time(model, seconds, steps=steps, device=ctx.device)
                 ctx.record(op="codecformer", provider=f"{name}-{provider}", mode="train", metric="step_time",
                            unit="s", x_name="seconds", x_value=seconds, p50=t)
                 ctx.record(op="codecformer", provider=f"{name}-{provider}", mode="train", metric="throughput",

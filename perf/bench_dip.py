@@ -13,7 +13,9 @@ GPU (``python -m perf --op dip``): ``base`` at batch 8 x 15 s of 16 kHz audio (4
 synthetic utterances, 750 frames each), fp32 storage (TF32 as allowed), time (p50 ms) and peak
 memory (MiB). CPU (``python -m perf.bench_dip``): the ``small`` config at 2 + 2 utterances of 4 s
 with the automatic CPU paths, the median wall time of a few steps (no memory figure: the CPU
-allocator is not instrumented); the result says which machine it ran on.
+allocator is not instrumented); the result says which machine it ran on. Smoke
+(``python -m perf --smoke``): the GPU body on the CPU with :data:`SMOKE` (a one-layer frontend,
+1 + 1 utterances of 0.3 s, K = 8 negatives), Triton in the interpreter for ``sepkit``.
 """
 from __future__ import annotations
 
@@ -30,13 +32,18 @@ import torch
 from sepkit.models.dip import DIP_CONFIGS, DIPFrontend, DIPOutputs, DIPPretrainLoss
 
 PROVIDERS = {"sepkit": "triton", "reference": "torch"}
+#: (config, utterances per branch, seconds, negatives K, config overrides) of each run kind.
+GPU = ("base", 4, 15.0, 100, {})
+QUICK = ("small", 2, 4.0, 100, {})
+SMOKE = ("small", 1, 0.3, 8, dict(conv_channels=16, d_model=32, n_layers=1, n_heads=2, ffn_dim=64, final_dim=16,
+                                  codevector_dim=16, num_vars=8, pos_conv_kernel=8))
 
 
-def build(config: str, backend: str | None, device, seed: int = 0, **overrides):
+def build(config: str, backend: str | None, device, seed: int = 0, num_negatives: int = 100, **overrides):
     """(frontend in train mode, loss) with weights fixed by ``seed``."""
     torch.manual_seed(seed)
     frontend = DIPFrontend(config, backend=backend, **overrides).to(device).train()
-    return frontend, DIPPretrainLoss(alpha=10.0, backend=backend)
+    return frontend, DIPPretrainLoss(alpha=10.0, num_negatives=num_negatives, backend=backend)
 
 
 def batches(per_branch: int, seconds: float, sample_rate: int, device, seed: int = 0):
@@ -71,17 +78,17 @@ def loss_part(loss_fn: DIPPretrainLoss, real: DIPOutputs, synthetic: DIPOutputs)
 
 def run(ctx) -> None:
     """GPU benchmark for ``python -m perf`` (see the module docstring)."""
-    config, per_branch, seconds = ("small", 2, 4.0) if ctx.quick else ("base", 4, 15.0)
+    config, per_branch, seconds, negatives, overrides = ctx.sizes(full=GPU, quick=QUICK, smoke=SMOKE)
     real, synthetic = batches(per_branch, seconds, 16000, ctx.device)
     field, hop = DIP_CONFIGS[config].receptive_field, DIP_CONFIGS[config].hop
     frames = (real.shape[-1] - field) // hop + 1
-    cfg = dict(config=config, batch=2 * per_branch, seconds=seconds, frames=frames, alpha=10.0, K=100,
-               dtype="float32")
+    cfg = dict(config=config, batch=2 * per_branch, seconds=seconds, frames=frames, alpha=10.0, K=negatives,
+               dtype="float32", **({"overrides": overrides} if overrides else {}))
     for provider, backend in PROVIDERS.items():
         common = dict(op="dip", provider=provider, x_name="batch x seconds", x_value=f"{2 * per_branch}x{seconds:g}",
                       config=cfg)
         try:
-            frontend, loss_fn = build(config, backend, ctx.device)
+            frontend, loss_fn = build(config, backend, ctx.device, num_negatives=negatives, **overrides)
             fn_step = (lambda f, l, r, s: lambda: step(f, l, r, s))(frontend, loss_fn, real, synthetic)
             ctx.record_time(mode="step", fn=fn_step, **common)
             ctx.record(mode="step", metric="peak_memory", unit="MiB", p50=ctx.peak_memory(fn_step) / 2**20, **common)
@@ -94,7 +101,7 @@ def run(ctx) -> None:
             ctx.record(mode="step", metric="oom", unit="", p50=float("nan"), **common)
         except Exception as exc:  # a provider that cannot run: say so, keep going
             ctx.note(f"dip {provider} failed: {type(exc).__name__}: {str(exc).splitlines()[0][:120]}")
-        torch.cuda.empty_cache()
+        ctx.empty_cache()
 
 
 def cpu_main(config: str = "small", per_branch: int = 2, seconds: float = 4.0, reps: int = 3) -> dict:

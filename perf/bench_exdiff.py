@@ -9,7 +9,9 @@ per second of audio. Providers are the attention backends of every attention lay
 (long queries, the bottleneck's F' x N' positions, over a short latent) is also timed alone.
 
 ``python -m perf.bench_exdiff [--device cpu|cuda] [--config small|sgmse] [--repeats N]`` prints
-one JSON row per measurement; ``run(ctx)`` is the ``python -m perf`` entry (GPU).
+one JSON row per measurement; ``run(ctx)`` is the ``python -m perf`` entry (GPU; in a smoke run the
+same body on the CPU: the small config on 0.1 s of audio, one repeat, ``auto`` on the Triton
+interpreter, tiny cross-attention shapes).
 """
 from __future__ import annotations
 
@@ -60,14 +62,16 @@ def _median_time(fn, repeats: int, device) -> float:
 
 
 def measure(config: str = "small", device: str = "cpu", repeats: int = 3, batch: int = 4, seconds: float = 0.5,
-            sample_seconds: float = 2.0) -> list[dict]:
+            sample_seconds: float = 2.0, auto_backend: str | None = None) -> list[dict]:
+    """Rows of the training-step and score-evaluation times per backend; ``auto_backend`` is what
+    the ``auto`` provider passes (None: automatic choice)."""
     device = torch.device(device)
     rows = []
     g = torch.Generator().manual_seed(0)
     train_wave = (0.1 * torch.randn(batch, int(seconds * 16000), generator=g)).to(device)
     sample_wave = (0.1 * torch.randn(1, int(sample_seconds * 16000), generator=g)).to(device)
     for name, backend in BACKENDS.items():
-        model = build(config, backend, device)
+        model = build(config, auto_backend if name == "auto" else backend, device)
         opt = torch.optim.Adam(model.parameters(), lr=1e-4)
 
         def step(model=model, opt=opt):
@@ -101,15 +105,22 @@ def run(ctx) -> None:
     """``python -m perf`` entry: model timings on the GPU plus the bottleneck cross-attention shape."""
     from sepkit.kernels import attention
 
-    for row in measure("sgmse", "cuda", repeats=10, batch=8, seconds=2.04, sample_seconds=4.08):
+    config, measure_args = ctx.sizes(full=("sgmse", dict(repeats=10, batch=8, seconds=2.04, sample_seconds=4.08)),
+                                     quick=("sgmse", dict(repeats=10, batch=8, seconds=2.04, sample_seconds=4.08)),
+                                     smoke=("small", dict(repeats=1, batch=1, seconds=0.1, sample_seconds=0.1)))
+    for row in measure(config, ctx.device, auto_backend=ctx.auto_backend, **measure_args):
         ctx.record(op="exdiff", provider=row["provider"], mode=row["mode"], metric=row["metric"], unit="s/s",
-                   x_name="config", x_value="sgmse", p50=row["value"], config={k: row[k] for k in ("seconds",)})
+                   x_name="config", x_value=config, p50=row["value"], config={k: row[k] for k in ("seconds",)})
     # Bottleneck of the default U-Net on 4 s: 4 x 8 positions per 64 frames -> long queries, short keys.
-    for lq, lk in ((4 * 8, 512), (4 * 64, 512), (16 * 128, 512), (16 * 1024, 1000)):
-        q = torch.randn(8, 4, lq, 64, device="cuda", dtype=torch.bfloat16)
-        k = torch.randn(8, 4, lk, 64, device="cuda", dtype=torch.bfloat16)
+    b, h, dh = ctx.sizes(full=(8, 4, 64), quick=(8, 4, 64), smoke=(1, 2, 32))
+    shapes = ctx.sizes(full=((4 * 8, 512), (4 * 64, 512), (16 * 128, 512), (16 * 1024, 1000)),
+                       quick=((4 * 8, 512), (4 * 64, 512), (16 * 128, 512), (16 * 1024, 1000)),
+                       smoke=((8, 16), (32, 16)))
+    for lq, lk in shapes:
+        q = torch.randn(b, h, lq, dh, device=ctx.device, dtype=ctx.dtype)
+        k = torch.randn(b, h, lk, dh, device=ctx.device, dtype=ctx.dtype)
         v = torch.randn_like(k)
-        flops = 4 * 8 * 4 * lq * lk * 64
+        flops = 4 * b * h * lq * lk * dh
         for provider, fn in (("sepkit", lambda: attention(q, k, v, backend="triton")),
                              ("sdpa", lambda: torch.nn.functional.scaled_dot_product_attention(q, k, v))):
             ctx.record_time(op="exdiff_cross", provider=provider, mode="fwd", x_name="Lq x Lk",

@@ -7,6 +7,8 @@ Two entry points:
   Adam) of each configuration on a batch of 4-second utterances with ``stft_mask`` on
   ``backend="triton"`` (provider ``sepkit``) and ``backend="torch"`` (provider ``torch``), plus
   the CPU streaming rows.
+- smoke (``python -m perf --smoke``): the same rows on the CPU, batch 1 x 0.25 s, one timed
+  training step (``sepkit`` in the Triton interpreter), 5 streaming hops.
 - ``python -m perf.bench_gcrn [--hops N] [--out FILE]`` (any machine): the CPU numbers alone, as
   JSON: per configuration the step time per hop (ms, median and 20/80 % quantiles over ``N``
   hops of one stream, one intra-op thread), RTF = step time / hop duration, the margin to the
@@ -80,7 +82,7 @@ def train_step(config: str, backend: str, device: str = "cpu", batch: int = 4, s
         loss.backward()
         opt.step()
 
-    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
     step()
     sync()
     times = []
@@ -96,13 +98,14 @@ def train_step(config: str, backend: str, device: str = "cpu", batch: int = 4, s
 
 def run(ctx) -> None:
     """The perf-harness entry (CUDA): training steps, kernels vs reference, and the CPU streaming rows."""
+    batch, seconds, reps = ctx.sizes(full=(8, 4.0, 10), quick=(8, 4.0, 10), smoke=(1, 0.25, 1))
     for config in CONFIGS:
         for provider, backend in (("sepkit", "triton"), ("torch", "torch")):
-            r = train_step(config, backend, device="cuda", batch=8, reps=10)
+            r = train_step(config, backend, device=str(ctx.device), batch=batch, seconds=seconds, reps=reps)
             ctx.record(op="gcrn", provider=provider, mode="train_step", metric="time", unit="ms", x_name="config",
                        x_value=config, p50=r["step_ms_p50"], p20=r["step_ms_p20"], p80=r["step_ms_p80"],
-                       config=dict(batch=8, seconds=4.0))
-        s = streaming_step(config, hops=100 if ctx.quick else 300)
+                       config=dict(batch=batch, seconds=seconds))
+        s = streaming_step(config, hops=ctx.sizes(full=300, quick=100, smoke=5))
         ctx.record(op="gcrn", provider="sepkit", mode="stream_cpu1", metric="time", unit="ms", x_name="config",
                    x_value=config, p50=s["step_ms_p50"], p20=s["step_ms_p20"], p80=s["step_ms_p80"],
                    config=dict(threads=1, hop_ms=s["hop_ms"]))

@@ -4,7 +4,8 @@ Providers: sepkit (Triton, never an N x M matrix), cdist (the usual formulation:
 the (N, M, K) stack of Gaussian kernels, means; the diagonal removed for the unbiased estimator;
 computed in fp32 as autocast runs cdist) and torch.compile of it. Same maths for all: unbiased
 estimator, the default heuristic with multipliers 0.25 .. 4 (five kernels). Sizes N = M in
-{1k, 4k, 16k, 64k}, D in {64, 256}, inputs in ``ctx.dtype`` (bf16). The cdist baseline runs out
+{1k, 4k, 16k, 64k}, D in {64, 256}, inputs in ``ctx.dtype`` (bf16; a smoke run: N = M = 64, D = 16,
+float32). The cdist baseline runs out
 of memory at the top sizes: recorded as metric "oom".
 
 FLOPs counted (the useful matrix work, same count for every provider):
@@ -45,15 +46,15 @@ def _peak(ctx, fn, **common) -> None:
     try:
         peak = ctx.peak_memory(fn)
     except torch.cuda.OutOfMemoryError:
-        torch.cuda.empty_cache()
+        ctx.empty_cache()
         ctx.record(metric="oom", unit="", p50=float("nan"), **common)
         return
     ctx.record(metric="peak_memory", unit="MiB", p50=peak / 2**20, **common)
 
 
 def run(ctx) -> None:
-    sizes = [4096] if ctx.quick else [1024, 4096, 16384, 65536]
-    dims = [256] if ctx.quick else [64, 256]
+    sizes = ctx.sizes(full=[1024, 4096, 16384, 65536], quick=[4096], smoke=[64])
+    dims = ctx.sizes(full=[64, 256], quick=[256], smoke=[16])
     gen = torch.Generator(device=ctx.device).manual_seed(0)
     for d in dims:
         for n in sizes:
@@ -80,8 +81,8 @@ def run(ctx) -> None:
                     ctx.record_time(mode="full", fn=full, flops=full_flops, **common)
                     _peak(ctx, full, mode="full", **common)
                 except Exception as exc:  # a provider that cannot run this size: say so, keep going
-                    torch.cuda.empty_cache()
+                    ctx.empty_cache()
                     ctx.note(f"mmd {name} N={n} D={d} failed: {type(exc).__name__}: {str(exc).splitlines()[0][:120]}")
-                torch.cuda.empty_cache()
+                ctx.empty_cache()
             del x, y
-            torch.cuda.empty_cache()
+            ctx.empty_cache()

@@ -5,7 +5,8 @@ Providers: sepkit (Triton: candidates gathered in registers, per-step statistics
 positive on top, cosine similarity in fp32, -inf where a negative equals its positive,
 cross-entropy summed) and torch.compile of it. Batch B = 8 utterances of T in {500, 1500}
 steps, half of them masked (N ~ B T / 2 selected steps), K = 100 negatives sampled by
-``sepkit.losses.sample_negatives``, D = 256, storage ``ctx.dtype`` (bf16), temperature 0.1.
+``sepkit.losses.sample_negatives``, D = 256, storage ``ctx.dtype`` (bf16), temperature 0.1. A smoke
+run takes B = 2, T = 32, K = 8, D = 32 in float32.
 
 Bytes counted (what the gather must read at least once, GB/s against the copy bandwidth):
 forward N (K + 2) D elements (context, positive and negatives) plus the indices; forward+backward
@@ -42,26 +43,26 @@ def _peak(ctx, fn, **common) -> None:
     try:
         peak = ctx.peak_memory(fn)
     except torch.cuda.OutOfMemoryError:
-        torch.cuda.empty_cache()
+        ctx.empty_cache()
         ctx.record(metric="oom", unit="", p50=float("nan"), **common)
         return
     ctx.record(metric="peak_memory", unit="MiB", p50=peak / 2**20, **common)
 
 
 def run(ctx) -> None:
-    batch = 8
-    lengths = [500] if ctx.quick else [500, 1500]
+    batch, k, d = ctx.sizes(full=(8, K, D), quick=(8, K, D), smoke=(2, 8, 32))
+    lengths = ctx.sizes(full=[500, 1500], quick=[500], smoke=[32])
     gen = torch.Generator(device=ctx.device).manual_seed(0)
     for steps in lengths:
         mask = torch.rand(batch, steps, device=ctx.device, generator=gen) < 0.5
-        pos, neg = sample_negatives(None, mask, K, generator=gen)
+        pos, neg = sample_negatives(None, mask, k, generator=gen)
         n, t_total = pos.numel(), batch * steps
-        targets = torch.randn(t_total, D, device=ctx.device, dtype=ctx.dtype, generator=gen)
-        context = torch.randn(n, D, device=ctx.device, dtype=ctx.dtype, generator=gen)
+        targets = torch.randn(t_total, d, device=ctx.device, dtype=ctx.dtype, generator=gen)
+        context = torch.randn(n, d, device=ctx.device, dtype=ctx.dtype, generator=gen)
         es = context.element_size()
-        fwd_bytes = n * (K + 2) * D * es + n * (K + 1) * 8
-        full_bytes = 3 * n * (K + 2) * D * es + (n + t_total) * D * es + 2 * n * (K + 1) * 8
-        config = dict(B=batch, T=steps, N=n, K=K, D=D, dtype=str(ctx.dtype), temperature=TEMPERATURE)
+        fwd_bytes = n * (k + 2) * d * es + n * (k + 1) * 8
+        full_bytes = 3 * n * (k + 2) * d * es + (n + t_total) * d * es + 2 * n * (k + 1) * 8
+        config = dict(B=batch, T=steps, N=n, K=k, D=d, dtype=str(ctx.dtype), temperature=TEMPERATURE)
         compiled = ctx.try_compile(gathered_nce, context, targets, pos, neg, name="torch.compile(gathered)")
         providers = {
             "sepkit": lambda c, t: nce(c, t, pos, neg, TEMPERATURE, "sum", backend="triton"),
@@ -81,8 +82,8 @@ def run(ctx) -> None:
                 _peak(ctx, fwd, mode="fwd", **common)
                 _peak(ctx, full, mode="full", **common)
             except Exception as exc:  # a provider that cannot run this size: say so, keep going
-                torch.cuda.empty_cache()
+                ctx.empty_cache()
                 ctx.note(f"nce {name} T={steps} failed: {type(exc).__name__}: {str(exc).splitlines()[0][:120]}")
-            torch.cuda.empty_cache()
+            ctx.empty_cache()
         del context, targets
-        torch.cuda.empty_cache()
+        ctx.empty_cache()

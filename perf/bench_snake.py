@@ -3,7 +3,8 @@
 Providers: sepkit (Triton), torch (the eager reference), torch.compile of the reference, and the
 Descript Audio Codec's formulation under TorchScript (a per-channel alpha of shape (1, C, 1),
 ``x + (alpha + 1e-9).reciprocal() * sin(alpha * x).pow(2)``), the common baseline in codec code.
-Shapes (B, C, T) channels-first in bf16 with fp32 parameters, up to 256 MiB per tensor.
+Shapes (B, C, T) channels-first in bf16 with fp32 parameters, up to 256 MiB per tensor (a smoke run:
+B = 2, C = 16, T = 64 in float32).
 Bytes counted: forward reads x and writes y; forward+backward adds reading x and dy and writing dx.
 """
 from __future__ import annotations
@@ -24,8 +25,9 @@ def run(ctx) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # TorchScript is deprecated; it is the baseline here
         _scripted_snake = torch.jit.script(_dac_snake)
-    B, C = 16, 1024
-    lengths = [4096] if ctx.quick else [1024, 2048, 4096, 8192]  # 8192: 128 Mi elements, 256 MiB bf16
+    B, C = ctx.sizes(full=(16, 1024), quick=(16, 1024), smoke=(2, 16))
+    # 8192: 128 Mi elements, 256 MiB bf16
+    lengths = ctx.sizes(full=[1024, 2048, 4096, 8192], quick=[4096], smoke=[64])
     for T in lengths:
         x = torch.randn(B, C, T, device=ctx.device, dtype=ctx.dtype)
         alpha = (torch.rand(C, device=ctx.device) + 0.5).requires_grad_()
@@ -56,4 +58,4 @@ def run(ctx) -> None:
             ctx.record_time(op="snake", provider=name, mode="full", x_name="elements", x_value=x.numel(),
                             fn=full, nbytes=5 * x.numel() * es, config=cfg)
         del x, dy
-        torch.cuda.empty_cache()
+        ctx.empty_cache()

@@ -3,7 +3,7 @@
 Providers: sepkit (Triton), torch (the eager reference composition on (..., 2) views) and
 torch.compile of it. Two configurations: a plain complex ratio mask, and a tanh-bounded complex
 mask in the SGMSE+ compressed domain (p = 0.5, s = 0.15). Spectrograms (B, F, T) complex64 with
-F = 257 (512-point FFT), up to 256 MiB per tensor.
+F = 257 (512-point FFT), up to 256 MiB per tensor (a smoke run: B = 1, T = 8).
 Bytes counted: forward reads spec and mask and writes the output; forward+backward adds reading
 dy, spec and mask and writing both gradients.
 """
@@ -21,8 +21,9 @@ CONFIGS = {
 
 
 def run(ctx) -> None:
-    B, F = 16, 257
-    frames = [4096] if ctx.quick else [1024, 2048, 4096, 8192]  # 8192: 33.7 M bins, 270 MB complex64
+    B, F = ctx.sizes(full=(16, 257), quick=(16, 257), smoke=(1, 257))
+    # 8192: 33.7 M bins, 270 MB complex64
+    frames = ctx.sizes(full=[1024, 2048, 4096, 8192], quick=[4096], smoke=[8])
     for T in frames:
         spec = torch.randn(B, F, T, 2, device=ctx.device)
         mask = torch.randn(B, F, T, 2, device=ctx.device)
@@ -48,4 +49,4 @@ def run(ctx) -> None:
                 ctx.record_time(op="stft_mask", provider=name, mode=f"full:{cname}", x_name="bins", x_value=bins,
                                 fn=full, nbytes=8 * bins * 8, config=config)
         del spec, mask, dy
-        torch.cuda.empty_cache()
+        ctx.empty_cache()

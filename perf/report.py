@@ -2,7 +2,9 @@
 
 ``write_results(ctx, out_dir)`` writes ``<stamp>-<gpu>.json`` (facts, notes, rows), a Markdown
 table and one PNG plot per (op, mode) of throughput against size per provider.
-``python -m perf.report`` rewrites the README's performance table from every JSON in
+A smoke run's results (``python -m perf --smoke``: ``facts["smoke"]`` true, every row marked
+:data:`SMOKE_MARK`) say so in every file and are never written into perf/results/, read into the
+README's table nor merged. ``python -m perf.report`` rewrites the README's performance table from every JSON in
 perf/results/: per op, mode and size, sepkit's median against each baseline's, then the
 DESIGN.md targets (:func:`targets`) met or missed. ``python -m perf.report --from DIR`` first
 merges a folder that ``python -m perf.gpu_check`` returned (its ``results.json``, ``results.md``,
@@ -29,6 +31,19 @@ OURS = "sepkit"
 #: Provider names that mean "with sepkit's kernels" / "the reference backend" in model-level rows.
 KERNEL_PROVIDERS = ("sepkit", "kernels", "triton")
 REFERENCE_PROVIDERS = ("reference", "torch")
+#: The label of every figure of a smoke run (rows, JSON, Markdown, plots).
+SMOKE_MARK = "smoke, not a measurement"
+
+
+def is_inside(path: Path, folder: Path) -> bool:
+    """Whether ``path`` is ``folder`` or lies under it (both resolved)."""
+    path, folder = Path(path).resolve(), Path(folder).resolve()
+    return path == folder or folder in path.parents
+
+
+def is_smoke(data: dict) -> bool:
+    """Whether results (``facts``, ``rows``) come from a smoke run."""
+    return bool((data.get("facts") or {}).get("smoke")) or any(r.get("smoke") for r in data.get("rows") or [])
 
 
 def _slug(text: str) -> str:
@@ -72,8 +87,10 @@ def comparison_rows(rows: list[dict]) -> list[dict]:
 
 
 def markdown_table(rows: list[dict], facts: dict) -> str:
-    lines = [
-        f"Device: {device_name(facts)} (copy {facts.get('copy_bandwidth_gbs')} GB/s, bf16 dot "
+    smoke = bool(facts.get("smoke")) or any(r.get("smoke") for r in rows)
+    lines = [f"**{SMOKE_MARK}**: {facts.get('smoke_note', 'a smoke run on the CPU')}.", ""] if smoke else []
+    lines += [
+        f"Device: {device_name(facts)} (copy {facts.get('copy_bandwidth_gbs')} GB/s, {facts.get('matmul_dtype', 'bf16')} dot "
         f"{facts.get('matmul_tflops_bf16')} TFLOP/s measured in the same run); torch {facts.get('torch')}, "
         f"triton {facts.get('triton')}, sepkit {facts.get('sepkit')}, {facts.get('date')}.",
         "",
@@ -114,6 +131,7 @@ def plot(rows: list[dict], path_prefix: Path) -> list[Path]:
         if r["metric"] in ("bandwidth", "tflops"):
             series[(r["op"], r["mode"])][r["provider"]].append((r["x_value"], r["p50"]))
             units[(r["op"], r["mode"])] = (r["unit"], r["x_name"])
+    smoke = any(r.get("smoke") for r in rows)
     paths = []
     for (op, mode), provs in series.items():
         fig, ax = plt.subplots(figsize=(6, 4))
@@ -121,7 +139,10 @@ def plot(rows: list[dict], path_prefix: Path) -> list[Path]:
             pts.sort(key=lambda p: float(p[0]) if isinstance(p[0], (int, float)) else 0)
             ax.plot([str(p[0]) for p in pts], [p[1] for p in pts], marker="o", label=prov)
         unit, xname = units[(op, mode)]
-        ax.set_title(f"{op} ({mode})")
+        ax.set_title(f"{op} ({mode})" + (f" - {SMOKE_MARK}" if smoke else ""))
+        if smoke:
+            ax.text(0.5, 0.5, SMOKE_MARK, transform=ax.transAxes, ha="center", va="center", fontsize=16,
+                    color="red", alpha=0.3, rotation=20)
         ax.set_xlabel(xname)
         ax.set_ylabel(unit)
         ax.legend(fontsize=8)
@@ -136,10 +157,20 @@ def plot(rows: list[dict], path_prefix: Path) -> list[Path]:
 
 
 def write_results(ctx, out_dir: Path) -> list[Path]:
+    """Write ``<stamp>-<gpu>.json`` / ``.md`` / ``-<op>-<mode>.png`` into ``out_dir``; returns the paths.
+
+    Raises ValueError for smoke results (``ctx.facts["smoke"]``) aimed at perf/results/.
+    """
+    out_dir = Path(out_dir)
+    data = dict(facts=ctx.facts, notes=ctx.notes, rows=ctx.rows)
+    smoke = is_smoke(data)
+    if smoke and is_inside(out_dir, RESULTS):
+        raise ValueError(f"out_dir {out_dir}: smoke results never go into {RESULTS}")
+    if smoke:
+        data = dict(smoke=SMOKE_MARK, **data)
     out_dir.mkdir(parents=True, exist_ok=True)
     stamp = _stamp(ctx.facts["date"])
     prefix = out_dir / f"{stamp}-{_slug(ctx.facts['gpu'])}"
-    data = dict(facts=ctx.facts, notes=ctx.notes, rows=ctx.rows)
     json_path = Path(f"{prefix}.json")
     json_path.write_text(json.dumps(data, indent=1))
     md_path = Path(f"{prefix}.md")
@@ -338,7 +369,7 @@ def readme_table(results_dir: Path = RESULTS) -> str:
     latest = None
     for path in sorted(results_dir.glob("*.json")):
         data = json.loads(path.read_text())
-        if not data.get("rows"):
+        if not data.get("rows") or is_smoke(data):  # a smoke run is no measurement
             continue
         latest = data
         for op in {r["op"] for r in data["rows"]}:
@@ -389,6 +420,8 @@ def merge_from(folder: Path, results_dir: Path = RESULTS) -> list[Path]:
     facts = data["facts"]
     if facts.get("dry_run"):
         raise ValueError(f"--from: {src} comes from a dry run (no GPU); nothing to merge")
+    if is_smoke(data):
+        raise ValueError(f"--from: {src} comes from a smoke run ({SMOKE_MARK}); nothing to merge")
     results_dir.mkdir(parents=True, exist_ok=True)
     stamp = _stamp(str(facts.get("date", "undated")))
     prefix = f"{stamp}-{_slug(str(facts.get('gpu', 'gpu')))}"
