@@ -21,9 +21,9 @@ import torch
 
 from . import _tmath as tm
 from ._alloc import empty, empty_like
-from ._backend import HAS_TRITON, INTERPRET, resolve_backend
+from ._backend import HAS_TRITON, INTERPRET, is_automatic, resolve_backend
 from ._checks import FLOAT_DTYPES, check_same_device, check_tensor
-from .reference.snake import EPS, snake_reference
+from .reference.snake import EPS, param_view, snake_reference
 
 if HAS_TRITON:
     import triton
@@ -276,8 +276,59 @@ def snake(
         # fp32 maths for low-precision storage, as the kernel does; float64 stays float64
         math_dtype = torch.float64 if torch.float64 in {t.dtype for t in (x, *params)} else torch.float32
         cast = [t.to(math_dtype) for t in (x, *params)]
+        if is_automatic(backend):  # the eager path that stores only its inputs for the backward
+            return _SnakeEager.apply(cast[0], cast[1], cast[2] if beta is not None else None, dim,
+                                     logscale).to(x.dtype)
         return snake_reference(cast[0], cast[1], cast[2] if beta is not None else None, dim, logscale).to(x.dtype)
     return _snake_fwd(x, alpha, beta, dim, logscale)
+
+
+class _SnakeEager(torch.autograd.Function):
+    """Snake by eager torch ops that saves x and the parameters only (the reference's autograd
+    keeps sin(a x), its square and the products) and recomputes the rest in the backward pass:
+
+        dy/dx = 1 + a / (b + eps) sin(2 a x),
+        dy/da = x sin(2 a x) / (b + eps)       (+ the b term when b is a, i.e. without beta),
+        dy/db = -sin(a x)^2 / (b + eps)^2,
+
+    times a (or b) under ``logscale``; the parameter gradients are summed over all but ``dim``.
+    """
+
+    @staticmethod
+    def forward(ctx, x, alpha, beta, dim, logscale):
+        ctx.save_for_backward(x, alpha, beta)
+        ctx.dim, ctx.logscale = dim, logscale
+        return snake_reference(x, alpha, beta, dim, logscale)
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, alpha, beta = ctx.saved_tensors
+        dim, logscale = ctx.dim, ctx.logscale
+        a = param_view(alpha, x.dim(), dim)
+        b = a if beta is None else param_view(beta, x.dim(), dim)
+        if logscale:
+            a = torch.exp(a)
+            b = a if beta is None else torch.exp(b)
+        inv = (b + EPS).reciprocal()
+        ax = a * x
+        sin, cos = torch.sin(ax), torch.cos(ax)
+        sin2 = 2 * sin * cos  # sin(2 a x)
+        dx = grad + grad * sin2 * (a * inv)
+        need_a, need_b = ctx.needs_input_grad[1], beta is not None and ctx.needs_input_grad[2]
+        dalpha = dbeta = None
+        if need_a or need_b:
+            others = [d for d in range(x.dim()) if d != dim]
+            db_elem = -grad * (sin * sin) * (inv * inv)
+            da_elem = grad * x * sin2 * inv
+            if beta is None:
+                da_elem = da_elem + db_elem
+            if need_a:
+                dalpha = da_elem.sum(dim=others)
+                dalpha = (dalpha * a.reshape(-1) if logscale else dalpha).reshape(alpha.shape)
+            if need_b:
+                dbeta = db_elem.sum(dim=others)
+                dbeta = (dbeta * b.reshape(-1) if logscale else dbeta).reshape(beta.shape)
+        return dx, dalpha, dbeta, None, None
 
 
 __all__ = ["snake", "EPS"]

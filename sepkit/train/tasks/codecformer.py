@@ -3,7 +3,7 @@
 Model: :class:`sepkit.models.codecformer.Codecformer` (``model.name: codecformer``) over the DAC
 read from ``model.args.codec_weights`` (a DAC weights file: the official 16 kHz release, or the
 ``codec.pth`` a demo run writes); the other ``model.args`` are Codecformer's keywords (d_model,
-nhead, dim_feedforward, n_layers, dropout, quantize, max_frames, attention_backend). ``n_src``
+nhead, dim_feedforward, n_layers, dropout, quantize, max_frames, attention_backend, checkpointing). ``n_src``
 and ``sample_rate`` come from the data section; the data stay at their rate (8 kHz) and the model
 resamples to the codec's rate inside. The codec is frozen (:meth:`frozen`): not trained, not in
 the optimizer, not in the checkpoints; it is reloaded from ``codec_weights`` when a checkpoint is
@@ -49,7 +49,7 @@ from .base import local_file
 from .separation import SeparationTask
 
 MODEL_ARGS = ("codec_weights", "d_model", "nhead", "dim_feedforward", "n_layers", "dropout", "quantize", "max_frames",
-              "attention_backend")
+              "attention_backend", "checkpointing")
 
 
 @dataclasses.dataclass
