@@ -127,6 +127,31 @@ class Task:
         """Names of :meth:`infer`'s outputs (so the command can refuse to overwrite first)."""
         return [f"s{k + 1}" for k in range(self.cfg.data.n_src)]
 
+    # -- the demo's example (``sepkit demo``) --------------------------------------------
+    @torch.no_grad()
+    def example(self, model: nn.Module, item: dict) -> dict:
+        """What the model makes of one held-out test ``item``, for ``sepkit demo``'s report.
+
+        Returns ``{name: value}``: every 1-D float tensor (T,) is a waveform at the model's rate
+        (``data.sample_rate``), written as ``example/<name>.wav``; other values (e.g. an
+        embedding matrix) are data for :meth:`plot_example` only. The default: the item's
+        ``mixture`` as ``"input"`` and each output of :meth:`infer` under its name; ``{}`` for
+        items without a mixture (nothing to listen to)."""
+        mixture = item.get("mixture")
+        if not isinstance(mixture, torch.Tensor) or mixture.dim() != 1:
+            return {}
+        mixture = mixture.float()
+        outputs = self.infer(model, mixture, self.sample_rate)
+        return {"input": mixture, **{name: wave.float().cpu() for name, wave in outputs.items()}}
+
+    def plot_example(self, fig, example: dict, sample_rate: int) -> bool:
+        """Draw the task's panel of ``example`` (from :meth:`example`, plus ``"history"``: the
+        run's curves, ``{(split, name): (steps, values)}``) into the matplotlib figure or
+        subfigure ``fig``; ``sample_rate`` in Hz. Returns whether a panel was drawn: the base
+        draws nothing (False), and ``sepkit demo``'s picture then shows the curves alone.
+        :mod:`sepkit.train.report` has the drawing helpers (:func:`~sepkit.train.report.plot_signals`)."""
+        return False
+
     def check_options(self, model: nn.Module, options: dict) -> None:
         """Validate :meth:`infer`'s options before any work (ValueError naming the flag): by
         default, only :attr:`infer_options` are allowed. Overrides check values too (e.g. a
