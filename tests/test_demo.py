@@ -1,0 +1,178 @@
+"""``sepkit demo``: one command trains, evaluates, runs one example and writes the report, the
+picture and the audio; an existing folder is refused untouched; ``--resume`` continues."""
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+
+import pytest
+import torch
+
+from sepkit.cli import main
+from sepkit.data import read_audio
+from sepkit.train import SeparationTask, load_recipe, make_task, train
+from sepkit.train.report import REPORT_KEYS, draw_report, read_history
+
+matplotlib_image = pytest.importorskip("matplotlib.image")
+
+TINY = [
+    "data.segment=0.25", "data.batch_size=2", "data.synthetic.num_train=8", "data.synthetic.num_valid=2",
+    "data.synthetic.num_test=3", "data.synthetic.min_duration=0.3", "data.synthetic.max_duration=0.4",
+    "model.args.n_filters=16", "model.args.bottleneck=8", "model.args.hidden=16", "model.args.skip=8",
+    "model.args.layers=2", "model.args.repeats=1", "train.log_every=1", "train.eval_every=2", "train.ckpt_every=2",
+]
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+class NoPanelSeparation(SeparationTask):
+    """A separation task whose panel is not implemented (``task=test_demo:NoPanelSeparation``)."""
+
+    def plot_example(self, fig, example, sample_rate):
+        raise NotImplementedError
+
+
+class BrokenPanelSeparation(SeparationTask):
+    """A separation task whose panel fails with a bug."""
+
+    def plot_example(self, fig, example, sample_rate):
+        raise RuntimeError("a bug in the panel")
+
+
+def tree_hash(folder) -> str:
+    """Hash of every path, size, modification time and content under ``folder``."""
+    h = hashlib.sha256()
+    for p in sorted(folder.rglob("*")):
+        st = p.stat()
+        h.update(f"{p.relative_to(folder)}|{p.is_dir()}|{st.st_mtime_ns}".encode())
+        if p.is_file():
+            h.update(p.read_bytes())
+    return h.hexdigest()
+
+
+def png_shape(path):
+    data = path.read_bytes()
+    assert data[:8] == PNG_SIGNATURE and len(data) > 1000
+    image = matplotlib_image.imread(str(path))
+    assert image.ndim == 3 and image.shape[2] in (3, 4)
+    assert float(image[..., :3].std()) > 0.01  # not a blank canvas
+    return image.shape
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo") / "run"
+    import contextlib
+    import io
+
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        code = main(["demo", "--out", str(out), *TINY, "train.max_steps=4", "--no-progress"])
+    assert code == 0
+    return out, buf.getvalue()
+
+
+def test_demo_writes_report_picture_and_audio(demo):
+    out, stdout = demo
+    for k in (1, 2, 3, 4):
+        assert f"[{k}/4]" in stdout
+    assert f"report: {out / 'report.md'}" in stdout
+    report = json.loads((out / "report.json").read_text())
+    assert set(REPORT_KEYS) <= set(report)
+    assert report["recipe"] == "convtasnet-demo" and report["task"] == "separation" and report["steps"] == 4
+    assert set(report["stages"]) == {"train", "eval", "example", "report"}
+    assert all(v >= 0 for v in report["stages"].values())
+    assert set(report["machine"]) >= {"device", "name", "threads", "torch", "triton", "python"}
+    assert report["machine"]["device"] == "cpu" and report["machine"]["torch"] == torch.__version__
+    # the model size is the tiny Conv-TasNet's, counted from a freshly built one
+    cfg = load_recipe("convtasnet", "demo", [*TINY, "train.max_steps=4"])
+    assert report["parameters"] == sum(p.numel() for p in make_task(cfg).build_model().parameters())
+    # the summary is the per-item CSV's mean and standard deviation
+    with open(out / report["files"]["test_metrics"], newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == report["test_items"] == 3
+    values = torch.tensor([float(r["si_sdri"]) for r in rows], dtype=torch.float64)
+    assert report["summary"]["si_sdri"]["mean"] == pytest.approx(float(values.mean()), abs=1e-9)
+    assert report["summary"]["si_sdri"]["std"] == pytest.approx(float(values.std()), abs=1e-9)
+    assert report["headline"]["metric"] == "si_sdri" and report["headline"]["unit"] == "dB"
+    assert f"test SI-SDRi {report['headline']['value']:.2f} dB" in stdout
+    md = (out / "report.md").read_text()
+    assert "SI-SDRi" in md and "convtasnet-demo" in md and "report.png" in md
+    assert report["panel"] is True
+    with_panel = png_shape(out / "report.png")
+    assert with_panel[0] > 500  # curves and the example panel
+    audio = report["files"]["audio"]
+    assert set(audio) == {"mixture", "reference_1", "reference_2", "estimate_1", "estimate_2"}
+    lengths = set()
+    for path in audio.values():
+        wav, rate = read_audio(out / path)
+        assert rate == 8000 and torch.isfinite(wav).all() and wav.abs().max() <= 1.0
+        lengths.add(wav.shape[-1])
+    assert len(lengths) == 1
+    mixture, _ = read_audio(out / audio["mixture"])
+    assert mixture.abs().max() > 0.01
+
+
+def test_existing_folder_is_refused_untouched(demo, capsys):
+    out, _ = demo
+    before = tree_hash(out)
+    assert main(["demo", "--out", str(out), *TINY, "train.max_steps=4", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert str(out) in err and "--resume" in err and "not empty" in err
+    assert tree_hash(out) == before
+
+
+def test_task_without_panel_draws_the_curves_alone(tmp_path, capsys):
+    out = tmp_path / "nopanel"
+    assert main(["demo", "--out", str(out), *TINY, "train.max_steps=2", "task=test_demo:NoPanelSeparation",
+                 "--no-progress"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["panel"] is False and report["task"] == "separation"
+    curves_only = png_shape(out / "report.png")
+    assert curves_only[0] < 300  # the curves' row alone
+    assert (out / "example" / "estimate_1.wav").is_file()  # the audio is still written
+    # a panel that fails with a bug costs only the panel, with a note on stderr
+    cfg = load_recipe("convtasnet", "demo", [*TINY, "task=test_demo:BrokenPanelSeparation"])
+    task = make_task(cfg)
+    model = task.build_model().eval()
+    example = task.example(model, task.dataset("test")[0])
+    assert draw_report(tmp_path / "broken.png", task, example, read_history(out), 8000) is False
+    assert "panel failed" in capsys.readouterr().err
+    assert png_shape(tmp_path / "broken.png")[0] < 300
+    # the base task: no panel, and nothing to listen to without a mixture
+    base = make_task(load_recipe("convtasnet", "demo", TINY))
+    assert super(SeparationTask, base).plot_example(None, example, 8000) is False
+    assert super(SeparationTask, base).example(model, {"wave": torch.zeros(10), "id": "x"}) == {}
+    assert draw_report(tmp_path / "empty.png", base, {}, {}, 8000) is False
+    assert png_shape(tmp_path / "empty.png")[0] < 300
+
+
+def test_enhancement_panel(tmp_path):
+    cfg = load_recipe("convtasnet", "demo", [*TINY, "task=enhancement", "data.n_src=1"])
+    task = make_task(cfg)
+    torch.manual_seed(0)
+    model = task.build_model().eval()
+    item = task.dataset("test")[0]
+    example = task.example(model, item)
+    assert set(example) == {"noisy", "clean", "enhanced"}
+    assert all(w.shape == item["mixture"].shape for w in example.values())
+    assert torch.equal(example["clean"], item["sources"][0].float())
+    assert draw_report(tmp_path / "enh.png", task, example, {}, task.sample_rate) is True
+    assert png_shape(tmp_path / "enh.png")[0] > 500
+
+
+def test_resume_continues_an_interrupted_demo(tmp_path, capsys):
+    out = tmp_path / "resumed"
+    cfg = load_recipe("convtasnet", "demo", [*TINY, "train.max_steps=2"])
+    train(cfg, out, progress=False, test=False)  # the demo was interrupted after training 2 steps
+    assert main(["demo", "--out", str(out), *TINY, "train.max_steps=4", "--no-progress"]) == 2
+    assert "not empty" in capsys.readouterr().err
+    assert not (out / "report.json").exists()
+    assert main(["demo", "--resume", "--out", str(out), *TINY, "train.max_steps=4", "--no-progress"]) == 0
+    stdout = capsys.readouterr().out
+    assert "resumed from" in stdout and "step 2" in stdout
+    report = json.loads((out / "report.json").read_text())
+    assert report["steps"] == 4 and report["files"]["checkpoint"] == "checkpoints/step-0000004"
+    steps = read_history(out)[("train", "loss")][0]
+    assert steps == [1, 2, 3, 4]  # every step once: continued, not restarted
+    png_shape(out / "report.png")
