@@ -241,20 +241,19 @@ def plot_signal(fig, wave: torch.Tensor, sample_rate: int, title: str, color: st
 
 def plot_signals(fig, grid: list[list], sample_rate: int) -> None:
     """A grid of :func:`plot_signal` cells in ``fig``: ``grid`` is a list of rows, each a list of
-    ``(title, wave)`` or None (an empty cell); a row with a single entry spans the full width.
+    ``(title, wave)`` or None (an empty cell); each row's cells share the full width equally.
     The cells share one amplitude range and one colour scale (80 dB below the loudest)."""
-    cols = max(len(row) for row in grid)
     cells = [cell for row in grid for cell in row if cell is not None]
+    if not cells:
+        return
     peak = max(float(torch.nan_to_num(cell[1]).abs().max()) for cell in cells)
-    top_db = max(float(spectrogram_db(cell[1], sample_rate).max()) for row in grid for cell in row if cell is not None)
-    gs = fig.add_gridspec(len(grid), cols)
-    for r, row in enumerate(grid):
-        for c, cell in enumerate(row):
-            if cell is None:
-                continue
-            where = gs[r, :] if len(row) == 1 else gs[r, c]
-            title, wave = cell[0], cell[1]
-            plot_signal(fig.add_subfigure(where), wave, sample_rate, title, color=f"C{c}", top_db=top_db, peak=peak)
+    top_db = max(float(spectrogram_db(cell[1], sample_rate).max()) for cell in cells)
+    rows = fig.subfigures(len(grid), 1, squeeze=False)[:, 0]
+    for row_fig, row in zip(rows, grid):
+        subs = row_fig.subfigures(1, len(row), squeeze=False)[0]
+        for c, (sub, cell) in enumerate(zip(subs, row)):
+            if cell is not None:
+                plot_signal(sub, cell[1], sample_rate, cell[0], color=f"C{c}", top_db=top_db, peak=peak)
 
 
 def plot_curves(axes, history: dict, keys: list, title: str, xlabel: str = "step") -> bool:

@@ -135,12 +135,16 @@ class Task:
         Returns ``{name: value}``: every 1-D float tensor (T,) is a waveform at the model's rate
         (``data.sample_rate``), written as ``example/<name>.wav``; other values (e.g. an
         embedding matrix) are data for :meth:`plot_example` only. The default: the item's
-        ``mixture`` as ``"input"`` and each output of :meth:`infer` under its name; ``{}`` for
-        items without a mixture (nothing to listen to)."""
+        ``mixture`` as ``"input"`` and each output of :meth:`infer` under its name (the input
+        alone when :meth:`output_names` is empty); ``{}`` for items without a mixture. A task
+        whose inference needs options the demo cannot choose raises ValueError (the demo then
+        reports without an example)."""
         mixture = item.get("mixture")
         if not isinstance(mixture, torch.Tensor) or mixture.dim() != 1:
             return {}
         mixture = mixture.float()
+        if not self.output_names():  # a task without audio outputs (embeddings, a frontend)
+            return {"input": mixture}
         outputs = self.infer(model, mixture, self.sample_rate)
         return {"input": mixture, **{name: wave.float().cpu() for name, wave in outputs.items()}}
 
