@@ -176,3 +176,61 @@ def test_resume_continues_an_interrupted_demo(tmp_path, capsys):
     steps = read_history(out)[("train", "loss")][0]
     assert steps == [1, 2, 3, 4]  # every step once: continued, not restarted
     png_shape(out / "report.png")
+
+
+DIP_TINY = ["model.args.conv_channels=16", "model.args.d_model=32", "model.args.n_layers=1", "model.args.n_heads=2",
+            "model.args.ffn_dim=64", "model.args.final_dim=16", "model.args.codevector_dim=16",
+            "data.synthetic.num_test=1", "data.synthetic.min_duration=0.3", "data.synthetic.max_duration=0.4"]
+SPEAKER_TINY = ["data.synthetic.num_test=12", "data.synthetic.num_speakers=4", "data.synthetic.min_duration=0.3",
+                "data.synthetic.max_duration=0.4", "model.args.channels=[16,16,16,16,48]", "model.args.lin_neurons=16",
+                "model.args.attention_channels=8", "model.args.se_channels=8", "model.args.res2net_scale=2"]
+SGMSE_TINY = ["task_args.steps=2", "data.synthetic.num_test=1", "data.synthetic.min_duration=0.25",
+              "data.synthetic.max_duration=0.25", "model.args.nf=8"]
+
+
+def _untrained(recipe, overrides):
+    task = make_task(load_recipe(recipe, "demo", overrides))
+    torch.manual_seed(0)
+    return task, task.build_model().eval()
+
+
+def test_pretraining_panel_draws_the_loss_terms(tmp_path):
+    task, model = _untrained("dip-pretrain", DIP_TINY)
+    item = task.dataset("test")[0]
+    example = task.example(model, item)
+    assert set(example) == {"real", "synthetic"}
+    assert example["real"].shape == (item["real_length"],) and example["synthetic"].shape == (item["synthetic_length"],)
+    history = {("train", "loss"): ([1, 2], [3.0, 2.0]), ("train", "mpc_real"): ([1, 2], [2.0, 1.0]),
+               ("train", "lr"): ([1, 2], [1e-3, 1e-3]), ("valid", "mpc"): ([2], [1.5])}
+    assert draw_report(tmp_path / "dip.png", task, example, history, task.sample_rate) is True
+    assert png_shape(tmp_path / "dip.png")[0] > 500
+    # without loss terms in the history there is no panel: the curves alone
+    assert draw_report(tmp_path / "dip0.png", task, example, {}, task.sample_rate) is False
+    assert png_shape(tmp_path / "dip0.png")[0] < 300
+
+
+def test_speaker_panel_projects_embeddings_by_speaker(tmp_path):
+    task, model = _untrained("speaker", SPEAKER_TINY)
+    item = task.dataset("test")[0]
+    example = task.example(model, item, max_speakers=3)
+    emb, speakers = example["embeddings"], example["speakers"]
+    assert emb.shape == (len(speakers), 16) and len(set(speakers.tolist())) == 3
+    assert torch.equal(example["input"], item["wave"].float())
+    assert draw_report(tmp_path / "spk.png", task, example, {}, task.sample_rate) is True
+    assert png_shape(tmp_path / "spk.png")[0] > 500
+
+
+def test_diffusion_panel_shows_the_sampler_states(tmp_path):
+    task, model = _untrained("sgmse", SGMSE_TINY)
+    item = task.dataset("test")[0]
+    example = task.example(model, item)
+    assert "score" not in vars(model)  # the recording of the states is undone
+    T = item["mixture"].shape[-1]
+    assert example["states"].shape == (2, T) and torch.isfinite(example["states"]).all()
+    times = example["state_times"]
+    assert float(times[0]) == pytest.approx(1.0) and float(times[-1]) == pytest.approx(model.t_eps)
+    # recording the states does not change what the sampler returns
+    again = task.infer(model, item["mixture"].float(), task.sample_rate)["enhanced"]
+    assert torch.allclose(example["enhanced"], again)
+    assert draw_report(tmp_path / "diff.png", task, example, {}, task.sample_rate) is True
+    assert png_shape(tmp_path / "diff.png")[0] > 500
