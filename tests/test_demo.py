@@ -234,3 +234,16 @@ def test_diffusion_panel_shows_the_sampler_states(tmp_path):
     assert torch.allclose(example["enhanced"], again)
     assert draw_report(tmp_path / "diff.png", task, example, {}, task.sample_rate) is True
     assert png_shape(tmp_path / "diff.png")[0] > 500
+
+
+def test_tse_panel_extracts_the_enrolled_speaker(tmp_path):
+    from test_tse import _tse_task_and_model  # the demo recipe's task with a tiny untrained model
+
+    task, model = _tse_task_and_model()
+    item = task.dataset("test")[0]
+    example = task.example(model, item)
+    assert set(example) == {"mixture", "enrollment", "target", "extracted"}
+    assert example["extracted"].shape == item["mixture"].shape and torch.isfinite(example["extracted"]).all()
+    assert torch.equal(example["target"], item["target"].float())
+    assert draw_report(tmp_path / "tse.png", task, example, {}, task.sample_rate) is True
+    assert png_shape(tmp_path / "tse.png")[0] > 500

@@ -305,7 +305,7 @@ def draw_report(path: str | os.PathLike, task, example: dict, history: dict, sam
             return fig, False
         top, bottom = fig.subfigures(2, 1, height_ratios=[2.8, 7.2])
         _draw_curves(top, history, getattr(task, "monitor", None))
-        top.subplots_adjust(left=0.07, right=0.98, bottom=0.18, top=0.82 if title else 0.88, wspace=0.2)
+        top.subplots_adjust(left=0.07, right=0.98, bottom=0.18, top=0.80 if title else 0.88, wspace=0.2)
         drawn = bool(task.plot_example(bottom, data, sample_rate))
         return fig, drawn
 
