@@ -122,12 +122,14 @@ def test_existing_folder_is_refused_untouched(demo, capsys):
     assert tree_hash(out) == before
 
 
-def test_task_without_panel_draws_the_curves_alone(tmp_path, capsys):
-    out = tmp_path / "nopanel"
-    assert main(["demo", "--out", str(out), *TINY, "train.max_steps=2", "task=test_demo:NoPanelSeparation",
+def test_task_without_panel_draws_the_curves_alone(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the default --out: runs/demo-RECIPE, relative to here
+    assert main(["demo", "convtasnet", *TINY, "train.max_steps=2", "task=test_demo:NoPanelSeparation",
                  "--no-progress"]) == 0
+    out = tmp_path / "runs" / "demo-convtasnet"
     report = json.loads((out / "report.json").read_text())
     assert report["panel"] is False and report["task"] == "separation"
+    assert report["files"]["checkpoint"] == "checkpoints/step-0000002"
     curves_only = png_shape(out / "report.png")
     assert curves_only[0] < 300  # the curves' row alone
     assert (out / "example" / "estimate_1.wav").is_file()  # the audio is still written

@@ -18,9 +18,10 @@ report. ``--out`` (default ``runs/demo-RECIPE``) then holds the run (``checkpoin
   (training steps), ``stages`` (``{train, eval, example, report}``: wall seconds),
   ``machine`` (``{device, name, threads, cores, torch, triton, python}``: the CPU model or GPU
   name, torch's thread count, the versions), ``summary`` (``{metric: {mean, std}}`` over the
-  test items), ``test_items``, ``headline`` (``{metric, label, value, unit}``, e.g. SI-SDRi in
-  dB) and ``files`` (paths relative to the folder: ``report_md``, ``report_json``,
-  ``report_png``, ``metrics``, ``test_metrics``, ``checkpoint``, ``audio`` ``{name: path}``).
+  test items), ``test_items`` (how many), ``headline`` (``{metric, label, value, unit}``,
+  e.g. SI-SDRi in dB), ``panel`` (whether the task drew its example panel) and ``files``
+  (paths relative to the folder: ``report_md``, ``report_json``, ``report_png``, ``metrics``,
+  ``test_metrics``, ``checkpoint``, ``audio`` ``{name: path}``).
 
 An existing non-empty ``--out`` is refused (nothing is touched) unless ``--resume`` continues
 an interrupted demo there: training resumes from the newest checkpoint (or starts when there is
@@ -28,6 +29,7 @@ none), then evaluation, example and report are redone.
 """
 from __future__ import annotations
 
+import os
 import sys
 import time
 from pathlib import Path
@@ -133,7 +135,7 @@ def run(args) -> int:
         ckpt = resolve_checkpoint(out)
     except CheckpointError:
         ckpt = None
-    rel = lambda p: str(Path(p).relative_to(out))  # noqa: E731
+    rel = lambda p: os.path.relpath(Path(p).resolve(), out.resolve())  # noqa: E731
     files = {"report_md": "report.md", "report_json": "report.json", "report_png": "report.png",
              "metrics": "metrics.csv", "test_metrics": rel(metrics_csv),
              "checkpoint": rel(ckpt) if ckpt is not None else None, "audio": {k: rel(p) for k, p in audio.items()}}
@@ -142,8 +144,7 @@ def run(args) -> int:
                         title=f"sepkit demo: {cfg.recipe} ({task.name})")
     stages["report"] = time.perf_counter() - t
     report = build_report(recipe=cfg.recipe, task=task, model=model, steps=result["step"], stages=stages,
-                          device=device, summary=summary, n_items=len(rows), files=files)
-    report["panel"] = drawn
+                          device=device, summary=summary, n_items=len(rows), panel=drawn, files=files)
     md, _ = write_report(out, report)
     total = sum(stages.values())
     print(f"report: {md} ({report['parameters']:,} parameters, {result['step']} steps, {total:.0f} s)")

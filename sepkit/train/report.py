@@ -29,7 +29,8 @@ METRIC_LABELS = {
 # the figure a report leads with, when the task names none (``Task.headline``)
 HEADLINE_ORDER = ("si_sdri", "si_sdr", "sdri")
 # the keys of report.json, in order (documented in sepkit/commands/demo.py)
-REPORT_KEYS = ("recipe", "task", "parameters", "steps", "stages", "machine", "summary", "headline", "files")
+REPORT_KEYS = ("recipe", "task", "parameters", "steps", "stages", "machine", "summary", "test_items", "headline",
+               "panel", "files")
 # training-log columns that are bookkeeping, not curves
 NOT_CURVES = ("lr", "steps_per_s")
 
@@ -120,10 +121,11 @@ def _finite(x):
 
 
 def build_report(*, recipe: str, task, model: torch.nn.Module, steps: int, stages: dict, device, summary: dict,
-                 n_items: int, files: dict) -> dict:
-    """The content of ``report.json`` (keys :data:`REPORT_KEYS`, plus ``test_items``).
+                 n_items: int, panel: bool, files: dict) -> dict:
+    """The content of ``report.json`` (keys :data:`REPORT_KEYS`).
 
-    ``stages``: seconds per stage; ``device``: where the model ran; ``summary``: :func:`~sepkit.train.evaluate.summarize`'s
+    ``stages``: seconds per stage; ``device``: where the model ran; ``panel``: whether the
+    picture has the task's example panel; ``summary``: :func:`~sepkit.train.evaluate.summarize`'s
     ``{metric: (mean, std)}``; ``files``: paths relative to the output folder."""
     return {
         "recipe": recipe,
@@ -135,6 +137,7 @@ def build_report(*, recipe: str, task, model: torch.nn.Module, steps: int, stage
         "summary": {k: {"mean": _finite(m), "std": _finite(s)} for k, (m, s) in summary.items()},
         "test_items": int(n_items),
         "headline": headline(task, summary),
+        "panel": bool(panel),
         "files": files,
     }
 
