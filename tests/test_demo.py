@@ -11,8 +11,9 @@ import torch
 
 from sepkit.cli import main
 from sepkit.data import read_audio
-from sepkit.train import SeparationTask, load_recipe, make_task, train
-from sepkit.train.report import REPORT_KEYS, draw_report, read_history
+from sepkit.train import EnhancementTask, SeparationTask, load_recipe, make_task, train
+from sepkit.train.tasks.base import scaled_to_input
+from sepkit.train.report import REPORT_KEYS, draw_report, median_item, read_history
 
 matplotlib_image = pytest.importorskip("matplotlib.image")
 
@@ -95,6 +96,10 @@ def test_demo_writes_report_picture_and_audio(demo):
     assert report["summary"]["si_sdri"]["mean"] == pytest.approx(float(values.mean()), abs=1e-9)
     assert report["summary"]["si_sdri"]["std"] == pytest.approx(float(values.std()), abs=1e-9)
     assert report["headline"]["metric"] == "si_sdri" and report["headline"]["unit"] == "dB"
+    # the example shown is the test item with the median SI-SDRi
+    ranked = sorted(rows, key=lambda r: float(r["si_sdri"]))
+    assert report["example"]["id"] == ranked[1]["id"] and f"item {ranked[1]['id']} (the median SI-SDRi)" in stdout
+    assert report["example"]["si_sdri"] == pytest.approx(float(ranked[1]["si_sdri"]))
     assert f"test SI-SDRi {report['headline']['value']:.2f} dB" in stdout
     md = (out / "report.md").read_text()
     assert "SI-SDRi" in md and "convtasnet-demo" in md and "report.png" in md
@@ -109,8 +114,29 @@ def test_demo_writes_report_picture_and_audio(demo):
         assert rate == 8000 and torch.isfinite(wav).all() and wav.abs().max() <= 1.0
         lengths.add(wav.shape[-1])
     assert len(lengths) == 1
+    # the mixture written is the shown test item's (16-bit; below full scale, so not rescaled)
+    item = make_task(cfg).dataset("test")[int(report["example"]["id"].split("-")[-1])]
+    assert item["id"] == report["example"]["id"]
     mixture, _ = read_audio(out / audio["mixture"])
-    assert mixture.abs().max() > 0.01
+    assert torch.allclose(mixture, item["mixture"], atol=2 / 32768)
+
+
+def test_median_item_and_input_level():
+    rows = [{"id": "a", "x": 3.0}, {"id": "b", "x": float("nan")}, {"id": "c", "x": 1.0}, {"id": "d", "x": 2.0},
+            {"id": "e", "x": 5.0}]
+    assert median_item(rows, "x") == 3  # 1, 2, 3, 5: the lower middle is 2 (row d); NaN left out
+    assert median_item(rows, "missing") == 0 and median_item([], "x") == 0
+    g = torch.Generator().manual_seed(0)
+    s1, s2 = torch.randn(4000, generator=g), 0.5 * torch.randn(4000, generator=g)
+    mixture = s1 + s2
+    est = torch.stack([-7.0 * s1, 3.0 * s2])  # a scale-invariant model's outputs: any level, any sign
+    fitted = scaled_to_input(est, mixture)
+    assert torch.allclose(fitted, torch.stack([-s1, s2]), atol=0.1)  # each source at its level, the sign kept
+    assert (fitted.pow(2).sum(-1) <= mixture.pow(2).sum()).all()
+    cancelling = torch.stack([100 * s1, -100 * s1 + 1e-3 * s2])  # outputs that cancel: no blow-up
+    assert (scaled_to_input(cancelling, mixture).pow(2).sum(-1) <= mixture.pow(2).sum()).all()
+    assert torch.equal(scaled_to_input(torch.zeros(2, 4000), mixture), torch.zeros(2, 4000))
+    assert torch.allclose(scaled_to_input(0.01 * s1, s1 + 0.3 * s2), s1, atol=0.1)  # one source (enhancement)
 
 
 def test_existing_folder_is_refused_untouched(demo, capsys):
@@ -232,7 +258,7 @@ def test_diffusion_panel_shows_the_sampler_states(tmp_path):
     times = example["state_times"]
     assert float(times[0]) == pytest.approx(1.0) and float(times[-1]) == pytest.approx(model.t_eps)
     # recording the states does not change what the sampler returns
-    again = task.infer(model, item["mixture"].float(), task.sample_rate)["enhanced"]
+    again = EnhancementTask.example(task, model, item)["enhanced"]
     assert torch.allclose(example["enhanced"], again)
     assert draw_report(tmp_path / "diff.png", task, example, {}, task.sample_rate) is True
     assert png_shape(tmp_path / "diff.png")[0] > 500

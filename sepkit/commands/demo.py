@@ -1,14 +1,16 @@
 """``sepkit demo [RECIPE] [--out DIR] [key=value ...] [--resume]``: a recipe's demo, end to end.
 
 Four stages on the recipe's ``demo`` preset (RECIPE defaults to ``convtasnet``; overrides
-apply over the preset): [1/4] train (the trainer's progress bar), [2/4] evaluate on the held-out
-synthetic test set, [3/4] run the task's inference on one held-out test item, [4/4] write the
-report. ``--out`` (default ``runs/demo-RECIPE``) then holds the run (``checkpoints/``,
+apply over the preset): [1/4] train (the trainer's progress bar), [2/4] evaluate on the
+held-out synthetic test set, [3/4] run the task's inference on one held-out test item (the one
+with the median headline metric, e.g. SI-SDRi: a typical example, not the best), [4/4] write
+the report. ``--out`` (default ``runs/demo-RECIPE``) then holds the run (``checkpoints/``,
 ``metrics.csv``) and:
 
 - ``test_metrics.csv``: the task's metrics per test item;
 - ``example/<name>.wav``: the example's audio at the model's rate (a separator: ``mixture``,
-  ``reference_k``, ``estimate_k``; an enhancer: ``noisy``, ``clean``, ``enhanced``), scaled
+  ``reference_k``, ``estimate_k``; an enhancer: ``noisy``, ``clean``, ``enhanced``), the
+  estimates at the input's level (a scale-invariant loss leaves theirs free), all scaled
   together to avoid clipping;
 - ``report.png``: the training loss and validation curves, and the task's example panel
   (spectrograms and waveforms of the input, references and estimates; a task without a panel
@@ -19,7 +21,8 @@ report. ``--out`` (default ``runs/demo-RECIPE``) then holds the run (``checkpoin
   ``machine`` (``{device, name, threads, cores, torch, triton, python}``: the CPU model or GPU
   name, torch's thread count, the versions), ``summary`` (``{metric: {mean, std}}`` over the
   test items), ``test_items`` (how many), ``headline`` (``{metric, label, value, unit}``,
-  e.g. SI-SDRi in dB), ``panel`` (whether the task drew its example panel) and ``files``
+  e.g. SI-SDRi in dB), ``example`` (``{id, <headline metric>}``: the item shown), ``panel``
+  (whether the task drew its example panel) and ``files``
   (paths relative to the folder: ``report_md``, ``report_json``, ``report_png``, ``metrics``,
   ``test_metrics``, ``checkpoint``, ``audio`` ``{name: path}``).
 
@@ -82,7 +85,8 @@ def run(args) -> int:
     from sepkit.train.checkpoint import CheckpointError
     from sepkit.train.checks import resolve_device
     from sepkit.train.evaluate import format_summary, summarize, write_rows
-    from sepkit.train.report import build_report, draw_report, headline_text, read_history, write_report
+    from sepkit.train.report import (build_report, draw_report, headline, headline_text, median_item, read_history,
+                                     write_report)
 
     recipe, overrides = args.recipe, list(args.overrides or [])
     if recipe is not None and "=" in recipe:  # an override standing where the recipe may be
@@ -116,8 +120,14 @@ def run(args) -> int:
     print(format_summary(summary, len(rows)), flush=True)
     stages["eval"] = time.perf_counter() - t
 
-    item = test_set[0]
-    print(f"[3/4] running the {task.name} task's inference on held-out test item {item.get('id', 0)}", flush=True)
+    head = headline(task, summary)
+    index = median_item(rows, head["metric"] if head else None)
+    item = test_set[index]
+    if item.get("id") != rows[index].get("id"):  # rows not in the data set's order: take the first item
+        index, item = 0, test_set[0]
+    which = f" (the median {head['label']})" if head and index == median_item(rows, head["metric"]) else ""
+    print(f"[3/4] running the {task.name} task's inference on held-out test item {item.get('id', index)}{which}",
+          flush=True)
     t = time.perf_counter()
     try:
         with torch.no_grad():
@@ -126,6 +136,7 @@ def run(args) -> int:
         print(f"sepkit demo: no example from the {task.name} task ({str(exc).splitlines()[0] if str(exc) else 'not implemented'}); "
               "the report shows the curves alone", file=sys.stderr)
         example = {}
+    example_id = item.get("id", str(index))
     audio = save_example(out / "example", example, task.sample_rate)
     stages["example"] = time.perf_counter() - t
 
@@ -144,7 +155,8 @@ def run(args) -> int:
                         title=f"sepkit demo: {cfg.recipe} ({task.name})")
     stages["report"] = time.perf_counter() - t
     report = build_report(recipe=cfg.recipe, task=task, model=model, steps=result["step"], stages=stages,
-                          device=device, summary=summary, n_items=len(rows), panel=drawn, files=files)
+                          device=device, summary=summary, n_items=len(rows), panel=drawn, files=files,
+                          example={"id": example_id, **({head["metric"]: rows[index].get(head["metric"])} if head else {})})
     md, _ = write_report(out, report)
     total = sum(stages.values())
     print(f"report: {md} ({report['parameters']:,} parameters, {result['step']} steps, {total:.0f} s)")

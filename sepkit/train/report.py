@@ -30,7 +30,7 @@ METRIC_LABELS = {
 HEADLINE_ORDER = ("si_sdri", "si_sdr", "sdri")
 # the keys of report.json, in order (documented in sepkit/commands/demo.py)
 REPORT_KEYS = ("recipe", "task", "parameters", "steps", "stages", "machine", "summary", "test_items", "headline",
-               "panel", "files")
+               "example", "panel", "files")
 # training-log columns that are bookkeeping, not curves
 NOT_CURVES = ("lr", "steps_per_s")
 
@@ -107,6 +107,14 @@ def headline(task, summary: dict) -> dict | None:
     return {"metric": metric, "label": label, "value": _finite(summary[metric][0]), "unit": unit}
 
 
+def median_item(rows: list[dict], metric: str | None) -> int:
+    """Index of the row whose ``metric`` is the median (the lower of the middle two), the demo's
+    representative example; 0 when no row has a finite ``metric``."""
+    values = sorted((float(r[metric]), i) for i, r in enumerate(rows)
+                    if metric is not None and isinstance(r.get(metric), (int, float)) and math.isfinite(r[metric]))
+    return values[(len(values) - 1) // 2][1] if values else 0
+
+
 def headline_text(head: dict | None) -> str:
     """``"test SI-SDRi 5.41 dB"`` (or ``"no test metrics"``)."""
     if head is None:
@@ -121,11 +129,12 @@ def _finite(x):
 
 
 def build_report(*, recipe: str, task, model: torch.nn.Module, steps: int, stages: dict, device, summary: dict,
-                 n_items: int, panel: bool, files: dict) -> dict:
+                 n_items: int, panel: bool, files: dict, example: dict | None = None) -> dict:
     """The content of ``report.json`` (keys :data:`REPORT_KEYS`).
 
     ``stages``: seconds per stage; ``device``: where the model ran; ``panel``: whether the
-    picture has the task's example panel; ``summary``: :func:`~sepkit.train.evaluate.summarize`'s
+    picture has the task's example panel; ``example``: the shown item (``{id, metric: value}``);
+    ``summary``: :func:`~sepkit.train.evaluate.summarize`'s
     ``{metric: (mean, std)}``; ``files``: paths relative to the output folder."""
     return {
         "recipe": recipe,
@@ -137,6 +146,7 @@ def build_report(*, recipe: str, task, model: torch.nn.Module, steps: int, stage
         "summary": {k: {"mean": _finite(m), "std": _finite(s)} for k, (m, s) in summary.items()},
         "test_items": int(n_items),
         "headline": headline(task, summary),
+        "example": {k: (_finite(v) if isinstance(v, float) else v) for k, v in (example or {}).items()},
         "panel": bool(panel),
         "files": files,
     }
@@ -164,6 +174,12 @@ def format_markdown(report: dict) -> str:
         fmt = lambda x: "n/a" if x is None else f"{x:.3f}"  # noqa: E731
         label, unit = METRIC_LABELS.get(k, (k, ""))
         lines.append(f"| {label}{' (' + unit + ')' if unit else ''} | {fmt(v['mean'])} | {fmt(v['std'])} |")
+    shown = report.get("example") or {}
+    if shown.get("id") is not None:
+        figures = ", ".join(f"{METRIC_LABELS.get(k, (k, ''))[0]} {v:.2f}" for k, v in shown.items()
+                            if k != "id" and isinstance(v, float))
+        lines += ["", f"Example: test item `{shown['id']}`" + (f" ({figures}; the median item)" if figures else "")
+                  + ", audio in `example/`."]
     lines += ["", "Files:", ""]
     for key, value in report["files"].items():
         if isinstance(value, dict):

@@ -27,7 +27,7 @@ from sepkit.metrics import estoi, pesq, si_sdr, si_sdri
 from ..builders import build_dataset, build_model
 from ..config import ConfigError
 from ..evaluate import items, summarize
-from .base import Task
+from .base import Task, scaled_to_input
 
 
 @dataclasses.dataclass
@@ -129,9 +129,10 @@ class EnhancementTask(Task):
 
     @torch.no_grad()
     def example(self, model, item: dict) -> dict:
-        """One test ``item`` enhanced by :meth:`infer`: ``{"noisy", "clean", "enhanced"}`` (T,)."""
+        """One test ``item`` enhanced by :meth:`infer`: ``{"noisy", "clean", "enhanced"}`` (T,),
+        the estimate at the input's level (:func:`~.base.scaled_to_input`)."""
         noisy = item["mixture"].float()
-        enhanced = self.infer(model, noisy, self.sample_rate)["enhanced"].float()
+        enhanced = scaled_to_input(self.infer(model, noisy, self.sample_rate)["enhanced"].float(), noisy)
         return {"noisy": noisy, "clean": item["sources"][0].float(), "enhanced": enhanced}
 
     def plot_example(self, fig, example: dict, sample_rate: int) -> bool:

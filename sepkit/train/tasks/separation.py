@@ -18,7 +18,7 @@ from sepkit.metrics import si_sdri
 from ..builders import build_dataset, build_loss, build_model
 from ..evaluate import METRICS, evaluate, summarize
 from ..inference import separate_waveform
-from .base import Task
+from .base import Task, scaled_to_input
 
 
 class SeparationTask(Task):
@@ -83,12 +83,13 @@ class SeparationTask(Task):
     def example(self, model, item: dict) -> dict:
         """One test ``item`` separated by :meth:`infer`: ``{"mixture", "reference_k",
         "estimate_k"}`` (T,) for k = 1..S, the estimates ordered to match the references (PIT on
-        SI-SDR)."""
+        SI-SDR) and scaled together to the mixture's level (:func:`~.base.scaled_to_input`)."""
         mixture, refs = item["mixture"].float(), item["sources"].float()
         est = torch.stack(list(self.infer(model, mixture, self.sample_rate).values())).float()
         if est.shape == refs.shape:
             _, perm = PITLoss(SISDRLoss(reduction="none"))(est[None], refs[None])
             est = reorder_sources(est[None], perm)[0]
+        est = scaled_to_input(est, mixture)
         out = {"mixture": mixture}
         out.update({f"reference_{k + 1}": r for k, r in enumerate(refs)})
         out.update({f"estimate_{k + 1}": e for k, e in enumerate(est)})

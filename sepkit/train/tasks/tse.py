@@ -40,7 +40,7 @@ from ..builders import synthetic_spec
 from ..config import ConfigError
 from ..evaluate import items as iterate_items
 from ..evaluate import summarize
-from .base import Task
+from .base import Task, scaled_to_input
 from .mixture2set import SPLITS, load_teacher, teacher_embed, train_prerequisite
 from .speaker import collate_tensors
 
@@ -276,14 +276,15 @@ class TSETask(Task):
     def example(self, model, item: dict) -> dict:
         """One test ``item``'s target extracted with the training conditioning
         (``task_args.conditioning``): ``{"mixture", "enrollment", "target", "extracted"}`` (T,)
-        (the demo needs no ``--target-slot``: the item's enrollment names the speaker)."""
+        (the demo needs no ``--target-slot``: the item's enrollment names the speaker), the
+        estimate at the mixture's level (:func:`~.base.scaled_to_input`)."""
         model.eval()
         device = self.model_device(model)
         mix = item["mixture"].float()
         x = mix.to(device).unsqueeze(0)
         e = self.condition(model, x, item["enrollment"].float().to(device).unsqueeze(0), self.options.conditioning)
         return {"mixture": mix, "enrollment": item["enrollment"].float(), "target": item["target"].float(),
-                "extracted": model(x, e)[0].float().cpu()}
+                "extracted": scaled_to_input(model(x, e)[0].float().cpu(), mix)}
 
     def plot_example(self, fig, example: dict, sample_rate: int) -> bool:
         """The mixture beside the enrollment utterance, then the target speaker's reference beside
