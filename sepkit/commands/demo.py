@@ -42,8 +42,10 @@ DEFAULT_RECIPE = "convtasnet"
 
 def add_arguments(parser) -> None:
     parser.add_argument("recipe", nargs="?", default=None,
-                        help=f"recipe name (recipes/<name>.yaml, with a demo preset) or YAML path (default {DEFAULT_RECIPE})")
-    parser.add_argument("overrides", nargs="*", help="key=value overrides over the demo preset, e.g. train.max_steps=100")
+                        help=f"recipe name (recipes/<name>.yaml, with a demo preset) or YAML path "
+                        f"(default {DEFAULT_RECIPE})")
+    parser.add_argument("overrides", nargs="*",
+                        help="key=value overrides over the demo preset, e.g. train.max_steps=100")
     parser.add_argument("--out", default=None, help="output folder (default runs/demo-RECIPE); must be new or empty")
     parser.add_argument("--resume", action="store_true", help="continue an interrupted demo in --out")
     parser.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
@@ -85,8 +87,15 @@ def run(args) -> int:
     from sepkit.train.checkpoint import CheckpointError
     from sepkit.train.checks import resolve_device
     from sepkit.train.evaluate import format_summary, summarize, write_rows
-    from sepkit.train.report import (build_report, draw_report, headline, headline_text, median_item, read_history,
-                                     write_report)
+    from sepkit.train.report import (
+        build_report,
+        draw_report,
+        headline,
+        headline_text,
+        median_item,
+        read_history,
+        write_report,
+    )
 
     recipe, overrides = args.recipe, list(args.overrides or [])
     if recipe is not None and "=" in recipe:  # an override standing where the recipe may be
@@ -133,10 +142,12 @@ def run(args) -> int:
         with torch.no_grad():
             example = task.example(model, item)
     except (NotImplementedError, ValueError) as exc:  # e.g. inference that needs a flag the demo cannot pick
-        print(f"sepkit demo: no example from the {task.name} task ({str(exc).splitlines()[0] if str(exc) else 'not implemented'}); "
-              "the report shows the curves alone", file=sys.stderr)
+        why = str(exc).splitlines()[0] if str(exc) else "not implemented"
+        print(f"sepkit demo: no example from the {task.name} task ({why}); the report shows the curves alone",
+              file=sys.stderr)
         example = {}
     example_id = item.get("id", str(index))
+    shown = {head["metric"]: rows[index].get(head["metric"])} if head else {}
     audio = save_example(out / "example", example, task.sample_rate)
     stages["example"] = time.perf_counter() - t
 
@@ -146,7 +157,9 @@ def run(args) -> int:
         ckpt = resolve_checkpoint(out)
     except CheckpointError:
         ckpt = None
-    rel = lambda p: os.path.relpath(Path(p).resolve(), out.resolve())  # noqa: E731
+    def rel(path) -> str:
+        return os.path.relpath(Path(path).resolve(), out.resolve())
+
     files = {"report_md": "report.md", "report_json": "report.json", "report_png": "report.png",
              "metrics": "metrics.csv", "test_metrics": rel(metrics_csv),
              "checkpoint": rel(ckpt) if ckpt is not None else None, "audio": {k: rel(p) for k, p in audio.items()}}
@@ -156,7 +169,7 @@ def run(args) -> int:
     stages["report"] = time.perf_counter() - t
     report = build_report(recipe=cfg.recipe, task=task, model=model, steps=result["step"], stages=stages,
                           device=device, summary=summary, n_items=len(rows), panel=drawn, files=files,
-                          example={"id": example_id, **({head["metric"]: rows[index].get(head["metric"])} if head else {})})
+                          example={"id": example_id, **shown})
     md, _ = write_report(out, report)
     total = sum(stages.values())
     print(f"report: {md} ({report['parameters']:,} parameters, {result['step']} steps, {total:.0f} s)")

@@ -167,11 +167,13 @@ def format_markdown(report: dict) -> str:
              "", "Wall time per stage (seconds):", "",
              "| " + " | ".join(stages) + " | total |", "|" + "---:|" * (len(stages) + 1),
              "| " + " | ".join(f"{v:.1f}" for v in stages.values()) + f" | {sum(stages.values()):.1f} |",
-             "", "Test set (mean and standard deviation over items; per item in "
-             f"`{report['files'].get('test_metrics', 'test_metrics.csv')}`):", "",
+             "", ("Test set (mean and standard deviation over items; per item in "
+                  f"`{report['files'].get('test_metrics', 'test_metrics.csv')}`):"), "",
              "| metric | mean | std |", "|---|---:|---:|"]
+    def fmt(x):
+        return "n/a" if x is None else f"{x:.3f}"
+
     for k, v in report["summary"].items():
-        fmt = lambda x: "n/a" if x is None else f"{x:.3f}"  # noqa: E731
         label, unit = METRIC_LABELS.get(k, (k, ""))
         lines.append(f"| {label}{' (' + unit + ')' if unit else ''} | {fmt(v['mean'])} | {fmt(v['std'])} |")
     shown = report.get("example") or {}
@@ -223,7 +225,7 @@ def _pyplot():
 def spectrogram_db(wave: torch.Tensor, sample_rate: int) -> torch.Tensor:
     """Log-magnitude spectrogram (F, frames) in dB of ``wave`` (T,): 32 ms Hann windows, a
     quarter-window hop, floored at -200 dB (silence)."""
-    n_fft = 1 << max(4, int(round(math.log2(0.032 * sample_rate))))
+    n_fft = 1 << max(4, round(math.log2(0.032 * sample_rate)))
     x = torch.nan_to_num(wave.detach().float().cpu().reshape(-1))
     if x.numel() < n_fft:
         x = torch.nn.functional.pad(x, (0, n_fft - x.numel()))
