@@ -244,6 +244,10 @@ def test_speaker_panel_projects_embeddings_by_speaker(tmp_path):
     emb, speakers = example["embeddings"], example["speakers"]
     assert emb.shape == (len(speakers), 16) and len(set(speakers.tolist())) == 3
     assert torch.equal(example["input"], item["wave"].float())
+    from sepkit.commands.demo import save_example
+
+    written = save_example(tmp_path / "example", example, task.sample_rate)
+    assert set(written) == {"input"}  # the waveform only, not the speaker labels or the embeddings
     assert draw_report(tmp_path / "spk.png", task, example, {}, task.sample_rate) is True
     assert png_shape(tmp_path / "spk.png")[0] > 500
 

@@ -64,13 +64,14 @@ def output_folder(out: str | Path, resume: bool) -> Path:
 
 
 def save_example(folder: Path, example: dict, sample_rate: int) -> dict:
-    """Write the example's waveforms (1-D tensors) as ``folder/<name>.wav``, scaled together
+    """Write the example's waveforms (1-D float tensors) as ``folder/<name>.wav``, scaled together
     below full scale; returns ``{name: path}``."""
     import torch
 
     from sepkit.data import write_audio
 
-    waves = {k: v.detach().float().cpu() for k, v in example.items() if isinstance(v, torch.Tensor) and v.dim() == 1}
+    waves = {k: v.detach().float().cpu() for k, v in example.items()
+             if isinstance(v, torch.Tensor) and v.dim() == 1 and v.is_floating_point()}
     if not waves:
         return {}
     folder.mkdir(parents=True, exist_ok=True)
