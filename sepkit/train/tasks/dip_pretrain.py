@@ -327,11 +327,12 @@ class DIPPretrainTask(Task):
 
     def plot_example(self, fig, example: dict, sample_rate: int) -> bool:
         """The training loss terms (MPC of each domain, the MMD, the penalties; from the run's
-        ``metrics.csv``) above the test pair's real and synthetic mixtures."""
+        ``metrics.csv``; not the temperature or the perplexity) above the test pair's real and
+        synthetic mixtures."""
         from ..report import plot_curves, plot_signals
 
         history = example.get("history", {})
-        terms = sorted(k for k in history if k[0] == "train" and k[1] not in ("lr", "steps_per_s", "temperature"))
+        terms = sorted(k for k in history if k[0] == "train" and k[1] not in ("lr", "steps_per_s", "temperature", "perplexity"))
         if not terms:
             return False
         top, bottom = fig.subfigures(2, 1, height_ratios=[1, 1.4])
