@@ -261,6 +261,9 @@ def test_diffusion_panel_shows_the_sampler_states(tmp_path):
     assert example["states"].shape == (2, T) and torch.isfinite(example["states"]).all()
     times = example["state_times"]
     assert float(times[0]) == pytest.approx(1.0) and float(times[-1]) == pytest.approx(model.t_eps)
+    from sepkit.commands.demo import save_example
+
+    assert set(save_example(tmp_path / "example", example, task.sample_rate)) == {"noisy", "clean", "enhanced"}
     # recording the states does not change what the sampler returns
     again = EnhancementTask.example(task, model, item)["enhanced"]
     assert torch.allclose(example["enhanced"], again)

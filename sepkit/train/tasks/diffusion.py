@@ -393,7 +393,7 @@ class DiffusionTask(EnhancementTask):
         """The enhancement example (``noisy``, ``clean``, ``enhanced``) plus the sampler's
         states on the way: ``"states"`` (K, T), the waveforms of ``n_states`` intermediate
         states x_t (evenly spaced over the steps, the prior draw first), and ``"state_times"``
-        (K,) their diffusion times t."""
+        (a list of K floats) their diffusion times t."""
         seen = []
         score = model.score
 
@@ -415,7 +415,7 @@ class DiffusionTask(EnhancementTask):
         n, length = model.representation.frames(noisy.shape[-1]), noisy.shape[-1]
         states = [(model.representation.inverse(seen[i][1][..., :n], length) * norm)[0].float().cpu() for i in picks]
         out["states"] = torch.stack(states)
-        out["state_times"] = torch.tensor([seen[i][0] for i in picks])
+        out["state_times"] = [seen[i][0] for i in picks]
         return out
 
     def plot_example(self, fig, example: dict, sample_rate: int) -> bool:
@@ -429,7 +429,8 @@ class DiffusionTask(EnhancementTask):
 
         noisy, clean, enhanced = example["noisy"], example["clean"], example["enhanced"]
         gain = float(si_sdri(enhanced.double()[None], clean.double()[None], noisy.double()[None]))
-        states = [(f"sampler state t={float(t):.2f}", w) for t, w in zip(example["state_times"], example["states"])]
+        states = [(f"sampler state t={float(t):.2f}", w)
+                  for t, w in zip(example["state_times"], example["states"], strict=True)]
         plot_signals(fig, [[("noisy", noisy)], states,
                            [("clean", clean), (f"enhanced (SI-SDRi {gain:.1f} dB)", enhanced)]], sample_rate)
         return True
