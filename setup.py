@@ -37,6 +37,7 @@ setup(
         "soundfile>=0.12",
         "scipy>=1.10",
         "tqdm>=4.60",
+        "matplotlib>=3.7",
     ],
     extras_require={
         "dev": ["pytest>=7.4", "hypothesis>=6.90", "mir_eval>=0.8,<0.9"],

@@ -127,6 +127,35 @@ class Task:
         """Names of :meth:`infer`'s outputs (so the command can refuse to overwrite first)."""
         return [f"s{k + 1}" for k in range(self.cfg.data.n_src)]
 
+    # -- the demo's example (``sepkit demo``) --------------------------------------------
+    @torch.no_grad()
+    def example(self, model: nn.Module, item: dict) -> dict:
+        """What the model makes of one held-out test ``item``, for ``sepkit demo``'s report.
+
+        Returns ``{name: value}``: every 1-D float tensor (T,) is a waveform at the model's rate
+        (``data.sample_rate``), written as ``example/<name>.wav``; other values (e.g. an
+        embedding matrix) are data for :meth:`plot_example` only. The default: the item's
+        ``mixture`` as ``"input"`` and each output of :meth:`infer` under its name (the input
+        alone when :meth:`output_names` is empty); ``{}`` for items without a mixture. A task
+        whose inference needs options the demo cannot choose raises ValueError (the demo then
+        reports without an example)."""
+        mixture = item.get("mixture")
+        if not isinstance(mixture, torch.Tensor) or mixture.dim() != 1:
+            return {}
+        mixture = mixture.float()
+        if not self.output_names():  # a task without audio outputs (embeddings, a frontend)
+            return {"input": mixture}
+        outputs = self.infer(model, mixture, self.sample_rate)
+        return {"input": mixture, **{name: wave.float().cpu() for name, wave in outputs.items()}}
+
+    def plot_example(self, fig, example: dict, sample_rate: int) -> bool:
+        """Draw the task's panel of ``example`` (from :meth:`example`, plus ``"history"``: the
+        run's curves, ``{(split, name): (steps, values)}``) into the matplotlib figure or
+        subfigure ``fig``; ``sample_rate`` in Hz. Returns whether a panel was drawn: the base
+        draws nothing (False), and ``sepkit demo``'s picture then shows the curves alone.
+        :mod:`sepkit.train.report` has the drawing helpers (:func:`~sepkit.train.report.plot_signals`)."""
+        return False
+
     def check_options(self, model: nn.Module, options: dict) -> None:
         """Validate :meth:`infer`'s options before any work (ValueError naming the flag): by
         default, only :attr:`infer_options` are allowed. Overrides check values too (e.g. a
@@ -150,6 +179,26 @@ class Task:
     def model_device(model: nn.Module) -> torch.device:
         p = next(model.parameters(), None)
         return p.device if p is not None else torch.device("cpu")
+
+
+def scaled_to_input(estimates: torch.Tensor, mixture: torch.Tensor) -> torch.Tensor:
+    """``estimates`` (S, T) or (T,), each scaled by its least-squares fit to ``mixture`` (T,):
+    ``|<e, x>| / ||e||^2`` (the sign kept; RMS matching to ``x / sqrt(S)`` for an estimate
+    orthogonal to it; silent estimates unchanged).
+
+    Models trained with a scale-invariant loss leave the level of their outputs free; this puts
+    each at its share of the input's level without looking at a reference (a good estimate
+    ``c * s_k`` of a source of ``x = sum_k s_k`` comes back as about ``s_k``); no estimate
+    comes out louder than the input, and scale-invariant metrics are unchanged."""
+    est = estimates.reshape(-1, estimates.shape[-1]).double()
+    mix = mixture.reshape(-1).double()
+    if est.shape[-1] != mix.shape[-1]:
+        return estimates
+    energy = est.pow(2).sum(-1)
+    fit = (est @ mix).abs() / energy.clamp_min(1e-30)
+    rms = (mix.pow(2).sum() / est.shape[0] / energy.clamp_min(1e-30)).sqrt()
+    gain = torch.where(energy == 0, torch.ones_like(fit), torch.where(fit == 0, rms, fit))
+    return (est * gain[:, None]).to(estimates.dtype).reshape(estimates.shape)
 
 
 def config_error(key: str, value, allowed: str) -> ConfigError:

@@ -387,6 +387,54 @@ class DiffusionTask(EnhancementTask):
         est = self.enhance(model, x.unsqueeze(0), steps=steps, progress=True)[0].float().cpu()
         return {"enhanced": resample(est, self.sample_rate, sample_rate)[: waveform.shape[-1]]}
 
+    # -- the demo's example ----------------------------------------------------------------
+    @torch.no_grad()
+    def example(self, model, item: dict, n_states: int = 4) -> dict:
+        """The enhancement example (``noisy``, ``clean``, ``enhanced``) plus the sampler's
+        states on the way: ``"states"`` (K, T), the waveforms of ``n_states`` intermediate
+        states x_t (evenly spaced over the steps, the prior draw first), and ``"state_times"``
+        (a list of K floats) their diffusion times t."""
+        seen = []
+        score = model.score
+
+        def recording(x, t, y, **cond):  # the samplers call the score at every state they visit
+            if not seen or float(t[0]) != seen[-1][0]:
+                seen.append((float(t[0]), x.detach().clone()))
+            return score(x, t, y, **cond)
+
+        model.score = recording
+        try:
+            out = super().example(model, item)
+        finally:
+            del model.score
+        if not seen:
+            return out
+        picks = sorted({round(i * (len(seen) - 1) / max(1, n_states - 1)) for i in range(n_states)})
+        noisy = item["mixture"].float().to(self.model_device(model)).unsqueeze(0)
+        _, _, norm = model.specs(noisy)
+        n, length = model.representation.frames(noisy.shape[-1]), noisy.shape[-1]
+        states = [(model.representation.inverse(seen[i][1][..., :n], length) * norm)[0].float().cpu() for i in picks]
+        out["states"] = torch.stack(states)
+        out["state_times"] = [seen[i][0] for i in picks]
+        return out
+
+    def plot_example(self, fig, example: dict, sample_rate: int) -> bool:
+        """The enhancement panel's noisy input, the sampler's intermediate states (t from 1 to
+        t_eps) and the clean reference beside the enhanced output."""
+        if "states" not in example:
+            return super().plot_example(fig, example, sample_rate)
+        from sepkit.metrics import si_sdri
+
+        from ..report import plot_signals
+
+        noisy, clean, enhanced = example["noisy"], example["clean"], example["enhanced"]
+        gain = float(si_sdri(enhanced.double()[None], clean.double()[None], noisy.double()[None]))
+        states = [(f"sampler state t={float(t):.2f}", w)
+                  for t, w in zip(example["state_times"], example["states"], strict=True)]
+        plot_signals(fig, [[("noisy", noisy)], states,
+                           [("clean", clean), (f"enhanced (SI-SDRi {gain:.1f} dB)", enhanced)]], sample_rate)
+        return True
+
 
 # ------------------------------------------------------------------------------------------
 # the speech-activity detector (prerequisite of the Ex-Diff demo)

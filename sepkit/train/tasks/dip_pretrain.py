@@ -319,6 +319,32 @@ class DIPPretrainTask(Task):
     def output_names(self) -> list[str]:
         return []
 
+    # -- the demo's example ----------------------------------------------------------------
+    def example(self, model, item: dict) -> dict:
+        """The test pair's two mixtures (T,), ``"real"`` and ``"synthetic"``, to listen to; the
+        frontend has no waveform output (the panel draws the loss terms)."""
+        return {name: item[name][: item[f"{name}_length"]].float() for name in ("real", "synthetic")}
+
+    def plot_example(self, fig, example: dict, sample_rate: int) -> bool:
+        """The training loss terms (MPC of each domain, the MMD, the penalties; from the run's
+        ``metrics.csv``; not the temperature or the perplexity) above the test pair's real and
+        synthetic mixtures."""
+        from ..report import plot_curves, plot_signals
+
+        history = example.get("history", {})
+        terms = sorted(k for k in history if k[0] == "train" and k[1] not in ("lr", "steps_per_s", "temperature", "perplexity"))
+        if not terms:
+            return False
+        top, bottom = fig.subfigures(2, 1, height_ratios=[1, 1.4])
+        ax = top.subplots()
+        plot_curves(ax, history, terms, "training loss terms")
+        if all(v > 0 for k in terms for v in history[k][1]):
+            ax.set_yscale("log")
+        top.subplots_adjust(left=0.07, right=0.98, bottom=0.18, top=0.85)
+        plot_signals(bottom, [[("real-domain mixture", example["real"]),
+                               ("synthetic-domain mixture", example["synthetic"])]], sample_rate)
+        return True
+
 
 def _spread(x: torch.Tensor, limit: int = MAX_MMD_FRAMES) -> torch.Tensor:
     """At most ``limit`` evenly spaced rows of ``x``."""

@@ -27,7 +27,7 @@ from sepkit.metrics import estoi, pesq, si_sdr, si_sdri
 from ..builders import build_dataset, build_model
 from ..config import ConfigError
 from ..evaluate import items, summarize
-from .base import Task
+from .base import Task, scaled_to_input
 
 
 @dataclasses.dataclass
@@ -126,6 +126,25 @@ class EnhancementTask(Task):
 
     def output_names(self) -> list[str]:
         return ["enhanced"]
+
+    @torch.no_grad()
+    def example(self, model, item: dict) -> dict:
+        """One test ``item`` enhanced by :meth:`infer`: ``{"noisy", "clean", "enhanced"}`` (T,),
+        the estimate at the input's level (:func:`~.base.scaled_to_input`)."""
+        noisy = item["mixture"].float()
+        enhanced = scaled_to_input(self.infer(model, noisy, self.sample_rate)["enhanced"].float(), noisy)
+        return {"noisy": noisy, "clean": item["sources"][0].float(), "enhanced": enhanced}
+
+    def plot_example(self, fig, example: dict, sample_rate: int) -> bool:
+        """The noisy input (full width), then the clean reference beside the enhanced estimate
+        (titled with its SI-SDRi): waveforms and spectrograms."""
+        from ..report import plot_signals
+
+        noisy, clean, enhanced = example["noisy"], example["clean"], example["enhanced"]
+        gain = float(si_sdri(enhanced.double()[None], clean.double()[None], noisy.double()[None]))
+        plot_signals(fig, [[("noisy", noisy)], [("clean", clean), (f"enhanced (SI-SDRi {gain:.1f} dB)", enhanced)]],
+                     sample_rate)
+        return True
 
 
 TASK = EnhancementTask

@@ -12,11 +12,13 @@ import torch
 from torch import nn
 
 from sepkit.data import resample
+from sepkit.losses import PITLoss, SISDRLoss, reorder_sources
+from sepkit.metrics import si_sdri
 
 from ..builders import build_dataset, build_loss, build_model
 from ..evaluate import METRICS, evaluate, summarize
 from ..inference import separate_waveform
-from .base import Task
+from .base import Task, scaled_to_input
 
 
 class SeparationTask(Task):
@@ -76,6 +78,41 @@ class SeparationTask(Task):
                                 separate=self.separate).cpu()
         est = resample(est, rate, sample_rate)[:, : waveform.shape[-1]]
         return {f"s{k + 1}": src for k, src in enumerate(est)}
+
+    @torch.no_grad()
+    def example(self, model, item: dict) -> dict:
+        """One test ``item`` separated by :meth:`infer`: ``{"mixture", "reference_k",
+        "estimate_k"}`` (T,) for k = 1..S, the estimates ordered to match the references (PIT on
+        SI-SDR) and scaled together to the mixture's level (:func:`~.base.scaled_to_input`)."""
+        mixture, refs = item["mixture"].float(), item["sources"].float()
+        est = torch.stack(list(self.infer(model, mixture, self.sample_rate).values())).float()
+        if est.shape == refs.shape:
+            _, perm = PITLoss(SISDRLoss(reduction="none"))(est[None], refs[None])
+            est = reorder_sources(est[None], perm)[0]
+        est = scaled_to_input(est, mixture)
+        out = {"mixture": mixture}
+        out.update({f"reference_{k + 1}": r for k, r in enumerate(refs)})
+        out.update({f"estimate_{k + 1}": e for k, e in enumerate(est)})
+        return out
+
+    def plot_example(self, fig, example: dict, sample_rate: int) -> bool:
+        """The mixture (full width), then per source its reference beside its estimate (titled
+        with the estimate's SI-SDRi): waveforms and spectrograms."""
+        from ..report import plot_signals
+
+        mixture = example["mixture"]
+        grid = [[("mixture", mixture)]]
+        k = 1
+        while f"estimate_{k}" in example:
+            est, ref = example[f"estimate_{k}"], example.get(f"reference_{k}")
+            title = f"estimate {k}"
+            if ref is not None:
+                gain = float(si_sdri(est.double()[None], ref.double()[None], mixture.double()))
+                title += f" (SI-SDRi {gain:.1f} dB)"
+            grid.append([(f"reference {k}", ref) if ref is not None else None, (title, est)])
+            k += 1
+        plot_signals(fig, grid, sample_rate)
+        return True
 
 
 TASK = SeparationTask

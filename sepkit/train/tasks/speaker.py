@@ -208,5 +208,54 @@ class SpeakerTask(Task):
     def output_names(self) -> list[str]:
         return []
 
+    # -- the demo's example ----------------------------------------------------------------
+    @torch.no_grad()
+    def example(self, model, item: dict, max_speakers: int = 8, max_items: int = 200) -> dict:
+        """``item``'s utterance as ``"input"`` (T,), and the embeddings of the test set's
+        utterances of its first ``max_speakers`` speakers (among the first ``max_items`` items):
+        ``"embeddings"`` (N, D) and ``"speakers"`` (N,) for the panel."""
+        model.eval()
+        device = self.model_device(model)
+        test = self.dataset("test")
+        chosen, embeddings, speakers = [], [], []
+        for i in range(min(len(test), max_items)):
+            it = test[i]
+            spk = int(it["speaker"])
+            if spk not in chosen:
+                if len(chosen) == max_speakers:
+                    continue
+                chosen.append(spk)
+            embeddings.append(model(it["wave"].to(device).unsqueeze(0)).float().cpu())
+            speakers.append(spk)
+        return {"input": item["wave"].float(), "embeddings": torch.cat(embeddings),
+                "speakers": torch.tensor(speakers)}
+
+    def plot_example(self, fig, example: dict, sample_rate: int) -> bool:
+        """A 2-D PCA projection of the test embeddings (length-normalised, as cosine scoring
+        sees them) coloured by speaker, beside the example utterance."""
+        from ..report import plot_signal
+
+        emb = torch.nn.functional.normalize(example["embeddings"].double(), dim=-1)
+        speakers = example["speakers"]
+        if emb.shape[0] < 3:
+            return False
+        centred = emb - emb.mean(0, keepdim=True)
+        _, sv, vh = torch.linalg.svd(centred, full_matrices=False)
+        xy = (centred @ vh[:2].T).numpy()
+        explained = (sv[:2] ** 2 / (sv ** 2).sum()).tolist()
+        left, right = fig.subfigures(1, 2, width_ratios=[1, 1.3])
+        ax = left.subplots()
+        for k, spk in enumerate(sorted(set(speakers.tolist()))):
+            sel = (speakers == spk).numpy()
+            ax.scatter(xy[sel, 0], xy[sel, 1], s=18, color=f"C{k % 10}", label=f"speaker {spk}")
+        ax.set_title(f"test embeddings, PCA ({100 * sum(explained):.0f} % of the variance)", fontsize=10)
+        ax.set_xlabel(f"PC 1 ({100 * explained[0]:.0f} %)", fontsize=8)
+        ax.set_ylabel(f"PC 2 ({100 * explained[1]:.0f} %)", fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.legend(fontsize=6, ncol=2)
+        left.subplots_adjust(left=0.14, right=0.97, bottom=0.1, top=0.92)
+        plot_signal(right, example["input"], sample_rate, "example utterance")
+        return True
+
 
 TASK = SpeakerTask

@@ -40,7 +40,7 @@ from ..builders import synthetic_spec
 from ..config import ConfigError
 from ..evaluate import items as iterate_items
 from ..evaluate import summarize
-from .base import Task
+from .base import Task, scaled_to_input
 from .mixture2set import SPLITS, load_teacher, teacher_embed, train_prerequisite
 from .speaker import collate_tensors
 
@@ -270,6 +270,32 @@ class TSETask(Task):
 
     def output_names(self) -> list[str]:
         return ["target"]
+
+    # -- the demo's example ----------------------------------------------------------------
+    @torch.no_grad()
+    def example(self, model, item: dict) -> dict:
+        """One test ``item``'s target extracted with the training conditioning
+        (``task_args.conditioning``): ``{"mixture", "enrollment", "target", "extracted"}`` (T,)
+        (the demo needs no ``--target-slot``: the item's enrollment names the speaker), the
+        estimate at the mixture's level (:func:`~.base.scaled_to_input`)."""
+        model.eval()
+        device = self.model_device(model)
+        mix = item["mixture"].float()
+        x = mix.to(device).unsqueeze(0)
+        e = self.condition(model, x, item["enrollment"].float().to(device).unsqueeze(0), self.options.conditioning)
+        return {"mixture": mix, "enrollment": item["enrollment"].float(), "target": item["target"].float(),
+                "extracted": scaled_to_input(model(x, e)[0].float().cpu(), mix)}
+
+    def plot_example(self, fig, example: dict, sample_rate: int) -> bool:
+        """The mixture beside the enrollment utterance, then the target speaker's reference beside
+        the extracted estimate (titled with its SI-SDRi)."""
+        from ..report import plot_signals
+
+        mix, target, est = example["mixture"], example["target"], example["extracted"]
+        gain = float(si_sdri(est.double()[None], target.double()[None], mix.double()[None]))
+        plot_signals(fig, [[("mixture", mix), ("enrollment (the target speaker)", example["enrollment"])],
+                           [("target", target), (f"extracted (SI-SDRi {gain:.1f} dB)", est)]], sample_rate)
+        return True
 
 
 TASK = TSETask
