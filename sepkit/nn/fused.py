@@ -56,6 +56,13 @@ class _LayerNormLinear(torch.autograd.Function):
         return grad_x, grad_nw, grad_nb, None, grad_w, grad_b
 
 
+def _autocast_enabled(device_type: str) -> bool:
+    try:
+        return torch.is_autocast_enabled(device_type)
+    except RuntimeError:  # a device type without autocast (meta tensors counting operations)
+        return False
+
+
 def layer_norm_linear(x: torch.Tensor, norm: torch.nn.LayerNorm, weight: torch.Tensor,
                       bias: torch.Tensor | None = None) -> torch.Tensor:
     """``F.linear(norm(x), weight, bias)`` for a LayerNorm ``norm`` over the last dimension,
@@ -66,7 +73,7 @@ def layer_norm_linear(x: torch.Tensor, norm: torch.nn.LayerNorm, weight: torch.T
     """
     if len(norm.normalized_shape) != 1:
         return F.linear(norm(x), weight, bias)
-    if torch.is_autocast_enabled(x.device.type):
+    if _autocast_enabled(x.device.type):
         # autocast: the norm in float32, the product in the autocast dtype, as separately
         dtype = torch.get_autocast_dtype(x.device.type)
         with torch.autocast(x.device.type, enabled=False):
