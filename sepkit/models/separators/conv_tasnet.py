@@ -48,6 +48,13 @@ class TemporalBlock(nn.Module):
         if self.causal:
             y = F.pad(y, (self.pad, 0))
         y = prelu_global_norm(self.dconv(y), self.prelu2, self.norm2)
+        if self.res_conv is not None and self.skip_conv is not None:
+            # both 1x1 convolutions as one product: y is read once, one GEMM forward and backward
+            weight = torch.cat([self.res_conv.weight, self.skip_conv.weight])
+            bias = torch.cat([self.res_conv.bias, self.skip_conv.bias])
+            both = F.conv1d(y, weight, bias)
+            split = self.res_conv.out_channels
+            return both[:, :split], both[:, split:]
         res = self.res_conv(y) if self.res_conv is not None else None
         skip = self.skip_conv(y) if self.skip_conv is not None else None
         return res, skip
