@@ -2,10 +2,11 @@
 
 Each public op takes ``backend=``: ``"triton"``, ``"torch"`` (the plain-PyTorch reference) or
 ``None`` (automatic). Automatic picks Triton for CUDA tensors the Triton path supports and,
-otherwise, the fastest exact eager path (torch's SDPA for attention; the reference where no
-faster one exists), unless the environment variable ``SEPKIT_BACKEND`` names a backend. The
-reference is the specification, the float64 oracle of the tests and a benchmark baseline; it is
-the production path only where nothing faster computes the same thing.
+otherwise, the fastest exact eager path (torch's SDPA for attention; for Snake the reference's
+maths in an autograd function that saves only its inputs; the reference where no faster one
+exists), unless the environment variable ``SEPKIT_BACKEND`` names a backend. The reference is the
+specification, the float64 oracle of the tests and a benchmark baseline; it is the production
+path only where nothing faster computes the same thing.
 Triton on CPU tensors runs only under Triton's interpreter, which must be switched on with
 ``TRITON_INTERPRET=1`` *before* sepkit is imported (Triton decides at kernel definition time).
 
