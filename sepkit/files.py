@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
+import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -23,6 +26,34 @@ def current_umask() -> int:
 def umask_mode(path: str | os.PathLike, directory: bool = False) -> None:
     """chmod ``path`` to 0666 (files) or 0777 (folders) less the process umask."""
     os.chmod(path, (0o777 if directory else 0o666) & ~current_umask())
+
+
+@contextmanager
+def staged_folder(final: str | os.PathLike, trash_prefix: str | None = None):
+    """Write a folder atomically: yields a temporary folder beside ``final`` (named
+    ``.<final name>.XXXX``); when the block ends normally its files get the user's umask and it is
+    renamed to ``final`` (an existing ``final`` is moved aside first and removed after);
+    when the block raises, even on an interrupt, the temporary folder is removed and ``final`` is
+    left as it was. ``trash_prefix``: the name prefix of the moved-aside folder (default
+    ``.<final name>.old.``)."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
+    try:
+        umask_mode(tmp, directory=True)
+        yield tmp
+        for f in tmp.iterdir():  # mkstemp and safetensors write 0600 files
+            umask_mode(f)
+        if final.exists():
+            trash = Path(tempfile.mkdtemp(prefix=trash_prefix or f".{final.name}.old.", dir=final.parent))
+            os.replace(final, trash / final.name)
+            os.replace(tmp, final)
+            shutil.rmtree(trash, ignore_errors=True)
+        else:
+            os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def _load_failure(err: Exception) -> str:

@@ -24,7 +24,7 @@ import torch
 import yaml
 
 import sepkit
-from sepkit.files import umask_mode
+from sepkit.files import staged_folder, umask_mode
 
 LATEST = "LATEST"
 BEST = "BEST"
@@ -79,9 +79,7 @@ def save_checkpoint(run_dir: str | os.PathLike, step: int, model: torch.nn.Modul
     ckpt_root.mkdir(parents=True, exist_ok=True)
     name = f"step-{step:07d}"
     final = ckpt_root / name
-    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=ckpt_root))
-    try:
-        umask_mode(tmp, directory=True)
+    with staged_folder(final, trash_prefix=".old-") as tmp:
         save_file(model_weights(model, exclude), str(tmp / "model.safetensors"))
         if ema is not None:
             save_file({k: v.detach().contiguous().cpu() for k, v in ema.items()}, str(tmp / "ema.safetensors"))
@@ -94,18 +92,6 @@ def save_checkpoint(run_dir: str | os.PathLike, step: int, model: torch.nn.Modul
         (tmp / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
         meta = dict(meta, step=step, sepkit=sepkit.__version__, frozen=list(exclude), ema=ema is not None)
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
-        for f in tmp.iterdir():  # safetensors writes 0600 files: give them the user's umask
-            umask_mode(f)
-        if final.exists():
-            trash = Path(tempfile.mkdtemp(prefix=".old-", dir=ckpt_root))
-            os.replace(final, trash / name)
-            os.replace(tmp, final)
-            shutil.rmtree(trash, ignore_errors=True)
-        else:
-            os.replace(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     _atomic_text(ckpt_root / LATEST, name + "\n")
     if keep is not None and keep > 0:
         steps = sorted(p for p in ckpt_root.glob("step-*") if p.is_dir())

@@ -24,10 +24,7 @@ it (in the release's own key names), before any weight is copied.
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,7 +32,7 @@ import torch
 import yaml
 from torch import nn
 
-from sepkit.files import load_state_dict_file, umask_mode
+from sepkit.files import load_state_dict_file, staged_folder
 
 SOURCES = ("torchaudio", "speechbrain", "asteroid")
 
@@ -634,28 +631,13 @@ def convert_published(source: str, path, out, overwrite: bool = False) -> Path:
 
     task = make_task(config_from_dict(raw, "converted config"))
     meta = dict(task.model_meta(), step=0, sepkit=sepkit.__version__, frozen=[], ema=False, converted_from=loaded.source)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
-        umask_mode(tmp, directory=True)
+    with staged_folder(out) as tmp:
         weights = {k: v.detach().contiguous().cpu() for k, v in loaded.model.state_dict().items()}
         save_file(weights, str(tmp / "model.safetensors"))
         (tmp / "config.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
-        for f in tmp.iterdir():
-            umask_mode(f)
         _, rebuilt = load_trained(tmp)
         _check_same(loaded.model, rebuilt)
-        if out.exists():
-            trash = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.parent))
-            os.replace(out, trash / out.name)
-            os.replace(tmp, out)
-            shutil.rmtree(trash, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
 
