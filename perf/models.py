@@ -150,7 +150,8 @@ glibc's defaults)."""
 def peak_rss_mb(which: str, name: str, seconds: float, threads: int, checkpointing: str = "none",
                 malloc: str = "live") -> float:
     """Peak RSS growth (MB) of one training step, in a fresh process: the process's peak resident
-    set after the step minus its resident set after building the model and the batch. ``malloc``:
+    set (VmHWM, reset just before the step) minus its resident set after building the model and
+    the batch. ``malloc``:
     "live" (:data:`MALLOC_ENV`) or "glibc" (the allocator's defaults)."""
     kwargs = {} if checkpointing == "none" else {"checkpointing": checkpointing}
     code = f"""
@@ -166,9 +167,20 @@ def rss():
     for line in open("/proc/self/status"):
         if line.startswith("VmRSS"):
             return int(line.split()[1]) / 1024
+def peak():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM"):
+            return int(line.split()[1]) / 1024
 before = rss()
+try:  # reset the peak: ru_maxrss would report the launching process's peak when that is higher
+    open("/proc/self/clear_refs", "w").write("5")
+    reset = peak() <= before + 1
+except OSError:
+    reset = False
 step_fn(m, mix, ref, "training")()
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - before)
+if not reset:
+    sys.exit("cannot reset the peak resident set (/proc/self/clear_refs): no fresh-process figure")
+print(peak() - before)
 """
     env = dict(os.environ, **(MALLOC_ENV if malloc == "live" else {}))
     if malloc != "live":
@@ -352,6 +364,33 @@ def update_readme(text: str, readme: Path) -> bool:
     return True
 
 
+def combine(sources: list[Path], out: Path, readme: bool) -> int:
+    """One result from several runs: the timing rows of the first file with rows, the memory
+    rows of the last file with memory rows (each table keeps its own run's header)."""
+    results = [json.loads(p.read_text()) for p in sources]
+    timed = next((r for r in results if r.get("rows")), None)
+    memory = next((r for r in reversed(results) if r.get("memory")), None)
+    parts = []
+    if timed is not None:
+        parts.append(markdown(dict(timed, memory=[])))
+    if memory is not None:
+        parts.append(markdown(dict(memory, rows=[])))
+    text = "\n".join(parts)
+    combined = dict(timed or memory, rows=(timed or {}).get("rows", []), memory=(memory or {}).get("memory", []),
+                    memory_run={k: memory[k] for k in ("config", "machine")} if memory else None)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "models_cpu.json").write_text(json.dumps(combined, indent=1))
+    (out / "models_cpu.md").write_text(text)
+    print(text)
+    if readme:
+        path = Path(__file__).resolve().parents[1] / "README.md"
+        if not update_readme(text, path):
+            print(f"{path} has no {README_START} ... {README_END} markers; not updated", file=sys.stderr)
+            return 2
+        print(f"updated {path}")
+    return 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m perf models", description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", action="append", choices=sorted(PEERS), help="only this model (repeatable)")
@@ -367,7 +406,12 @@ def main(argv=None) -> int:
                         help="CPU memory runs: live tensors (default, see MALLOC_ENV) or glibc's defaults")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--readme", action="store_true", help="also rewrite the README's models table")
+    parser.add_argument("--from", dest="sources", type=Path, nargs="+",
+                        help="measure nothing: combine these result JSON files (timings of the first that has "
+                        "them, memory of the last that has it) into --out/models_cpu.* (and --readme)")
     args = parser.parse_args(argv)
+    if args.sources:
+        return combine(args.sources, args.out, args.readme)
     if args.device == "cuda" and not torch.cuda.is_available():
         print("python -m perf models: --device cuda needs a CUDA GPU", file=sys.stderr)
         return 2
