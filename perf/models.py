@@ -267,6 +267,8 @@ def run(models: list[str], seconds: float, threads: int, reps: int, warmup: int,
     T = int(seconds * 8000)
     mix = torch.randn(1, T, generator=g) * 0.1
     ref = torch.randn(1, 2, T, generator=g) * 0.1
+    # memory first, while this process is small: the fresh processes get the machine's memory
+    memory = memory_rows(models, memory_lengths, threads, device, malloc) if memory_lengths else []
     rows = []
     for name in models if timing else []:
         ours, peer = sepkit_model(name), peer_model(name)
@@ -290,7 +292,6 @@ def run(models: list[str], seconds: float, threads: int, reps: int, warmup: int,
                 row["checkpointing_time_factor"] = t["sepkit_ckpt"] / t["sepkit"]
         rows.append(row)
         print(format_row(row), flush=True)
-    memory = memory_rows(models, memory_lengths, threads, device, malloc) if memory_lengths else []
     import sepkit
 
     return {"rows": rows, "memory": memory,

@@ -130,6 +130,8 @@ def prelu_global_norm(x: torch.Tensor, prelu: torch.nn.PReLU, norm: torch.nn.Mod
 
     if type(norm) is not GlobalLayerNorm or not isinstance(prelu, torch.nn.PReLU) or x.dim() < 3:
         return norm(prelu(x))
+    if not torch.is_grad_enabled():  # nothing is stored: the two native ops
+        return norm(prelu(x))
     if x.shape[1] != norm.channels:
         return norm(prelu(x))  # let the norm raise its own error
     prelu_weight = prelu.weight if prelu.weight.numel() == 1 else prelu.weight.view(-1, *([1] * (x.dim() - 2)))
