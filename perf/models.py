@@ -227,11 +227,12 @@ def memory_rows(models: list[str], lengths: list[float], threads: int, device: s
     rows = []
     for name in models:
         last: dict[str, tuple[float, float]] = {}
+        has_peer = peer_model(name) is not None  # built once here; each figure builds its own
         for seconds in sorted(lengths):
             row = {"model": name, "peer": PEERS[name], "seconds": seconds, "device": device}
             for which, ckpt in MEMORY_VARIANTS:
                 key = f"{which}_{ckpt}" if which == "sepkit" else "peer"
-                if which == "peer" and peer_model(name) is None:
+                if which == "peer" and not has_peer:
                     row[f"{key}_skipped"] = "peer package not installed"
                     continue
                 if key in last:

@@ -56,7 +56,7 @@ def staged_folder(final: str | os.PathLike, trash_prefix: str | None = None):
         raise
 
 
-def _load_failure(err: Exception) -> str:
+def load_failure(err: Exception) -> str:
     """What in a file stopped ``torch.load(weights_only=True)``, without torch's advice to retry
     with ``weights_only=False`` (which would run the file's code)."""
     text = str(err)
@@ -83,7 +83,7 @@ def load_state_dict_file(path, what: str = "checkpoint") -> dict:
     except Exception as err:
         raise ValueError(f"{what}: {str(path)!r} is not a plain tensor state dict loadable with "
                          f"weights_only=True (files that need code execution are refused, never run; "
-                         f"{_load_failure(err)})") from None
+                         f"{load_failure(err)})") from None
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):

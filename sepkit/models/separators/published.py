@@ -32,7 +32,7 @@ import torch
 import yaml
 from torch import nn
 
-from sepkit.files import load_state_dict_file, staged_folder
+from sepkit.files import load_failure, load_state_dict_file, staged_folder
 
 SOURCES = ("torchaudio", "speechbrain", "asteroid")
 
@@ -146,11 +146,9 @@ def _torch_load(path, what: str):
         with torch.serialization.safe_globals(_numpy_scalar_globals()):
             return _plain(torch.load(path, map_location="cpu", weights_only=True))
     except Exception as err:
-        needs = re.search(r"GLOBAL ([\w.]+)", str(err))
-        detail = f"it needs {needs.group(1)}" if needs else f"{type(err).__name__}: {str(err).splitlines()[0][:120]}"
         raise PublishedCheckpointError(
             f"{what}: {str(path)!r} cannot be loaded with weights_only=True: files that need code execution are "
-            f"refused ({detail})") from None
+            f"refused ({load_failure(err)})") from None
 
 
 # -- torchaudio ----------------------------------------------------------------------------
