@@ -205,6 +205,19 @@ def test_temporal_block_stores_no_prelu_output():
     assert 4 * hidden <= saved.total_bytes < 4.5 * hidden
 
 
+def test_temporal_block_same_outputs_with_and_without_gradients():
+    # training computes the residual and skip convolutions as one product, inference as two
+    torch.manual_seed(3)
+    block = TemporalBlock(8, 32, 6, 3, 2, "gLN", False).eval()
+    x = torch.randn(2, 8, 300)
+    res, skip = block(x)
+    with torch.no_grad():
+        res0, skip0 = block(x)
+    torch.testing.assert_close(res0, res.detach(), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(skip0, skip.detach(), rtol=1e-5, atol=1e-6)
+    assert res.shape == (2, 8, 300) and skip.shape == (2, 6, 300)
+
+
 @pytest.mark.parametrize("backend", [None, "sdpa", "triton"])
 def test_attention_saves_no_score_matrix(backend):
     L = 48 if backend != "triton" else 32

@@ -13,10 +13,19 @@ import torch.nn.functional as F
 from torch import nn
 
 from sepkit.nn.checkpoint import check_checkpointing, run_block
+from sepkit.nn.conv import depthwise_conv1d
 from sepkit.nn.fused import prelu_global_norm
 from sepkit.nn.norm import make_norm
 
 from .base import Decoder, Encoder, MaskSeparator, check_choice, mask_activation
+
+
+def _prelu_(y: torch.Tensor, prelu: nn.PReLU) -> torch.Tensor:
+    """``prelu(y)`` written into ``y`` when the PReLU has one parameter (inference only): the same
+    values (``y if y > 0 else a * y``) without a new tensor."""
+    if prelu.weight.numel() == 1:
+        return F.leaky_relu_(y, float(prelu.weight))
+    return prelu(y)
 
 
 class TemporalBlock(nn.Module):
@@ -43,11 +52,13 @@ class TemporalBlock(nn.Module):
         self.skip_conv = nn.Conv1d(hidden, skip, 1) if skip > 0 else None
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        if not torch.is_grad_enabled():
+            return self._infer(x)
         # each PReLU + norm pair stores only the PReLU's input for the backward (sepkit.nn.fused)
         y = prelu_global_norm(self.conv_in(x), self.prelu1, self.norm1)
         if self.causal:
             y = F.pad(y, (self.pad, 0))
-        y = prelu_global_norm(self.dconv(y), self.prelu2, self.norm2)
+        y = prelu_global_norm(self._dconv(y), self.prelu2, self.norm2)
         if self.res_conv is not None and self.skip_conv is not None:
             # both 1x1 convolutions as one product: y is read once, one GEMM forward and backward
             weight = torch.cat([self.res_conv.weight, self.skip_conv.weight])
@@ -55,6 +66,27 @@ class TemporalBlock(nn.Module):
             both = F.conv1d(y, weight, bias)
             split = self.res_conv.out_channels
             return both[:, :split], both[:, split:]
+        return self._outputs(y)
+
+    def _dconv(self, y: torch.Tensor) -> torch.Tensor:
+        c = self.dconv  # its parameters; the product on the device's fastest exact path
+        return depthwise_conv1d(y, c.weight, c.bias, c.dilation[0], c.padding[0])
+
+    def _infer(self, x: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        # Without gradients each hidden-width tensor is released as soon as the next one exists:
+        # at most two (B, H, F) activations live at once. Holding a third and a fourth (as nested
+        # calls do) grows glibc's heap by that much in every block and trims it at the block's
+        # end, and the re-grown pages fault again: about 200 k page faults per 4-s inference and
+        # half the speed (perf/NOTES.md).
+        y = self.conv_in(x)
+        y = self.norm1(_prelu_(y, self.prelu1))
+        if self.causal:
+            y = F.pad(y, (self.pad, 0))
+        y = self._dconv(y)  # the norm's output is released here, not after the next norm
+        y = self.norm2(_prelu_(y, self.prelu2))
+        return self._outputs(y)
+
+    def _outputs(self, y: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         res = self.res_conv(y) if self.res_conv is not None else None
         skip = self.skip_conv(y) if self.skip_conv is not None else None
         return res, skip
