@@ -76,8 +76,8 @@ if HAS_TRITON:
         a = _on_tile(a, CH_ON_ROWS)
         b = _on_tile(b, CH_ON_ROWS)
         x = tl.load(X + offs, mask=mask, other=0.0).to(tl.float32)
-        s = tm.sin(a * x)
-        y = x + s * s / (b + 1e-9)
+        s2, _ = tm.sin_sq_sin2(a * x)
+        y = x + s2 / (b + 1e-9)
         tl.store(Y + offs, y.to(Y.dtype.element_ty), mask=mask)
 
     @triton.jit
@@ -94,14 +94,12 @@ if HAS_TRITON:
         b = _on_tile(b1, CH_ON_ROWS)
         x = tl.load(X + offs, mask=mask, other=0.0).to(tl.float32)
         g = tl.load(G + offs, mask=mask, other=0.0).to(tl.float32)
-        s = tm.sin(a * x)
-        c = tm.cos(a * x)
+        s2, s2c = tm.sin_sq_sin2(a * x)  # sin(a x)^2, sin(2 a x)
         inv = 1.0 / (b + 1e-9)
-        s2c = 2.0 * s * c  # sin(2 a x)
         dx = g * (1.0 + a * s2c * inv)
         tl.store(DX + offs, dx.to(DX.dtype.element_ty), mask=mask)
         ga = g * x * s2c * inv          # d y / d a
-        gb = -g * s * s * inv * inv     # d y / d b
+        gb = -g * s2 * inv * inv        # d y / d b
         if not HAS_BETA:
             ga = ga + gb                # b is a
         if CH_ON_ROWS:

@@ -2,9 +2,10 @@
 
 At identical configurations (parameter counts in the table), in one run: inference and one
 training step (forward + backward of the negative SI-SDR) at batch 1 x 4 s at 8 kHz, fp32, with
-``--threads`` threads (default 2). Repetitions of sepkit and its peer alternate after warm-up,
-so both see the same machine load; the table gives medians and the ratio peer time / sepkit
-time (above 1: sepkit is faster). ``--memory`` also measures the peak resident memory of one
+``--threads`` threads (default 2). Every implementation is timed in fresh processes, sepkit's
+and the peer's in turn for ``--rounds`` rounds, so they see the same machine load and none
+inherits another's heap; the table gives medians and the ratio peer time / sepkit time (above 1:
+sepkit is faster) with its spread over the rounds. ``--memory`` also measures the peak resident memory of one
 training step in a fresh process per model (RSS growth over the process after building the
 model).
 
@@ -125,18 +126,58 @@ def step_fn(model: torch.nn.Module, mix: torch.Tensor, ref: torch.Tensor, mode: 
     return run
 
 
-def time_pair(fns: dict, reps: int, warmup: int) -> dict:
-    """Median seconds of each callable, repetitions interleaved."""
-    for fn in fns.values():
-        for _ in range(warmup):
-            fn()
-    times = {k: [] for k in fns}
-    for _ in range(reps):
-        for k, fn in fns.items():
-            t0 = time.perf_counter()
-            fn()
-            times[k].append(time.perf_counter() - t0)
-    return {k: statistics.median(v) for k, v in times.items()}
+TIMING_MALLOC = {
+    "steady": {"MALLOC_MMAP_THRESHOLD_": str(32 << 20), "MALLOC_TRIM_THRESHOLD_": str(1 << 36)},
+    "glibc": {},
+}
+"""The timing runs' allocator settings. ``"steady"`` (default): glibc keeps the pages it has
+(blocks up to 32 MiB come from its heap, which is never trimmed), so after warm-up a step takes
+no page faults, as in a long training or inference job under a caching allocator (PyTorch's on a
+GPU; jemalloc or tcmalloc on a CPU). ``"glibc"``: the defaults, where the heap is trimmed and
+re-grown as blocks are freed; how often depends on the process's whole allocation history, and
+from one fresh process to the next the same model's step took between 4 k and 1.3 M page faults
+and up to twice the time, for sepkit and the peers alike (perf/NOTES.md)."""
+
+TIMED_CODE = """
+import json, resource, statistics, sys, time, torch
+sys.path.insert(0, {root!r})
+torch.set_num_threads({threads})
+from perf.models import sepkit_model, peer_model, step_fn
+torch.manual_seed(0)
+m = sepkit_model({name!r}, **{kwargs!r}) if {which!r} == "sepkit" else peer_model({name!r})
+g = torch.Generator().manual_seed(0)
+mix = torch.randn(1, int({seconds} * 8000), generator=g) * 0.1
+ref = torch.randn(1, 2, mix.shape[-1], generator=g) * 0.1
+out = {{}}
+for mode in {modes!r}:
+    fn = step_fn(m, mix, ref, mode)
+    for _ in range({warmup}):
+        fn()
+    times, faults = [], []
+    for _ in range({reps}):
+        f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+        faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0)
+    out[mode] = {{"median_s": statistics.median(times), "times_s": times, "page_faults": faults}}
+print(json.dumps(out))
+"""
+
+
+def time_in_process(which: str, name: str, seconds: float, threads: int, reps: int, warmup: int,
+                    malloc: str = "steady", modes=("inference", "training"), checkpointing: str = "none") -> dict:
+    """Time ``which`` ("sepkit" or "peer") in a fresh process: per mode, the median of ``reps``
+    repetitions after ``warmup``, the repetitions' times and their minor page faults."""
+    kwargs = {} if checkpointing == "none" else {"checkpointing": checkpointing}
+    code = TIMED_CODE.format(root=str(Path(__file__).resolve().parents[1]), threads=threads, name=name,
+                             kwargs=kwargs, which=which, seconds=seconds, modes=tuple(modes), warmup=warmup, reps=reps)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
+    env.update(TIMING_MALLOC[malloc])
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=7200, env=env)
+    if done.returncode != 0:
+        raise RuntimeError(f"timing run {which} {name} failed: {done.stderr.strip()[-400:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "131072"}
@@ -262,12 +303,13 @@ def memory_rows(models: list[str], lengths: list[float], threads: int, device: s
 # -- the run --------------------------------------------------------------------------------
 
 def run(models: list[str], seconds: float, threads: int, reps: int, warmup: int, timing: bool = True,
-        memory_lengths: list[float] | None = None, device: str = "cpu", malloc: str = "live") -> dict:
+        memory_lengths: list[float] | None = None, device: str = "cpu", malloc: str = "live",
+        rounds: int = 3, timing_malloc: str = "steady") -> dict:
+    """Timings: ``rounds`` rounds, each timing sepkit, the peer and sepkit with checkpointing in a
+    fresh process of its own, one after the other (so the three see the same machine load and
+    no one inherits another's heap); a figure is the median over the rounds of each process's
+    median. Memory: :func:`memory_rows`."""
     torch.set_num_threads(threads)
-    g = torch.Generator().manual_seed(0)
-    T = int(seconds * 8000)
-    mix = torch.randn(1, T, generator=g) * 0.1
-    ref = torch.randn(1, 2, T, generator=g) * 0.1
     # memory first, while this process is small: the fresh processes get the machine's memory
     memory = memory_rows(models, memory_lengths, threads, device, malloc) if memory_lengths else []
     rows = []
@@ -275,29 +317,40 @@ def run(models: list[str], seconds: float, threads: int, reps: int, warmup: int,
         ours, peer = sepkit_model(name), peer_model(name)
         row = {"model": name, "peer": PEERS[name], "sepkit_params": n_params(ours),
                "peer_params": n_params(peer) if peer is not None else None}
+        del ours
         if peer is None:
             row["skipped"] = "peer package not installed"
             rows.append(row)
             continue
-        ckpt = sepkit_model(name, checkpointing="blocks")
-        ckpt.load_state_dict(ours.state_dict())
+        del peer
+        runs = {"sepkit": [], "peer": [], "sepkit_ckpt": []}
+        for _ in range(rounds):
+            for key in runs:
+                which = "peer" if key == "peer" else "sepkit"
+                runs[key].append(time_in_process(
+                    which, name, seconds, threads, reps, warmup, timing_malloc,
+                    modes=("training",) if key == "sepkit_ckpt" else ("inference", "training"),
+                    checkpointing="blocks" if key == "sepkit_ckpt" else "none"))
+
+        def med(key, mode):
+            return statistics.median(r[mode]["median_s"] for r in runs[key])
+
         for mode in ("inference", "training"):
-            fns = {"sepkit": step_fn(ours, mix, ref, mode), "peer": step_fn(peer, mix, ref, mode)}
-            if mode == "training":
-                fns["sepkit_ckpt"] = step_fn(ckpt, mix, ref, mode)
-            t = time_pair(fns, reps, warmup)
-            row[f"{mode}_sepkit_s"], row[f"{mode}_peer_s"] = t["sepkit"], t["peer"]
-            row[f"{mode}_ratio"] = t["peer"] / t["sepkit"]
-            if mode == "training":
-                row["training_ckpt_s"] = t["sepkit_ckpt"]
-                row["checkpointing_time_factor"] = t["sepkit_ckpt"] / t["sepkit"]
+            row[f"{mode}_sepkit_s"], row[f"{mode}_peer_s"] = med("sepkit", mode), med("peer", mode)
+            row[f"{mode}_ratio"] = row[f"{mode}_peer_s"] / row[f"{mode}_sepkit_s"]
+            per_round = [p[mode]["median_s"] / o[mode]["median_s"] for o, p in zip(runs["sepkit"], runs["peer"])]
+            row[f"{mode}_ratio_range"] = [min(per_round), max(per_round)]
+        row["training_ckpt_s"] = med("sepkit_ckpt", "training")
+        row["checkpointing_time_factor"] = row["training_ckpt_s"] / row["training_sepkit_s"]
+        row["processes"] = runs
         rows.append(row)
         print(format_row(row), flush=True)
     import sepkit
 
     return {"rows": rows, "memory": memory,
             "config": {"batch": 1, "seconds": seconds, "sample_rate": 8000, "dtype": "fp32", "threads": threads,
-                       "reps": reps, "warmup": warmup, "memory_lengths": memory_lengths or [], "device": device, "malloc": malloc},
+                       "reps": reps, "warmup": warmup, "rounds": rounds, "timing_malloc": timing_malloc,
+                       "memory_lengths": memory_lengths or [], "device": device, "malloc": malloc},
             "machine": {"cpu": platform.processor() or platform.machine(), "torch": torch.__version__,
                         "sepkit": sepkit.__version__, "python": platform.python_version(),
                         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}}
@@ -307,9 +360,16 @@ def format_row(r: dict) -> str:
     if "skipped" in r:
         return f"| {r['model']} | {r['peer']} | {r['sepkit_params']:,} | skipped: {r['skipped']} | | |"
     return (f"| {r['model']} | {r['peer']} | {r['sepkit_params']:,} / {r['peer_params']:,} | "
-            f"{r['inference_sepkit_s'] * 1e3:.0f} / {r['inference_peer_s'] * 1e3:.0f} ms ({r['inference_ratio']:.2f}x) | "
-            f"{r['training_sepkit_s'] * 1e3:.0f} / {r['training_peer_s'] * 1e3:.0f} ms ({r['training_ratio']:.2f}x) | "
+            f"{r['inference_sepkit_s'] * 1e3:.0f} / {r['inference_peer_s'] * 1e3:.0f} ms ({r['inference_ratio']:.2f}x"
+            f"{_range(r, 'inference')}) | "
+            f"{r['training_sepkit_s'] * 1e3:.0f} / {r['training_peer_s'] * 1e3:.0f} ms ({r['training_ratio']:.2f}x"
+            f"{_range(r, 'training')}) | "
             f"{r['training_ckpt_s'] * 1e3:.0f} ms ({r['checkpointing_time_factor']:.2f}x) |")
+
+
+def _range(row: dict, mode: str) -> str:
+    lo_hi = row.get(f"{mode}_ratio_range")
+    return f", rounds {lo_hi[0]:.2f} to {lo_hi[1]:.2f}" if lo_hi else ""
 
 
 def _mb(row: dict, key: str) -> str:
@@ -328,9 +388,17 @@ def markdown(result: dict) -> str:
     c, m = result["config"], result["machine"]
     lines = []
     if result["rows"]:
+        if "rounds" in c:
+            how = (f"each figure the median over {c['rounds']} rounds of fresh processes (sepkit, peer and sepkit "
+                   f"with checkpointing in turn) of each process's median of {c['reps']} repetitions after "
+                   f"{c['warmup']} warm-up; allocator: {c['timing_malloc']} (`perf/models.py`, TIMING_MALLOC); "
+                   "ratio = peer time / sepkit time (above 1: sepkit is faster), with its lowest and highest "
+                   "round")
+        else:
+            how = (f"median of {c['reps']} interleaved repetitions; ratio = peer time / sepkit time (above 1: "
+                   "sepkit is faster)")
         lines += [f"Separators vs peers on the CPU ({m['cpu']}, {c['threads']} threads, torch {m['torch']}, {m['date']}): "
-                  f"batch {c['batch']} x {c['seconds']:g} s at {c['sample_rate']} Hz, {c['dtype']}, median of {c['reps']} "
-                  "interleaved repetitions; ratio = peer time / sepkit time (above 1: sepkit is faster); the last "
+                  f"batch {c['batch']} x {c['seconds']:g} s at {c['sample_rate']} Hz, {c['dtype']}, {how}; the last "
                   "column is sepkit's training step with `checkpointing: blocks` (factor: its time / the step without).",
                   "",
                   "| model | peer | parameters (sepkit / peer) | inference (sepkit / peer) | training step (sepkit / peer) "
@@ -398,7 +466,10 @@ def main(argv=None) -> int:
     parser.add_argument("--model", action="append", choices=sorted(PEERS), help="only this model (repeatable)")
     parser.add_argument("--seconds", type=float, default=4.0, help="input length of the timings")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--reps", type=int, default=3, help="repetitions per process")
+    parser.add_argument("--rounds", type=int, default=3, help="fresh processes per implementation")
+    parser.add_argument("--timing-malloc", choices=tuple(TIMING_MALLOC), default="steady",
+                        help="allocator of the timing processes (see TIMING_MALLOC)")
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--memory", action="store_true", help="also the peak memory of a training step")
     parser.add_argument("--memory-only", action="store_true", help="the memory table alone, no timings")
@@ -419,7 +490,8 @@ def main(argv=None) -> int:
         return 2
     lengths = args.lengths if (args.memory or args.memory_only) else None
     result = run(args.model or sorted(PEERS), args.seconds, args.threads, args.reps, args.warmup,
-                 timing=not args.memory_only, memory_lengths=lengths, device=args.device, malloc=args.malloc)
+                 timing=not args.memory_only, memory_lengths=lengths, device=args.device, malloc=args.malloc,
+                 rounds=args.rounds, timing_malloc=args.timing_malloc)
     args.out.mkdir(parents=True, exist_ok=True)
     stem = "models_cpu" if not args.memory_only else "models_memory"
     if args.device == "cuda":

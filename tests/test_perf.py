@@ -45,3 +45,30 @@ def test_every_kernel_has_a_benchmark():
 def test_perf_refuses_without_cuda(capsys):
     assert main([]) == 2
     assert "no CUDA device" in capsys.readouterr().err
+
+
+def test_models_timing_in_a_fresh_process():
+    """perf models times each implementation in a process of its own and reports page faults."""
+    from perf import models
+
+    out = models.time_in_process("sepkit", "convtasnet", 0.05, 1, reps=2, warmup=1, modes=("inference",))
+    assert set(out) == {"inference"}
+    r = out["inference"]
+    assert r["median_s"] > 0 and len(r["times_s"]) == 2 and len(r["page_faults"]) == 2
+    with pytest.raises(RuntimeError, match="timing run"):
+        models.time_in_process("sepkit", "no-such-model", 0.05, 1, reps=1, warmup=0, modes=("inference",))
+
+
+def test_models_table_states_the_rounds_and_their_spread():
+    from perf import models
+
+    row = dict(model="convtasnet", peer="p", sepkit_params=1, peer_params=1, inference_sepkit_s=0.4,
+               inference_peer_s=0.5, inference_ratio=1.25, inference_ratio_range=[1.1, 1.3], training_sepkit_s=1.5,
+               training_peer_s=1.8, training_ratio=1.2, training_ratio_range=[1.0, 1.4], training_ckpt_s=1.8,
+               checkpointing_time_factor=1.2)
+    doc = dict(rows=[row], memory=[], config=dict(batch=1, seconds=4.0, sample_rate=8000, dtype="fp32", threads=2,
+                                                     reps=3, warmup=1, rounds=3, timing_malloc="steady", device="cpu"),
+               machine=dict(cpu="x", torch="t", date="d"))
+    text = models.markdown(doc)
+    assert "median over 3 rounds of fresh processes" in text and "allocator: steady" in text
+    assert "400 / 500 ms (1.25x, rounds 1.10 to 1.30)" in text

@@ -6,6 +6,7 @@ from hypothesis import strategies as st
 
 from harness import BACKENDS, DEVICE, assert_matches_reference, dtypes, randn, seeds, sizes
 from sepkit.kernels import BackendError, snake
+from sepkit.kernels import _tmath as tm  # noqa: F401  (the kernels' sin terms, used in a jit function)
 from sepkit.kernels.reference import snake_reference
 from sepkit.nn import Snake, SnakeBeta
 
@@ -44,6 +45,44 @@ def test_snake_matches_reference(backend, case, dtype, seed):
     assert_matches_reference(
         run, case, dtype=dtype, backend=backend, grad=grad, keep_dtype=("alpha", "beta"), seed=seed
     )
+
+
+@pytest.mark.parametrize("limit", [1.0, 1e3, 1e6, 1e8])
+def test_sin_terms_of_the_kernels_against_float64(limit):
+    """The kernels' (sin(t)^2, sin(2t)): reduction by pi/2 and polynomials, no libdevice."""
+    triton = pytest.importorskip("triton")
+    import triton.language as tl
+
+    @triton.jit
+    def terms(T, S2, D, N, BLOCK: tl.constexpr):
+        o = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+        m = o < N
+        s2, d = tm.sin_sq_sin2(tl.load(T + o, mask=m))
+        tl.store(S2 + o, s2, mask=m)
+        tl.store(D + o, d, mask=m)
+
+    g = torch.Generator().manual_seed(int(limit) % 997)
+    t = ((torch.rand(20000, generator=g, dtype=torch.float64) * 2 - 1) * limit).float()
+    t[:4] = torch.tensor([0.0, 1e-30, -3e-4, limit])
+    t = t.to(DEVICE)
+    s2 = torch.full_like(t, float("nan"))
+    d = torch.full_like(t, float("nan"))
+    terms[(triton.cdiv(t.numel(), 1024),)](t, s2, d, t.numel(), BLOCK=1024)
+    t64 = t.double()
+    assert float((s2.double() - torch.sin(t64) ** 2).abs().max()) < 3e-7
+    assert float((d.double() - torch.sin(2 * t64)).abs().max()) < 3e-7
+    assert float(s2[0]) == 0.0 and float(d[0]) == 0.0
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_snake_large_arguments(backend):
+    """|alpha x| up to about 1e6: the kernels' argument reduction holds, forward and backward.
+
+    alpha is a power of two, so alpha x is exact in fp32 (otherwise the rounding of the product,
+    2^-24 |alpha x|, would dominate any implementation's error at these arguments)."""
+    alpha = torch.tensor([64.0, -256.0, 1024.0, 4096.0], dtype=torch.float64)
+    case = dict(x=randn(2, 4, 64, seed=11, scale=100.0), alpha=alpha)
+    assert_matches_reference(run, case, dtype=torch.float32, backend=backend, grad=("x", "alpha"))
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
