@@ -389,8 +389,15 @@ if HAS_TRITON and not INTERPRET:
     #: (A100 163 KB, H100 227 KB), so no config is even tried that could not launch.
     _SMEM_BUDGET = 160 * 1024
     #: Tiles for exact fp32 (``PRECISION="ieee"``): the dots are FMA loops whose operands and
-    #: accumulators all live in registers, so fp32 gets its own small tiles.
-    _IEEE = {(32, 32, 8, 2), (16, 32, 8, 2)}
+    #: accumulators all live in registers, so fp32 gets its own small tiles. Each tile on 8 warps
+    #: and on 4: exact fp32 takes the 4-warp variant when the resident (tile rows, head dim) block
+    #: has at most 1024 elements (head dim 32, or 16-row tiles at head dim 64), where on 8 warps
+    #: ptxas settled at 64 or 80 registers and spilled 4 to 12 B on sm_90a; 8 warps otherwise
+    #: (``python -m perf static``, perf/NOTES.md).
+    #: Beyond head dim 64 exact fp32 runs one stage: the dK/dV 16x32 tile at head dim 128 with two
+    #: stages spilled 16 B on sm_80 (causal), one stage is clean on both targets.
+    _IEEE = {(32, 32, 8, 2), (16, 32, 8, 2), (32, 32, 4, 2), (16, 32, 4, 2), (16, 32, 8, 1)}
+    _IEEE_FOUR_WARPS = 1024
 
     def _keep_for(acc_blocks: tuple, stream: str, resident: int, not_fp32: tuple = ()):
         """Config filter: tiles no larger than the (bucketed) problem, fp32 accumulators within
@@ -412,10 +419,23 @@ if HAS_TRITON and not INTERPRET:
             # tensor-core tiles (TF32 spills): it takes the small 8-warp tiles as well
             small = ieee or (size == 4 and bd > 64)
 
-            def fits(c):
+            def own_list(c):
+                """In the list of this precision, with the warps and stages it takes there."""
                 bm, bn, w, s = c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.num_warps, c.num_stages
                 if ((bm, bn, w, s) in _IEEE) != small:
                     return False
+                if not small:
+                    return True
+                held = c.kwargs[acc_blocks[0]] * bd  # the resident (tile rows, head dim) block
+                want = (4 if ieee and held <= _IEEE_FOUR_WARPS else 8, 1 if ieee and bd > 64 else 2)
+                return (w, s) == want
+
+            def fits(c):
+                bm, bn, w, s = c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.num_warps, c.num_stages
+                if not own_list(c):
+                    return False
+                # small tiles: the 8-warp tile's budget (the 4-warp variants are checked statically)
+                budget_warps = 8 if small else w
                 if bm > lq or bn > lk:
                     return False
                 if size == 4 and (bm, bn, w, s) in not_fp32:
@@ -423,7 +443,7 @@ if HAS_TRITON and not INTERPRET:
                 acc = sum(c.kwargs[a] for a in acc_blocks) * bd
                 if small:  # the dots hold operands and their (BLOCK_M, BLOCK_N) product in
                     acc += bm * bn  # registers too: half the budget (a quarter for FMA dots)
-                if acc > (512 if ieee else 1024 if small else 2048) * w:
+                if acc > (512 if ieee else 1024 if small else 2048) * budget_warps:
                     return False
                 other = bn if stream == "BLOCK_M" else bm
                 return (2 * s * c.kwargs[stream] + resident * other) * bd * size <= _SMEM_BUDGET
@@ -431,8 +451,7 @@ if HAS_TRITON and not INTERPRET:
             kept = [c for c in configs if fits(c)]
             if kept:
                 return kept
-            own = [c for c in configs if ((c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.num_warps, c.num_stages)
-                                          in _IEEE) == small]
+            own = [c for c in configs if own_list(c)]
             return [min(own, key=lambda c: c.kwargs["BLOCK_M"] * c.kwargs["BLOCK_N"])]
 
         return {"early_config_prune": keep}
@@ -443,12 +462,14 @@ if HAS_TRITON and not INTERPRET:
     _fwd = triton.autotune(_configs([
         (128, 64, 4, 3), (128, 64, 8, 3), (128, 128, 8, 3), (64, 64, 4, 3), (64, 128, 4, 3),
         (32, 64, 4, 3), (16, 64, 4, 4), (16, 128, 4, 3),
-    ] + _IEEE_LIST), key=_KEY, prune_configs_by=_keep_for(("BLOCK_M",), "BLOCK_N", 1, ((128, 64, 4, 3),)))(
+    ] + _IEEE_LIST), key=_KEY, prune_configs_by=_keep_for(("BLOCK_M",), "BLOCK_N", 1,
+                                                          ((128, 64, 4, 3), (32, 64, 4, 3))))(
         _attn_fwd_kernel)
     _dkdv = triton.autotune(_configs([
         (64, 128, 8, 3), (64, 64, 4, 3), (64, 64, 8, 3), (32, 64, 4, 3), (32, 64, 8, 3), (16, 64, 4, 3),
     ] + _IEEE_LIST), key=_KEY, prune_configs_by=_keep_for(("BLOCK_N", "BLOCK_N"), "BLOCK_M", 2,
-                                              ((64, 128, 8, 3), (64, 64, 8, 3), (64, 64, 4, 3))))(
+                                              ((64, 128, 8, 3), (64, 64, 8, 3), (64, 64, 4, 3),
+                                               (32, 64, 4, 3), (32, 64, 8, 3))))(
         _attn_bwd_dkdv_kernel)
     _dq = triton.autotune(_configs([
         (128, 64, 8, 3), (64, 64, 4, 3), (128, 32, 4, 3), (64, 32, 4, 3), (16, 64, 4, 3), (16, 128, 4, 3),
