@@ -399,7 +399,22 @@ if HAS_TRITON and not INTERPRET:
     _IEEE = {(32, 32, 8, 2), (16, 32, 8, 2), (32, 32, 4, 2), (16, 32, 4, 2), (16, 32, 8, 1)}
     _IEEE_FOUR_WARPS = 1024
 
-    def _keep_for(acc_blocks: tuple, stream: str, resident: int, not_fp32: tuple = ()):
+    #: 16-bit tiles that spill on Ampere (sm_8x: mma.sync needs more registers than Hopper's
+    #: wgmma), per kernel, from every-config ``python -m perf static`` compiles for sm_80: 4 to 56 B.
+    _NOT_AMPERE = {
+        "fwd": ((128, 128, 8, 3), (64, 128, 4, 3), (64, 64, 4, 3)),
+        "dkdv": ((64, 128, 8, 3), (64, 64, 4, 3), (64, 64, 8, 3), (16, 64, 4, 3)),
+        "dq": ((128, 64, 8, 3),),
+    }
+    #: The compute capability's major version the config filters assume for tensors that are not
+    #: on a GPU (``python -m perf static`` sets it per target); a CUDA tensor's own device decides
+    #: otherwise.
+    STATIC_ARCH = 9
+
+    def _arch(t: torch.Tensor) -> int:
+        return torch.cuda.get_device_capability(t.device)[0] if t.is_cuda else STATIC_ARCH
+
+    def _keep_for(acc_blocks: tuple, stream: str, resident: int, not_fp32: tuple = (), kernel: str = ""):
         """Config filter: tiles no larger than the (bucketed) problem, fp32 accumulators within
         64 registers per thread (``acc_blocks``: the tile axes of the (axis, head dim)
         accumulators: dK and dV for the dK/dV kernel), planned shared memory within the budget
@@ -414,6 +429,7 @@ if HAS_TRITON and not INTERPRET:
             bd = kwargs.get("BLOCK_D", named_args.get("BLOCK_D", 64))
             ieee = kwargs.get("PRECISION", named_args.get("PRECISION")) == "ieee"
             size = named_args["Q"].element_size()
+            not_here = _NOT_AMPERE.get(kernel, ()) if _arch(named_args["Q"]) == 8 and size == 2 else ()
 
             # fp32 storage beyond head dim 64 holds 4-byte operand tiles too large for the
             # tensor-core tiles (TF32 spills): it takes the small 8-warp tiles as well
@@ -430,15 +446,15 @@ if HAS_TRITON and not INTERPRET:
                 want = (4 if ieee and held <= _IEEE_FOUR_WARPS else 8, 1 if ieee and bd > 64 else 2)
                 return (w, s) == want
 
-            def fits(c):
+            def fits(c, bounded=True):
                 bm, bn, w, s = c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.num_warps, c.num_stages
                 if not own_list(c):
                     return False
                 # small tiles: the 8-warp tile's budget (the 4-warp variants are checked statically)
                 budget_warps = 8 if small else w
-                if bm > lq or bn > lk:
+                if bounded and (bm > lq or bn > lk):
                     return False
-                if size == 4 and (bm, bn, w, s) in not_fp32:
+                if (size == 4 and (bm, bn, w, s) in not_fp32) or (bm, bn, w, s) in not_here:
                     return False
                 acc = sum(c.kwargs[a] for a in acc_blocks) * bd
                 if small:  # the dots hold operands and their (BLOCK_M, BLOCK_N) product in
@@ -451,7 +467,8 @@ if HAS_TRITON and not INTERPRET:
             kept = [c for c in configs if fits(c)]
             if kept:
                 return kept
-            own = [c for c in configs if own_list(c)]
+            # a problem smaller than every tile: the smallest tile that passes the other checks
+            own = [c for c in configs if fits(c, bounded=False)] or [c for c in configs if own_list(c)]
             return [min(own, key=lambda c: c.kwargs["BLOCK_M"] * c.kwargs["BLOCK_N"])]
 
         return {"early_config_prune": keep}
@@ -463,18 +480,19 @@ if HAS_TRITON and not INTERPRET:
         (128, 64, 4, 3), (128, 64, 8, 3), (128, 128, 8, 3), (64, 64, 4, 3), (64, 128, 4, 3),
         (32, 64, 4, 3), (16, 64, 4, 4), (16, 128, 4, 3),
     ] + _IEEE_LIST), key=_KEY, prune_configs_by=_keep_for(("BLOCK_M",), "BLOCK_N", 1,
-                                                          ((128, 64, 4, 3), (32, 64, 4, 3))))(
+                                                          ((128, 64, 4, 3), (32, 64, 4, 3)), "fwd"))(
         _attn_fwd_kernel)
     _dkdv = triton.autotune(_configs([
         (64, 128, 8, 3), (64, 64, 4, 3), (64, 64, 8, 3), (32, 64, 4, 3), (32, 64, 8, 3), (16, 64, 4, 3),
     ] + _IEEE_LIST), key=_KEY, prune_configs_by=_keep_for(("BLOCK_N", "BLOCK_N"), "BLOCK_M", 2,
                                               ((64, 128, 8, 3), (64, 64, 8, 3), (64, 64, 4, 3),
-                                               (32, 64, 4, 3), (32, 64, 8, 3))))(
+                                               (32, 64, 4, 3), (32, 64, 8, 3)), "dkdv"))(
         _attn_bwd_dkdv_kernel)
     _dq = triton.autotune(_configs([
         (128, 64, 8, 3), (64, 64, 4, 3), (128, 32, 4, 3), (64, 32, 4, 3), (16, 64, 4, 3), (16, 128, 4, 3),
     ] + _IEEE_LIST), key=_KEY, prune_configs_by=_keep_for(("BLOCK_M",), "BLOCK_N", 2,
-                                            ((128, 64, 8, 3), (128, 32, 4, 3), (64, 64, 4, 3), (16, 32, 8, 2))))(
+                                            ((128, 64, 8, 3), (128, 32, 4, 3), (64, 64, 4, 3), (16, 32, 8, 2)),
+                                            "dq"))(
         _attn_bwd_dq_kernel)
     _FIXED: dict = {}
     _MIN_SPLIT_KEYS = 256

@@ -272,6 +272,21 @@ def expand(launches: list[Launch]) -> list[Case]:
     return cases
 
 
+def _expand_for(launches: list[Launch], arch: int) -> list[Case]:
+    """:func:`expand` with the kernels' config filters assuming compute capability ``arch``.x."""
+    import importlib
+
+    attention = importlib.import_module("sepkit.kernels.attention")  # the module (the package exports the op)
+    saved = getattr(attention, "STATIC_ARCH", None)
+    if saved is None:
+        return expand(launches)
+    attention.STATIC_ARCH = arch
+    try:
+        return expand(launches)
+    finally:
+        attention.STATIC_ARCH = saved
+
+
 def specialise(case: Case, backend):
     """(signature, constexprs, attrs, options) of a real launch of ``case`` for ``backend``."""
     from triton.runtime.jit import create_function_from_signature
@@ -467,15 +482,19 @@ def run_static(ops=None, dtypes=DTYPES, targets=tuple(TARGETS), quick=False, pre
 
     skipped = target_reasons()
     targets = [t for t in targets if t not in skipped]
-    cases = []
+    launches = []
     for precision in precisions:
         dts = dtypes if precision == "highest" else tuple(d for d in dtypes if d == "float32")
         if dts:
-            cases += expand(capture(ops, dts, quick=quick, precision=precision))
-    if largest_only:
-        cases = _largest(cases)
+            launches += capture(ops, dts, quick=quick, precision=precision)
     jobs_list = []
+    n_cases = 0
     for target in list(targets):
+        # the autotuners' filters see this target's architecture (attention prunes per arch)
+        cases = _expand_for(launches, TARGETS[target][0] // 10)
+        if largest_only:
+            cases = _largest(cases)
+        n_cases = max(n_cases, len(cases))
         try:
             specs = dedupe(cases, _backend_for(target))
         except Exception as exc:  # an API this Triton lacks: skip the target with the reason
@@ -483,7 +502,8 @@ def run_static(ops=None, dtypes=DTYPES, targets=tuple(TARGETS), quick=False, pre
             continue
         jobs_list += [(case, spec, target) for case, spec in specs]
     targets = [t for t in targets if t not in skipped]
-    log(f"static: {len(jobs_list)} compiles ({len(cases)} launch x config cases) for {', '.join(targets) or 'no target'}")
+    log(f"static: {len(jobs_list)} compiles (up to {n_cases} launch x config cases per target) for "
+        f"{', '.join(targets) or 'no target'}")
     global _JOBS
     _JOBS = jobs_list
     rows = []
