@@ -483,6 +483,8 @@ def main(argv=None) -> int:
                         help="measure nothing: combine these result JSON files (timings of the first that has "
                         "them, memory of the last that has it) into --out/models_cpu.* (and --readme)")
     args = parser.parse_args(argv)
+    if args.rounds < 1 or args.reps < 1 or args.warmup < 0 or args.threads < 1 or args.seconds <= 0:
+        parser.error("need --rounds >= 1, --reps >= 1, --warmup >= 0, --threads >= 1 and --seconds > 0")
     if args.sources:
         return combine(args.sources, args.out, args.readme)
     if args.device == "cuda" and not torch.cuda.is_available():

@@ -72,3 +72,12 @@ def test_models_table_states_the_rounds_and_their_spread():
     text = models.markdown(doc)
     assert "median over 3 rounds of fresh processes" in text and "allocator: steady" in text
     assert "400 / 500 ms (1.25x, rounds 1.10 to 1.30)" in text
+
+
+@pytest.mark.parametrize("bad", [["--rounds", "0"], ["--reps", "0"], ["--seconds", "0"]])
+def test_models_rejects_bad_counts(bad, capsys):
+    from perf import models
+
+    with pytest.raises(SystemExit) as err:
+        models.main(["--model", "convtasnet", *bad])
+    assert err.value.code == 2 and "need --rounds >= 1" in capsys.readouterr().err
