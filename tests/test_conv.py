@@ -71,3 +71,11 @@ def test_depthwise_other_shapes_fall_back():
     # a length the kernel cannot cover: the native error, not a silent empty tensor
     with pytest.raises(RuntimeError):
         depthwise_conv1d(torch.randn(1, 2, 2), torch.randn(2, 1, 5), None, 1, 0)
+
+
+def test_depthwise_mixed_dtypes_take_the_native_path():
+    x = torch.randn(1, 3, 10, dtype=torch.float64)
+    w = torch.randn(3, 1, 3, dtype=torch.float64)
+    b = torch.randn(3, dtype=torch.float32)
+    with pytest.raises(RuntimeError):  # the native convolution's own dtype error, not a silent promotion
+        depthwise_conv1d(x, w, b, 1, 1)

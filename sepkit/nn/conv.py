@@ -107,6 +107,7 @@ def depthwise_conv1d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor |
     C = x.shape[1]
     native = (x.device.type != "cpu" or x.dim() != 3 or weight.shape != (C, 1, weight.shape[-1])
               or x.dtype != weight.dtype or not x.is_floating_point()
+              or (bias is not None and (bias.dtype != x.dtype or bias.shape != (C,)))
               or x.shape[-1] + 2 * padding - dilation * (weight.shape[-1] - 1) < 1)
     if native:
         return F.conv1d(x, weight, bias, padding=padding, dilation=dilation, groups=C)
