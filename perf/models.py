@@ -96,6 +96,14 @@ def peer_model(name: str) -> torch.nn.Module | None:
 
 PEERS = {"convtasnet": "torchaudio conv_tasnet_base", "sepformer": "SpeechBrain Sepformer (WSJ0-2mix)",
          "dprnn": "Asteroid DPRNNTasNet"}
+PEER_PACKAGES = {"convtasnet": "torchaudio", "sepformer": "speechbrain", "dprnn": "asteroid"}
+
+
+def peer_installed(name: str) -> bool:
+    """Whether the package of ``name``'s peer is installed (found, not imported)."""
+    import importlib.util
+
+    return importlib.util.find_spec(PEER_PACKAGES[name]) is not None
 
 
 def n_params(model: torch.nn.Module) -> int:
@@ -142,7 +150,7 @@ TIMED_CODE = """
 import json, resource, statistics, sys, time, torch
 sys.path.insert(0, {root!r})
 torch.set_num_threads({threads})
-from perf.models import sepkit_model, peer_model, step_fn
+from perf.models import n_params, sepkit_model, peer_model, step_fn
 torch.manual_seed(0)
 m = sepkit_model({name!r}, **{kwargs!r}) if {which!r} == "sepkit" else peer_model({name!r})
 g = torch.Generator().manual_seed(0)
@@ -161,6 +169,7 @@ for mode in {modes!r}:
         times.append(time.perf_counter() - t0)
         faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0)
     out[mode] = {{"median_s": statistics.median(times), "times_s": times, "page_faults": faults}}
+out["params"] = n_params(m)
 print(json.dumps(out))
 """
 
@@ -168,7 +177,8 @@ print(json.dumps(out))
 def time_in_process(which: str, name: str, seconds: float, threads: int, reps: int, warmup: int,
                     malloc: str = "steady", modes=("inference", "training"), checkpointing: str = "none") -> dict:
     """Time ``which`` ("sepkit" or "peer") in a fresh process: per mode, the median of ``reps``
-    repetitions after ``warmup``, the repetitions' times and their minor page faults."""
+    repetitions after ``warmup``, the repetitions' times and their minor page faults; and the
+    model's parameter count (``"params"``)."""
     kwargs = {} if checkpointing == "none" else {"checkpointing": checkpointing}
     code = TIMED_CODE.format(root=str(Path(__file__).resolve().parents[1]), threads=threads, name=name,
                              kwargs=kwargs, which=which, seconds=seconds, modes=tuple(modes), warmup=warmup, reps=reps)
@@ -268,7 +278,7 @@ def memory_rows(models: list[str], lengths: list[float], threads: int, device: s
     rows = []
     for name in models:
         last: dict[str, tuple[float, float]] = {}
-        has_peer = peer_model(name) is not None  # built once here; each figure builds its own
+        has_peer = peer_installed(name)
         for seconds in sorted(lengths):
             row = {"model": name, "peer": PEERS[name], "seconds": seconds, "device": device}
             for which, ckpt in MEMORY_VARIANTS:
@@ -314,15 +324,13 @@ def run(models: list[str], seconds: float, threads: int, reps: int, warmup: int,
     memory = memory_rows(models, memory_lengths, threads, device, malloc) if memory_lengths else []
     rows = []
     for name in models if timing else []:
-        ours, peer = sepkit_model(name), peer_model(name)
-        row = {"model": name, "peer": PEERS[name], "sepkit_params": n_params(ours),
-               "peer_params": n_params(peer) if peer is not None else None}
-        del ours
-        if peer is None:
-            row["skipped"] = "peer package not installed"
+        row = {"model": name, "peer": PEERS[name]}
+        if not peer_installed(name):
+            row["sepkit_params"] = n_params(sepkit_model(name))
+            row["skipped"] = f"peer package {PEER_PACKAGES[name]} not installed"
             rows.append(row)
+            print(format_row(row), flush=True)
             continue
-        del peer
         runs = {"sepkit": [], "peer": [], "sepkit_ckpt": []}
         for _ in range(rounds):
             for key in runs:
@@ -331,6 +339,8 @@ def run(models: list[str], seconds: float, threads: int, reps: int, warmup: int,
                     which, name, seconds, threads, reps, warmup, timing_malloc,
                     modes=("training",) if key == "sepkit_ckpt" else ("inference", "training"),
                     checkpointing="blocks" if key == "sepkit_ckpt" else "none"))
+
+        row["sepkit_params"], row["peer_params"] = runs["sepkit"][0]["params"], runs["peer"][0]["params"]
 
         def med(key, mode):
             return statistics.median(r[mode]["median_s"] for r in runs[key])

@@ -52,7 +52,7 @@ def test_models_timing_in_a_fresh_process():
     from perf import models
 
     out = models.time_in_process("sepkit", "convtasnet", 0.05, 1, reps=2, warmup=1, modes=("inference",))
-    assert set(out) == {"inference"}
+    assert set(out) == {"inference", "params"} and out["params"] == 4_984_881
     r = out["inference"]
     assert r["median_s"] > 0 and len(r["times_s"]) == 2 and len(r["page_faults"]) == 2
     with pytest.raises(RuntimeError, match="timing run"):
