@@ -277,9 +277,7 @@ def _expand_for(launches: list[Launch], arch: int) -> list[Case]:
     import importlib
 
     attention = importlib.import_module("sepkit.kernels.attention")  # the module (the package exports the op)
-    saved = getattr(attention, "STATIC_ARCH", None)
-    if saved is None:
-        return expand(launches)
+    saved = attention.STATIC_ARCH
     attention.STATIC_ARCH = arch
     try:
         return expand(launches)
