@@ -446,7 +446,18 @@ def update_readme(text: str, readme: Path) -> bool:
 def combine(sources: list[Path], out: Path, readme: bool) -> int:
     """One result from several runs: the timing rows of the first file with rows, the memory
     rows of the last file with memory rows (each table keeps its own run's header)."""
-    results = [json.loads(p.read_text()) for p in sources]
+    results = []
+    for p in sources:
+        try:
+            doc = json.loads(p.read_text())
+        except (OSError, ValueError) as err:
+            print(f"python -m perf models --from: cannot read {p}: {err}", file=sys.stderr)
+            return 2
+        if not isinstance(doc, dict) or not ("rows" in doc or "memory" in doc) or "config" not in doc:
+            print(f"python -m perf models --from: {p} is not a perf models result (no rows, memory or config)",
+                  file=sys.stderr)
+            return 2
+        results.append(doc)
     timed = next((r for r in results if r.get("rows")), None)
     memory = next((r for r in reversed(results) if r.get("memory")), None)
     parts = []

@@ -81,3 +81,16 @@ def test_models_rejects_bad_counts(bad, capsys):
     with pytest.raises(SystemExit) as err:
         models.main(["--model", "convtasnet", *bad])
     assert err.value.code == 2 and "need --rounds >= 1" in capsys.readouterr().err
+
+
+def test_models_from_refuses_missing_or_foreign_files(tmp_path, capsys):
+    from perf import models
+
+    foreign = tmp_path / "x.json"
+    foreign.write_text('{"a": 1}')
+    out = tmp_path / "out"
+    assert models.main(["--from", str(tmp_path / "missing.json"), "--out", str(out)]) == 2
+    assert "cannot read" in capsys.readouterr().err
+    assert models.main(["--from", str(foreign), "--out", str(out)]) == 2
+    assert "not a perf models result" in capsys.readouterr().err
+    assert not out.exists()  # nothing written
