@@ -56,6 +56,18 @@ def staged_folder(final: str | os.PathLike, trash_prefix: str | None = None):
         raise
 
 
+def key_mismatch(want: dict, got: dict) -> tuple[list[str], list[str], list[str]]:
+    """(missing, unexpected, misshapen) keys of a state dict ``got`` against the expected one
+    ``want`` (both name -> tensor or shape), in ``want``'s order (``got``'s for unexpected)."""
+    def shape(v):
+        return tuple(v.shape) if hasattr(v, "shape") else tuple(v)
+
+    missing = [k for k in want if k not in got]
+    unexpected = [k for k in got if k not in want]
+    misshapen = [k for k in want if k in got and shape(want[k]) != shape(got[k])]
+    return missing, unexpected, misshapen
+
+
 def load_failure(err: Exception) -> str:
     """What in a file stopped ``torch.load(weights_only=True)``, without torch's advice to retry
     with ``weights_only=False`` (which would run the file's code)."""

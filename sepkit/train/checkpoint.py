@@ -24,7 +24,7 @@ import torch
 import yaml
 
 import sepkit
-from sepkit.files import staged_folder, umask_mode
+from sepkit.files import key_mismatch, staged_folder, umask_mode
 
 LATEST = "LATEST"
 BEST = "BEST"
@@ -149,9 +149,7 @@ def load_weights(ckpt: Path, model: torch.nn.Module, exclude: tuple[str, ...] = 
     path = ckpt / name
     weights = read_weights(ckpt, name)
     own = {k: v for k, v in model.state_dict().items() if not _excluded(k, exclude)}
-    missing = sorted(set(own) - set(weights))
-    unexpected = sorted(set(weights) - set(own))
-    shapes = [k for k in set(own) & set(weights) if own[k].shape != weights[k].shape]
+    missing, unexpected, shapes = (sorted(keys) for keys in key_mismatch(own, weights))
     if missing or unexpected or shapes:
         detail = []
         if missing:

@@ -32,7 +32,7 @@ import torch
 import yaml
 from torch import nn
 
-from sepkit.files import load_failure, load_state_dict_file, staged_folder
+from sepkit.files import key_mismatch, load_failure, load_state_dict_file, staged_folder
 
 SOURCES = ("torchaudio", "speechbrain", "asteroid")
 
@@ -77,9 +77,7 @@ def _load_layout(model: nn.Module, state: dict, rename, what: str, ignored=()) -
     own = model.state_dict()
     names = {rename(k): k for k in own}
     state = {k: v for k, v in state.items() if k not in set(ignored)}
-    missing = [o for o in names if o not in state]
-    unexpected = [k for k in state if k not in names]
-    shapes = [o for o in names if o in state and tuple(state[o].shape) != tuple(own[names[o]].shape)]
+    missing, unexpected, shapes = key_mismatch({o: own[k] for o, k in names.items()}, state)
     problems = []
     if missing:
         problems.append(f"{len(missing)} key(s) missing (first: {missing[0]!r})")
