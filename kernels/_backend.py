@@ -20,6 +20,8 @@ from typing import Iterable, Sequence
 
 import torch
 
+from sepkit.errors import InputError
+
 try:  # Triton ships only on Linux; the reference path works without it.
     import triton  # noqa: F401
     import triton.language as tl  # noqa: F401
@@ -36,8 +38,7 @@ BACKENDS = ("triton", "torch")
 TRITON_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
-class BackendError(RuntimeError):
-    """An explicitly requested backend cannot run these inputs."""
+from sepkit.errors import BackendError  # noqa: E402  (re-exported)
 
 
 def _env_backend() -> str | None:
@@ -104,7 +105,7 @@ def resolve_backend(op: str, backend: str | None, tensors: Sequence[torch.Tensor
     else:
         explicit = True
     if backend is not None and backend not in BACKENDS:
-        raise ValueError(f"{op}: backend must be one of {BACKENDS} or None, got {backend!r}")
+        raise InputError(f"{op}: backend must be one of {BACKENDS} or None, got {backend!r}")
     if backend == "torch":
         return "torch"
     why = device_reasons(tensors) + dtype_reasons(tensors) + list(reasons)

@@ -30,6 +30,8 @@ from typing import Sequence
 
 import torch
 
+from sepkit.errors import InputError, InputTypeError
+
 #: ``SEPKIT_CHECK_FINITE=1``: ops whose inputs are not checked for NaN / Inf by default check them.
 CHECK_FINITE = os.environ.get("SEPKIT_CHECK_FINITE", "0") not in ("", "0")
 
@@ -47,23 +49,23 @@ def check_tensor(
 ) -> None:
     """Raise TypeError/ValueError if ``t`` is not a tensor of the given rank and dtype."""
     if not isinstance(t, torch.Tensor):
-        raise TypeError(f"{op}: {name} must be a torch.Tensor, got {type(t).__name__}")
+        raise InputTypeError(f"{op}: {name} must be a torch.Tensor, got {type(t).__name__}")
     if ndim is not None:
         allowed = (ndim,) if isinstance(ndim, int) else tuple(ndim)
         if t.dim() not in allowed:
             want = " or ".join(str(a) for a in allowed)
-            raise ValueError(f"{op}: {name} must have {want} dimensions, got shape {tuple(t.shape)}")
+            raise InputError(f"{op}: {name} must have {want} dimensions, got shape {tuple(t.shape)}")
     if min_ndim is not None and t.dim() < min_ndim:
-        raise ValueError(f"{op}: {name} must have at least {min_ndim} dimensions, got shape {tuple(t.shape)}")
+        raise InputError(f"{op}: {name} must have at least {min_ndim} dimensions, got shape {tuple(t.shape)}")
     if dtypes is not None and t.dtype not in dtypes:
         names = ", ".join(str(d).replace("torch.", "") for d in dtypes)
-        raise TypeError(f"{op}: {name} must have dtype {names}; got {str(t.dtype).replace('torch.', '')}")
+        raise InputTypeError(f"{op}: {name} must have dtype {names}; got {str(t.dtype).replace('torch.', '')}")
 
 
 def _require_tensors(op: str, items) -> None:
     for name, t in items:
         if not isinstance(t, torch.Tensor):
-            raise TypeError(f"{op}: {name} must be a torch.Tensor, got {type(t).__name__}")
+            raise InputTypeError(f"{op}: {name} must be a torch.Tensor, got {type(t).__name__}")
 
 
 def check_same_device(op: str, **tensors: torch.Tensor) -> None:
@@ -75,7 +77,7 @@ def check_same_device(op: str, **tensors: torch.Tensor) -> None:
     first_name, first = items[0]
     for name, t in items[1:]:
         if t.device != first.device:
-            raise ValueError(f"{op}: {name} is on {t.device} but {first_name} is on {first.device}")
+            raise InputError(f"{op}: {name} is on {t.device} but {first_name} is on {first.device}")
 
 
 def check_same_dtype(op: str, **tensors: torch.Tensor) -> None:
@@ -87,13 +89,13 @@ def check_same_dtype(op: str, **tensors: torch.Tensor) -> None:
     first_name, first = items[0]
     for name, t in items[1:]:
         if t.dtype != first.dtype:
-            raise TypeError(f"{op}: {name} has dtype {t.dtype} but {first_name} has {first.dtype}")
+            raise InputTypeError(f"{op}: {name} has dtype {t.dtype} but {first_name} has {first.dtype}")
 
 
 def check_finite(op: str, name: str, t: torch.Tensor) -> None:
     """Raise ValueError if ``t`` holds NaN or Inf (for inputs that feed a reduction)."""
     if not bool(torch.isfinite(t).all()):
-        raise ValueError(f"{op}: {name} contains NaN or Inf")
+        raise InputError(f"{op}: {name} contains NaN or Inf")
 
 
 def check_row_sets(op: str, a_name: str, a, b_name: str, b) -> int:
@@ -104,8 +106,8 @@ def check_row_sets(op: str, a_name: str, a, b_name: str, b) -> int:
     check_same_dtype(op, **{a_name: a, b_name: b})
     d = a.shape[1]
     if b.shape[1] != d:
-        raise ValueError(f"{op}: {a_name} has {d} features but {b_name} has {b.shape[1]} "
+        raise InputError(f"{op}: {a_name} has {d} features but {b_name} has {b.shape[1]} "
                          f"(shapes {tuple(a.shape)}, {tuple(b.shape)})")
     if d == 0:
-        raise ValueError(f"{op}: {a_name} and {b_name} have no features (D = 0)")
+        raise InputError(f"{op}: {a_name} and {b_name} have no features (D = 0)")
     return d

@@ -34,9 +34,11 @@ from typing import Optional, Sequence
 
 import torch
 
+from sepkit.errors import InputError, InputTypeError
+
+from . import _checks
 from ._alloc import empty
 from ._backend import HAS_TRITON, INTERPRET, is_automatic, resolve_backend
-from . import _checks
 from ._checks import check_finite, check_same_device, check_same_dtype, check_tensor
 from .reference.attention import attention_reference
 
@@ -690,17 +692,17 @@ def _check_lengths(kv_lengths, batch: int, lk: int, device) -> torch.Tensor | No
     if isinstance(kv_lengths, (list, tuple)):
         kv_lengths = torch.tensor(kv_lengths, dtype=torch.int32, device=device)
     if not isinstance(kv_lengths, torch.Tensor):
-        raise TypeError(f"{OP}: kv_lengths must be a tensor or a list of ints, got {type(kv_lengths).__name__}")
+        raise InputTypeError(f"{OP}: kv_lengths must be a tensor or a list of ints, got {type(kv_lengths).__name__}")
     if kv_lengths.is_floating_point() or kv_lengths.is_complex() or kv_lengths.dtype == torch.bool:
-        raise TypeError(f"{OP}: kv_lengths must have an integer dtype, got {kv_lengths.dtype}")
+        raise InputTypeError(f"{OP}: kv_lengths must have an integer dtype, got {kv_lengths.dtype}")
     if kv_lengths.shape != (batch,):
-        raise ValueError(f"{OP}: kv_lengths must have shape ({batch},) (one length per batch element), "
+        raise InputError(f"{OP}: kv_lengths must have shape ({batch},) (one length per batch element), "
                          f"got {tuple(kv_lengths.shape)}")
     kv_lengths = kv_lengths.to(device=device, dtype=torch.int32)
     if not torch.compiler.is_compiling():  # a value check is a graph break under torch.compile
         lo, hi = int(kv_lengths.min()) if batch else 0, int(kv_lengths.max()) if batch else 0
         if lo < 0 or hi > lk:
-            raise ValueError(f"{OP}: kv_lengths must lie in [0, Lk={lk}], got values in [{lo}, {hi}]")
+            raise InputError(f"{OP}: kv_lengths must lie in [0, Lk={lk}], got values in [{lo}, {hi}]")
     return kv_lengths
 
 
@@ -713,7 +715,7 @@ def _check_finite_inputs(q, k, v, kv_lengths) -> None:
             valid = torch.arange(t.shape[2], device=t.device) < kv_lengths.to(torch.int64)[:, None]
             bad = bad & valid[:, None, :, None]
         if bool(bad.any()):
-            raise ValueError(f"{OP}: {name} contains NaN or Inf in a valid position (within kv_lengths)")
+            raise InputError(f"{OP}: {name} contains NaN or Inf in a valid position (within kv_lengths)")
 
 
 def attention(
@@ -750,16 +752,16 @@ def attention(
     check_same_device(OP, q=q, k=k, v=v)
     b, h, lq, dh = q.shape
     if k.shape[:2] != (b, h) or k.shape[3] != dh:
-        raise ValueError(f"{OP}: k must have shape (B={b}, H={h}, Lk, Dh={dh}) to match q {tuple(q.shape)}, "
+        raise InputError(f"{OP}: k must have shape (B={b}, H={h}, Lk, Dh={dh}) to match q {tuple(q.shape)}, "
                          f"got {tuple(k.shape)}")
     if v.shape != k.shape:
-        raise ValueError(f"{OP}: v must have the shape of k {tuple(k.shape)}, got {tuple(v.shape)}")
+        raise InputError(f"{OP}: v must have the shape of k {tuple(k.shape)}, got {tuple(v.shape)}")
     if not isinstance(causal, bool):
-        raise TypeError(f"{OP}: causal must be a bool, got {type(causal).__name__}")
+        raise InputTypeError(f"{OP}: causal must be a bool, got {type(causal).__name__}")
     if scale is None:
         scale = 1.0 / math.sqrt(dh)
     elif not isinstance(scale, (int, float)) or not math.isfinite(scale):
-        raise ValueError(f"{OP}: scale must be a finite number or None, got {scale!r}")
+        raise InputError(f"{OP}: scale must be a finite number or None, got {scale!r}")
     lk = k.shape[2]
     kv_lengths = _check_lengths(kv_lengths, b, lk, q.device)
     if _checks.CHECK_FINITE and not torch.compiler.is_compiling():

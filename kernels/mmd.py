@@ -43,10 +43,12 @@ from typing import Sequence
 
 import torch
 
+from sepkit.errors import InputError, InputTypeError
+
 from ._alloc import empty, empty_like
-from .attention import dot_precision
 from ._backend import HAS_TRITON, INTERPRET, resolve_backend
 from ._checks import FLOAT_DTYPES, check_finite, check_row_sets, check_same_device, check_tensor
+from .attention import dot_precision
 from .reference.mmd import DEFAULT_MULTIPLIERS, ESTIMATORS, heuristic_base, mmd_reference, pooled_centre
 
 OP = "mmd"
@@ -357,11 +359,11 @@ def _check_multipliers(multipliers) -> tuple[float, ...]:
     try:
         mult = tuple(float(v) for v in multipliers)
     except (TypeError, ValueError):
-        raise TypeError(f"{OP}: multipliers must be a sequence of numbers, got {multipliers!r}") from None
+        raise InputTypeError(f"{OP}: multipliers must be a sequence of numbers, got {multipliers!r}") from None
     if not mult:
-        raise ValueError(f"{OP}: multipliers must not be empty")
+        raise InputError(f"{OP}: multipliers must not be empty")
     if not all(math.isfinite(v) and v > 0 for v in mult):
-        raise ValueError(f"{OP}: multipliers must be finite and > 0, got {mult}")
+        raise InputError(f"{OP}: multipliers must be finite and > 0, got {mult}")
     return mult
 
 
@@ -370,13 +372,13 @@ def _check_bandwidths(bandwidths, x: torch.Tensor) -> torch.Tensor:
         try:
             bandwidths = torch.as_tensor([float(v) for v in bandwidths], dtype=torch.float64, device=x.device)
         except (TypeError, ValueError):
-            raise TypeError(f"{OP}: bandwidths must be a 1-d tensor or a sequence of numbers, got {bandwidths!r}") from None
+            raise InputTypeError(f"{OP}: bandwidths must be a 1-d tensor or a sequence of numbers, got {bandwidths!r}") from None
     check_tensor(OP, "bandwidths", bandwidths, ndim=1, dtypes=FLOAT_DTYPES)
     if bandwidths.numel() == 0:
-        raise ValueError(f"{OP}: bandwidths must not be empty")
+        raise InputError(f"{OP}: bandwidths must not be empty")
     check_same_device(OP, x=x, bandwidths=bandwidths)
     if not torch.compiler.is_compiling() and not bool(((bandwidths > 0) & torch.isfinite(bandwidths)).all()):
-        raise ValueError(f"{OP}: bandwidths must be finite and > 0, got {bandwidths.tolist()}")
+        raise InputError(f"{OP}: bandwidths must be finite and > 0, got {bandwidths.tolist()}")
     return bandwidths
 
 
@@ -409,11 +411,11 @@ def mmd(
     check_row_sets(OP, "x", x, "y", y)
     n, m = x.shape[0], y.shape[0]
     if estimator not in ESTIMATORS:
-        raise ValueError(f"{OP}: estimator must be one of {ESTIMATORS}, got {estimator!r}")
+        raise InputError(f"{OP}: estimator must be one of {ESTIMATORS}, got {estimator!r}")
     if n == 0 or m == 0:
-        raise ValueError(f"{OP}: x and y need at least one row each, got N={n}, M={m}")
+        raise InputError(f"{OP}: x and y need at least one row each, got N={n}, M={m}")
     if estimator == "unbiased" and (n < 2 or m < 2):
-        raise ValueError(
+        raise InputError(
             f"{OP}: the unbiased estimator needs at least 2 rows in x and in y, got N={n}, M={m}; "
             "use estimator='biased'"
         )
@@ -426,7 +428,7 @@ def mmd(
         if x.dtype == torch.float16:
             peak = float(torch.maximum(x.detach().abs().amax(), y.detach().abs().amax()))
             if peak >= _FP16_CENTRED_MAX:
-                raise ValueError(
+                raise InputError(
                     f"{OP}: float16 x and y must stay below {_FP16_CENTRED_MAX:g} in magnitude (the centred rows "
                     f"x - mean must fit float16), got max |value| {peak:g}; pass float32"
                 )

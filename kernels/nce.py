@@ -24,6 +24,8 @@ import math
 
 import torch
 
+from sepkit.errors import InputError
+
 from ._alloc import empty
 from ._backend import HAS_TRITON, INTERPRET, resolve_backend
 from ._checks import check_finite, check_row_sets, check_same_device, check_tensor
@@ -275,7 +277,7 @@ def _check_indices(name: str, idx, ndim: int, t_total: int) -> torch.Tensor:
     if idx.numel() and not torch.compiler.is_compiling():
         lo, hi = int(idx.min()), int(idx.max())
         if lo < 0 or hi >= t_total:
-            raise ValueError(f"{OP}: {name} holds indices outside [0, {t_total}) (min {lo}, max {hi})")
+            raise InputError(f"{OP}: {name} holds indices outside [0, {t_total}) (min {lo}, max {hi})")
     return idx
 
 
@@ -316,15 +318,15 @@ def nce(
     pos_idx = _check_indices("pos_idx", pos_idx, 1, t_total)
     neg_idx = _check_indices("neg_idx", neg_idx, 2, t_total)
     if pos_idx.shape[0] != n:
-        raise ValueError(f"{OP}: pos_idx has {pos_idx.shape[0]} entries but context has {n} rows")
+        raise InputError(f"{OP}: pos_idx has {pos_idx.shape[0]} entries but context has {n} rows")
     if neg_idx.shape[0] != n:
-        raise ValueError(f"{OP}: neg_idx has {neg_idx.shape[0]} rows but context has {n} rows")
+        raise InputError(f"{OP}: neg_idx has {neg_idx.shape[0]} rows but context has {n} rows")
     if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not (
         math.isfinite(temperature) and temperature > 0
     ):
-        raise ValueError(f"{OP}: temperature must be a finite number > 0, got {temperature!r}")
+        raise InputError(f"{OP}: temperature must be a finite number > 0, got {temperature!r}")
     if reduction not in REDUCTIONS:
-        raise ValueError(f"{OP}: reduction must be one of {REDUCTIONS}, got {reduction!r}")
+        raise InputError(f"{OP}: reduction must be one of {REDUCTIONS}, got {reduction!r}")
     if not torch.compiler.is_compiling():
         check_finite(OP, "context", context)
         check_finite(OP, "targets", targets)

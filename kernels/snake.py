@@ -19,6 +19,8 @@ from typing import Optional
 
 import torch
 
+from sepkit.errors import InputError
+
 from . import _tmath as tm
 from ._alloc import empty, empty_like
 from ._backend import HAS_TRITON, INTERPRET, is_automatic, resolve_backend
@@ -256,7 +258,7 @@ def snake(
     op = "snake"
     check_tensor(op, "x", x, min_ndim=1, dtypes=FLOAT_DTYPES)
     if not -x.dim() <= dim < x.dim():
-        raise ValueError(f"{op}: dim={dim} is out of range for x with shape {tuple(x.shape)}")
+        raise InputError(f"{op}: dim={dim} is out of range for x with shape {tuple(x.shape)}")
     dim = dim % x.dim()
     channels = x.shape[dim]
     for name, p in (("alpha", alpha), ("beta", beta)):
@@ -264,7 +266,7 @@ def snake(
             continue
         check_tensor(op, name, p, ndim=1, dtypes=FLOAT_DTYPES)
         if p.numel() != channels:
-            raise ValueError(
+            raise InputError(
                 f"{op}: {name} has {p.numel()} values but x has {channels} channels along dim {dim} "
                 f"(shape {tuple(x.shape)})"
             )

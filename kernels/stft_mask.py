@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import torch
 
+from sepkit.errors import InputError, InputTypeError
+
 from ._alloc import empty_like
 from ._backend import HAS_TRITON, INTERPRET, resolve_backend
 from ._checks import FLOAT_DTYPES, check_same_device, check_tensor
@@ -322,14 +324,14 @@ _stft_mask_fwd.register_autograd(_backward, setup_context=_setup_context)
 def _as_view(op: str, name: str, t: torch.Tensor) -> tuple[torch.Tensor, bool]:
     """A (..., 2) real view of a complex tensor (or the real view itself), and whether it was complex."""
     if not isinstance(t, torch.Tensor):
-        raise TypeError(f"{op}: {name} must be a torch.Tensor, got {type(t).__name__}")
+        raise InputTypeError(f"{op}: {name} must be a torch.Tensor, got {type(t).__name__}")
     if t.is_complex():
         if t.dtype not in (torch.complex64, torch.complex128, torch.complex32):
-            raise TypeError(f"{op}: {name} has unsupported complex dtype {t.dtype}")
+            raise InputTypeError(f"{op}: {name} has unsupported complex dtype {t.dtype}")
         return torch.view_as_real(t if t.dim() else t.reshape(1)), True
     check_tensor(op, name, t, min_ndim=1, dtypes=FLOAT_DTYPES)
     if t.shape[-1] != 2:
-        raise ValueError(
+        raise InputError(
             f"{op}: {name} must be complex or a real view with a last axis of size 2 (real, imaginary); "
             f"got shape {tuple(t.shape)}"
         )
@@ -338,9 +340,9 @@ def _as_view(op: str, name: str, t: torch.Tensor) -> tuple[torch.Tensor, bool]:
 
 def _check_compression(op: str, power: float, scale: float) -> None:
     if not (isinstance(power, (int, float)) and power > 0 and power == power and power != float("inf")):
-        raise ValueError(f"{op}: power must be a positive finite number, got {power!r}")
+        raise InputError(f"{op}: power must be a positive finite number, got {power!r}")
     if not (isinstance(scale, (int, float)) and scale > 0 and scale != float("inf")):
-        raise ValueError(f"{op}: scale must be a positive finite number, got {scale!r}")
+        raise InputError(f"{op}: scale must be a positive finite number, got {scale!r}")
 
 
 def _math_dtype(*tensors: torch.Tensor) -> torch.dtype:
@@ -375,28 +377,28 @@ def stft_mask(
     """
     op = "stft_mask"
     if kind not in KINDS:
-        raise ValueError(f"{op}: kind must be one of {KINDS}, got {kind!r}")
+        raise InputError(f"{op}: kind must be one of {KINDS}, got {kind!r}")
     if bound not in BOUNDS:
-        raise ValueError(f"{op}: bound must be one of {BOUNDS}, got {bound!r}")
+        raise InputError(f"{op}: bound must be one of {BOUNDS}, got {bound!r}")
     if compress is not None:
         if not (isinstance(compress, (tuple, list)) and len(compress) == 2):
-            raise ValueError(f"{op}: compress must be None or a (power, scale) pair, got {compress!r}")
+            raise InputError(f"{op}: compress must be None or a (power, scale) pair, got {compress!r}")
         _check_compression(op, *compress)
     x, was_complex = _as_view(op, "spec", spec)
     if not isinstance(mask, torch.Tensor):
-        raise TypeError(f"{op}: mask must be a torch.Tensor, got {type(mask).__name__}")
+        raise InputTypeError(f"{op}: mask must be a torch.Tensor, got {type(mask).__name__}")
     if kind == "complex":
         if mask.is_complex() != was_complex:
             want = "complex" if was_complex else "a real (..., 2) view"
-            raise TypeError(f"{op}: kind='complex' needs mask in the representation of spec ({want})")
+            raise InputTypeError(f"{op}: kind='complex' needs mask in the representation of spec ({want})")
         m, _ = _as_view(op, "mask", mask)
         if m.shape != x.shape:
-            raise ValueError(f"{op}: mask shape {tuple(mask.shape)} does not match spec shape {tuple(spec.shape)}")
+            raise InputError(f"{op}: mask shape {tuple(mask.shape)} does not match spec shape {tuple(spec.shape)}")
     else:
         check_tensor(op, "mask", mask, dtypes=FLOAT_DTYPES)
         m = mask
         if m.shape != x.shape[:-1]:
-            raise ValueError(
+            raise InputError(
                 f"{op}: a magnitude mask must have the spectrogram's shape {tuple(x.shape[:-1])}, "
                 f"got {tuple(mask.shape)}"
             )

@@ -5,8 +5,8 @@ Each command lives in ``sepkit/commands/<name>.py`` with ``add_arguments(parser)
 can switch Triton's interpreter on before any kernel is defined.
 
 Failures end in one line on stderr, ``sepkit <command>: <what went wrong>``, never a traceback:
-a bad argument, config value, file or checkpoint (sepkit's checks raise ValueError or TypeError
-subclasses naming it) exits with 2, an interrupt (Ctrl-C, SIGTERM) with 130 (checkpoints and
+a bad argument, config value, file or checkpoint (sepkit's checks raise the classes of
+:mod:`sepkit.errors`, naming it) or a missing or unwritable path exits with 2, an interrupt (Ctrl-C, SIGTERM) with 130 (checkpoints and
 outputs written atomically stay whole), anything else, a bug, with 1.
 ``SEPKIT_DEBUG=1`` re-raises, showing the traceback.
 """
@@ -93,18 +93,16 @@ def _terminate(signum, frame):
 
 def describe(exc: BaseException) -> tuple[int, str]:
     """(exit code, one line) for an exception reaching the command line."""
-    from .data.audio import AudioError
-    from .train.checkpoint import CheckpointError
-    from .train.config import ConfigError
+    from .errors import SepkitError
 
     if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
         where = exc.filename or "the output folder"
         return 2, f"no space left on the device writing {where}; partial outputs were removed"
     if isinstance(exc, PermissionError):
         return 2, f"permission denied: {exc.filename or exc}"
-    # sepkit's own checks raise ValueError/TypeError subclasses naming the argument (see DESIGN.md)
-    if isinstance(exc, (ConfigError, CheckpointError, AudioError, FileNotFoundError, FileExistsError,
-                        NotADirectoryError, IsADirectoryError, FloatingPointError, ValueError, TypeError)):
+    # sepkit's own checks raise the classes of sepkit.errors, naming the argument (docs/DESIGN.md,
+    # "Failures"); a bare ValueError or TypeError is a bug like any other exception
+    if isinstance(exc, (SepkitError, FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError)):
         return 2, str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     first = str(exc).splitlines()[0] if str(exc) else ""
     return 1, (f"internal error ({type(exc).__name__}: {first[:300]}); SEPKIT_DEBUG=1 shows the traceback; "

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import torch
 
+from sepkit.errors import CheckpointError, InputError
+
 
 def current_umask() -> int:
     mask = os.umask(0)
@@ -68,6 +70,39 @@ def key_mismatch(want: dict, got: dict) -> tuple[list[str], list[str], list[str]
     return missing, unexpected, misshapen
 
 
+def _excluded(key: str, exclude) -> bool:
+    return any(key == p or key.startswith(p + ".") for p in exclude)
+
+
+def load_strict(model: torch.nn.Module, state: dict, what: str, exclude: tuple[str, ...] = (),
+                finite: bool = True) -> None:
+    """Load ``state`` (name -> tensor) into ``model`` after checking the whole key layout.
+
+    ``what`` names the source in messages (a file, a release). Entries of ``model`` under the
+    ``exclude`` prefixes (frozen parts loaded from elsewhere) are neither expected nor loaded.
+    Raises :class:`~sepkit.errors.CheckpointError` naming how many keys are missing, unexpected
+    or of another shape with the first of each, or (``finite``) a tensor holding NaN or Inf,
+    before any weight is copied."""
+    own = {k: v for k, v in model.state_dict().items() if not _excluded(k, exclude)}
+    missing, unexpected, shapes = (sorted(keys) for keys in key_mismatch(own, state))
+    if missing or unexpected or shapes:
+        detail = []
+        if missing:
+            detail.append(f"{len(missing)} missing (e.g. {missing[0]})")
+        if unexpected:
+            detail.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
+        if shapes:
+            k = shapes[0]
+            detail.append(f"{len(shapes)} with other shapes (e.g. {k}: {tuple(state[k].shape)} "
+                          f"where the model has {tuple(own[k].shape)})")
+        raise CheckpointError(f"{what} holds weights of a different model: " + ", ".join(detail))
+    if finite:
+        for k, v in state.items():
+            if v.is_floating_point() and not bool(torch.isfinite(v).all()):
+                raise CheckpointError(f"{what}: tensor {k} holds NaN or Inf values; it cannot be used")
+    model.load_state_dict(state, strict=not exclude)
+
+
 def load_failure(err: Exception) -> str:
     """What in a file stopped ``torch.load(weights_only=True)``, without torch's advice to retry
     with ``weights_only=False`` (which would run the file's code)."""
@@ -93,11 +128,11 @@ def load_state_dict_file(path, what: str = "checkpoint") -> dict:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
-        raise ValueError(f"{what}: {str(path)!r} is not a plain tensor state dict loadable with "
+        raise InputError(f"{what}: {str(path)!r} is not a plain tensor state dict loadable with "
                          f"weights_only=True (files that need code execution are refused, never run; "
                          f"{load_failure(err)})") from None
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ValueError(f"{what}: {str(path)!r} does not hold a dictionary of tensors")
+        raise InputError(f"{what}: {str(path)!r} does not hold a dictionary of tensors")
     return state

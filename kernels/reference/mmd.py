@@ -55,6 +55,8 @@ from typing import Sequence
 
 import torch
 
+from sepkit.errors import InputError
+
 #: The multi-kernel heuristic's multipliers of the base squared bandwidth (2^k, k = -2..2).
 DEFAULT_MULTIPLIERS = (0.25, 0.5, 1.0, 2.0, 4.0)
 #: Lower clamp of the heuristic's base (squared distance units).
@@ -161,7 +163,7 @@ def mmd_reference(
         kxx = torch.where(eye_x, torch.zeros_like(kxx), kxx)
         kyy = torch.where(eye_y, torch.zeros_like(kyy), kyy)
         return kxx.sum() / (n * (n - 1)) + kyy.sum() / (m * (m - 1)) - 2.0 * kxy.sum() / (n * m)
-    raise ValueError(f"mmd: estimator must be one of {ESTIMATORS}, got {estimator!r}")
+    raise InputError(f"mmd: estimator must be one of {ESTIMATORS}, got {estimator!r}")
 
 
 __all__ = ["mmd_reference", "heuristic_base", "pooled_centre", "heuristic_bandwidths", "DEFAULT_MULTIPLIERS", "BASE_FLOOR", "ESTIMATORS"]

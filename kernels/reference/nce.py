@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import torch
 
+from sepkit.errors import InputError
+
 #: Floor of the norms in the cosine (a zero vector has cosine 0 with everything).
 EPS = 1e-8
 REDUCTIONS = ("sum", "mean", "none")
@@ -68,7 +70,7 @@ def nce_reference(
         return loss.sum()
     if reduction == "mean":
         return loss.mean()
-    raise ValueError(f"nce: reduction must be one of {REDUCTIONS}, got {reduction!r}")
+    raise InputError(f"nce: reduction must be one of {REDUCTIONS}, got {reduction!r}")
 
 
 __all__ = ["nce_reference", "nce_logits_reference", "EPS", "REDUCTIONS"]

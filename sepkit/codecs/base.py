@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sepkit.errors import InputError, InputTypeError
+
 
 @runtime_checkable
 class Codec(Protocol):
@@ -51,21 +53,21 @@ class Codec(Protocol):
 def check_audio(owner: str, audio, name: str = "audio") -> None:
     """Raise unless ``audio`` is a floating (B, 1, T) tensor with T >= 1."""
     if not isinstance(audio, torch.Tensor):
-        raise TypeError(f"{owner}: {name} must be a torch.Tensor (B, 1, T), got {type(audio).__name__}")
+        raise InputTypeError(f"{owner}: {name} must be a torch.Tensor (B, 1, T), got {type(audio).__name__}")
     if audio.dim() != 3 or audio.shape[1] != 1 or audio.shape[-1] < 1:
-        raise ValueError(f"{owner}: {name} must have shape (B, 1, T) with T >= 1 (mono), got {tuple(audio.shape)}")
+        raise InputError(f"{owner}: {name} must have shape (B, 1, T) with T >= 1 (mono), got {tuple(audio.shape)}")
     if not audio.is_floating_point():
-        raise TypeError(f"{owner}: {name} must be floating point, got {audio.dtype}")
+        raise InputTypeError(f"{owner}: {name} must be floating point, got {audio.dtype}")
 
 
 def check_latents(owner: str, z, latent_dim: int, name: str = "z") -> None:
     """Raise unless ``z`` is a floating (B, latent_dim, F) tensor with F >= 1."""
     if not isinstance(z, torch.Tensor):
-        raise TypeError(f"{owner}: {name} must be a torch.Tensor (B, {latent_dim}, F), got {type(z).__name__}")
+        raise InputTypeError(f"{owner}: {name} must be a torch.Tensor (B, {latent_dim}, F), got {type(z).__name__}")
     if z.dim() != 3 or z.shape[1] != latent_dim or z.shape[-1] < 1:
-        raise ValueError(f"{owner}: {name} must have shape (B, {latent_dim}, F) with F >= 1, got {tuple(z.shape)}")
+        raise InputError(f"{owner}: {name} must have shape (B, {latent_dim}, F) with F >= 1, got {tuple(z.shape)}")
     if not z.is_floating_point():
-        raise TypeError(f"{owner}: {name} must be floating point, got {z.dtype}")
+        raise InputTypeError(f"{owner}: {name} must be floating point, got {z.dtype}")
 
 
 def fit_length(audio: torch.Tensor, length: int) -> torch.Tensor:
@@ -102,7 +104,7 @@ class IdentityCodec(nn.Module):
     def __init__(self, sample_rate: int = 16000):
         super().__init__()
         if not isinstance(sample_rate, int) or sample_rate < 1:
-            raise ValueError(f"IdentityCodec: sample_rate must be a positive int (Hz), got {sample_rate!r}")
+            raise InputError(f"IdentityCodec: sample_rate must be a positive int (Hz), got {sample_rate!r}")
         self.sample_rate = sample_rate
 
     @property

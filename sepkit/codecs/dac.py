@@ -43,6 +43,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sepkit.errors import InputError
 from sepkit.kernels import snake
 from sepkit.nn import Snake
 
@@ -279,7 +280,7 @@ class ResidualVectorQuantize(nn.Module):
         if n_quantizers is None:
             n_quantizers = self.n_codebooks
         if not isinstance(n_quantizers, int) or not 1 <= n_quantizers <= self.n_codebooks:
-            raise ValueError(f"ResidualVectorQuantize: n_quantizers must be an int in [1, {self.n_codebooks}], "
+            raise InputError(f"ResidualVectorQuantize: n_quantizers must be an int in [1, {self.n_codebooks}], "
                              f"got {n_quantizers!r}")
         keep = torch.full((batch,), n_quantizers, device=z.device)
         if self.training:
@@ -305,7 +306,7 @@ class ResidualVectorQuantize(nn.Module):
     def from_codes(self, codes: torch.Tensor) -> torch.Tensor:
         """Quantized latents (B, D, F) from codes (B, n_q, F), n_q <= n_codebooks."""
         if codes.dim() != 3 or codes.shape[1] > self.n_codebooks or codes.shape[1] < 1:
-            raise ValueError(f"ResidualVectorQuantize.from_codes: codes must be (B, n_q, F) with 1 <= n_q <= "
+            raise InputError(f"ResidualVectorQuantize.from_codes: codes must be (B, n_q, F) with 1 <= n_q <= "
                              f"{self.n_codebooks}, got {tuple(codes.shape)}")
         return sum(q.out_proj(q.lookup(codes[:, i])) for i, q in enumerate(self.quantizers[: codes.shape[1]]))
 
@@ -353,15 +354,15 @@ class DAC(nn.Module):
         for name, value in (("encoder_dim", encoder_dim), ("decoder_dim", decoder_dim), ("n_codebooks", n_codebooks),
                             ("codebook_size", codebook_size), ("sample_rate", sample_rate)):
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"DAC: {name} must be a positive int, got {value!r}")
+                raise InputError(f"DAC: {name} must be a positive int, got {value!r}")
         for name, rates in (("encoder_rates", encoder_rates), ("decoder_rates", decoder_rates)):
             if not rates or not all(isinstance(r, int) and r >= 1 for r in rates):
-                raise ValueError(f"DAC: {name} must be a non-empty list of positive ints, got {rates!r}")
+                raise InputError(f"DAC: {name} must be a non-empty list of positive ints, got {rates!r}")
         if decoder_dim % 2 ** len(decoder_rates):
-            raise ValueError(f"DAC: decoder_dim={decoder_dim} must be divisible by 2**len(decoder_rates)="
+            raise InputError(f"DAC: decoder_dim={decoder_dim} must be divisible by 2**len(decoder_rates)="
                              f"{2 ** len(decoder_rates)}")
         if not 0.0 <= float(quantizer_dropout) <= 1.0:
-            raise ValueError(f"DAC: quantizer_dropout must be in [0, 1], got {quantizer_dropout!r}")
+            raise InputError(f"DAC: quantizer_dropout must be in [0, 1], got {quantizer_dropout!r}")
         self.encoder_dim, self.encoder_rates = encoder_dim, list(encoder_rates)
         self.decoder_dim, self.decoder_rates = decoder_dim, list(decoder_rates)
         self.latent_dim = latent_dim if latent_dim is not None else encoder_dim * 2 ** len(encoder_rates)
@@ -448,22 +449,22 @@ class DAC(nn.Module):
         try:
             blob = torch.load(path, map_location=map_location, weights_only=True)
         except pickle.UnpicklingError as err:
-            raise ValueError(f"DAC.from_pretrained: {path!r} cannot be read with weights_only=True (it needs code "
+            raise InputError(f"DAC.from_pretrained: {path!r} cannot be read with weights_only=True (it needs code "
                              f"execution, or is not a torch file); sepkit refuses such files: {err}") from None
         except (RuntimeError, EOFError, OSError) as err:
-            raise ValueError(f"DAC.from_pretrained: {path!r} is not a readable torch weights file: {err}") from None
+            raise InputError(f"DAC.from_pretrained: {path!r} is not a readable torch weights file: {err}") from None
         if not isinstance(blob, dict) or "state_dict" not in blob:
             keys = sorted(blob)[:8] if isinstance(blob, dict) else type(blob).__name__
-            raise ValueError(f"DAC.from_pretrained: {path!r} has no 'state_dict' key (found {keys}); expected "
+            raise InputError(f"DAC.from_pretrained: {path!r} has no 'state_dict' key (found {keys}); expected "
                              "{'state_dict': ..., 'metadata': {'kwargs': ...}} as in the official DAC weights")
         metadata = blob.get("metadata")
         if not isinstance(metadata, dict) or not isinstance(metadata.get("kwargs"), dict):
-            raise ValueError(f"DAC.from_pretrained: {path!r} has no 'metadata'['kwargs'] dict with the model's "
+            raise InputError(f"DAC.from_pretrained: {path!r} has no 'metadata'['kwargs'] dict with the model's "
                              "constructor keywords (official DAC weight files have one)")
         kwargs = dict(metadata["kwargs"])
         unknown = sorted(set(kwargs) - set(OFFICIAL_KWARGS))
         if unknown:
-            raise ValueError(f"DAC.from_pretrained: metadata kwargs {unknown} are not DAC keywords "
+            raise InputError(f"DAC.from_pretrained: metadata kwargs {unknown} are not DAC keywords "
                              f"(allowed: {list(OFFICIAL_KWARGS)})")
         model = cls(**kwargs)
         model.load_weights(blob["state_dict"], source=path)
@@ -473,19 +474,19 @@ class DAC(nn.Module):
         """Strictly load a state dict with the official keys; ValueError naming missing,
         unexpected or mis-shaped entries."""
         if not isinstance(state_dict, dict):
-            raise ValueError(f"DAC: {source} state_dict must be a dict of tensors, got {type(state_dict).__name__}")
+            raise InputError(f"DAC: {source} state_dict must be a dict of tensors, got {type(state_dict).__name__}")
         state_dict = dict(state_dict)
         own = self.state_dict()
         missing = [k for k in own if k not in state_dict and not _has_parametrized(state_dict, k)]
         if missing:
-            raise ValueError(f"DAC: {source} lacks {len(missing)} codec weights, e.g. {missing[:3]} "
+            raise InputError(f"DAC: {source} lacks {len(missing)} codec weights, e.g. {missing[:3]} "
                              "(is it a DAC weights file for this configuration?)")
         try:
             result = self.load_state_dict(state_dict, strict=False)
         except RuntimeError as err:
-            raise ValueError(f"DAC: {source} does not match the configuration {self.config}: {err}") from None
+            raise InputError(f"DAC: {source} does not match the configuration {self.config}: {err}") from None
         if result.unexpected_keys:
-            raise ValueError(f"DAC: {source} has {len(result.unexpected_keys)} keys this DAC does not, e.g. "
+            raise InputError(f"DAC: {source} has {len(result.unexpected_keys)} keys this DAC does not, e.g. "
                              f"{result.unexpected_keys[:3]}")
 
 

@@ -37,6 +37,8 @@ import sys
 import time
 from pathlib import Path
 
+from sepkit.errors import InputError
+
 DEFAULT_RECIPE = "convtasnet"
 
 
@@ -124,7 +126,7 @@ def run(args) -> int:
     with torch.no_grad():
         rows = task.evaluate(model, test_set, progress=progress)
     if not rows:
-        raise ValueError(f"recipe {cfg.recipe!r}: its test set is empty; set data.synthetic.num_test >= 1")
+        raise InputError(f"recipe {cfg.recipe!r}: its test set is empty; set data.synthetic.num_test >= 1")
     metrics_csv = write_rows(out / "test_metrics.csv", rows)
     summary = summarize(rows)
     print(format_summary(summary, len(rows)), flush=True)

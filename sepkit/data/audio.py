@@ -25,8 +25,7 @@ __all__ = [
 ]
 
 
-class AudioError(ValueError):
-    """A problem with an audio file or waveform; the message is one line naming the file."""
+from sepkit.errors import AudioError  # noqa: E402  (re-exported)
 
 
 def _soundfile():

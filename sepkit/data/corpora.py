@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from sepkit.errors import InputError
+
 from .audio import AudioError, audio_info, read_audio
 
 WSJ0_SPLITS = ("tr", "cv", "tt")
@@ -32,14 +34,14 @@ class WSJ0Mix(torch.utils.data.Dataset):
     def __init__(self, root: str | os.PathLike, split: str = "tr", n_src: int = 2, sample_rate: int = 8000,
                  segment: float | None = None, random_crop: bool = True, seed: int = 0):
         if split not in WSJ0_SPLITS:
-            raise ValueError(f"WSJ0Mix: split must be one of {WSJ0_SPLITS}, got {split!r}")
+            raise InputError(f"WSJ0Mix: split must be one of {WSJ0_SPLITS}, got {split!r}")
         base = Path(root) / split
         mix_dir = base / "mix"
         if not mix_dir.is_dir():
             raise FileNotFoundError(f"WSJ0Mix: folder not found: {mix_dir}")
         names = sorted(p.name for p in mix_dir.glob("*.wav"))
         if not names:
-            raise ValueError(f"WSJ0Mix: no .wav files in {mix_dir}")
+            raise InputError(f"WSJ0Mix: no .wav files in {mix_dir}")
         for j in range(1, n_src + 1):
             missing = [n for n in names if not (base / f"s{j}" / n).is_file()]
             if missing:
@@ -57,7 +59,7 @@ class WSJ0Mix(torch.utils.data.Dataset):
                     kept.append(n)
                     self.lengths[n] = frames
             if not kept:
-                raise ValueError(f"WSJ0Mix: no utterance in {mix_dir} is at least {segment} s long")
+                raise InputError(f"WSJ0Mix: no utterance in {mix_dir} is at least {segment} s long")
             names = kept
         self.names = names
         self.random_crop, self.seed, self.epoch = random_crop, seed, 0
@@ -99,7 +101,7 @@ class RealM(torch.utils.data.Dataset):
             raise FileNotFoundError(f"RealM: folder not found: {self.root}")
         self.files = sorted(self.root.rglob("*.wav"))
         if not self.files:
-            raise ValueError(f"RealM: no .wav files under {self.root}")
+            raise InputError(f"RealM: no .wav files under {self.root}")
         self.sample_rate, self.resample_to = sample_rate, resample_to
 
     def __len__(self) -> int:

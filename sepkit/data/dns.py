@@ -29,6 +29,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from sepkit.errors import InputError
+
 from .audio import AudioError, audio_info, read_audio, write_audio
 from .synth import make_speakers, split_code, synth_noise, synth_utterance
 
@@ -78,15 +80,15 @@ class DNSMixtures(torch.utils.data.Dataset):
                  num_examples: int | None = None, split: str = "train", seed: int = 0, dynamic_mixing: bool = False):
         lo, hi = (float(v) for v in snr_range)
         if not (np.isfinite(lo) and np.isfinite(hi) and lo <= hi):
-            raise ValueError(f"DNSMixtures: snr_range must be finite (low, high) with low <= high, got {snr_range!r}")
+            raise InputError(f"DNSMixtures: snr_range must be finite (low, high) with low <= high, got {snr_range!r}")
         if segment is not None and not segment > 0:
-            raise ValueError(f"DNSMixtures: segment must be positive seconds or None, got {segment!r}")
+            raise InputError(f"DNSMixtures: segment must be positive seconds or None, got {segment!r}")
         if sample_rate <= 0:
-            raise ValueError(f"DNSMixtures: sample_rate must be positive, got {sample_rate!r}")
+            raise InputError(f"DNSMixtures: sample_rate must be positive, got {sample_rate!r}")
         self.clean = _audio_files(Path(clean_dir), "clean speech")
         self.noise = _audio_files(Path(noise_dir), "noise")
         if num_examples is not None and num_examples < 1:
-            raise ValueError(f"DNSMixtures: num_examples must be positive, got {num_examples}")
+            raise InputError(f"DNSMixtures: num_examples must be positive, got {num_examples}")
         self.num_examples = num_examples or len(self.clean)
         self.segment, self.snr_range, self.sample_rate = segment, (lo, hi), int(sample_rate)
         self.split, self.seed, self.dynamic_mixing, self.epoch = split, int(seed), dynamic_mixing, 0
@@ -149,7 +151,7 @@ class DNSTestSet(torch.utils.data.Dataset):
         only_noisy = sorted(set(noisy) - set(clean), key=int)
         only_clean = sorted(set(clean) - set(noisy), key=int)
         if only_noisy or only_clean:
-            raise ValueError(f"DNSTestSet: {root}: noisy/ and clean/ must hold the same file ids; only in noisy: "
+            raise InputError(f"DNSTestSet: {root}: noisy/ and clean/ must hold the same file ids; only in noisy: "
                              f"{only_noisy[:5]}, only in clean: {only_clean[:5]}")
         self.ids = sorted(noisy, key=int)
         self.noisy, self.clean = noisy, clean
@@ -161,9 +163,9 @@ class DNSTestSet(torch.utils.data.Dataset):
         for path in files:
             match = _FILEID.search(path.stem)
             if match is None:
-                raise ValueError(f"DNSTestSet: {path} has no 'fileid_<N>' in its name ({which}/ files must carry one)")
+                raise InputError(f"DNSTestSet: {path} has no 'fileid_<N>' in its name ({which}/ files must carry one)")
             if match.group(1) in out:
-                raise ValueError(f"DNSTestSet: fileid_{match.group(1)} appears twice in {which}/: {out[match.group(1)]}, {path}")
+                raise InputError(f"DNSTestSet: fileid_{match.group(1)} appears twice in {which}/: {out[match.group(1)]}, {path}")
             out[match.group(1)] = path
         return out
 

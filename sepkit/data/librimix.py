@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from sepkit.errors import InputError
 from sepkit.files import umask_mode
 
 from .audio import AudioError, read_audio, write_audio
@@ -171,7 +172,7 @@ class LibriMix(torch.utils.data.Dataset):
     def __init__(self, root: str | os.PathLike, split: str, mix: str = "clean", sample_rate: int = 8000,
                  segment: float | None = None, random_crop: bool = True, seed: int = 0):
         if mix not in MIX_KINDS:
-            raise ValueError(f"LibriMix: mix must be one of {MIX_KINDS}, got {mix!r}")
+            raise InputError(f"LibriMix: mix must be one of {MIX_KINDS}, got {mix!r}")
         self.root = Path(root)
         csv_path = self.root / "metadata" / f"mixture_{split}_mix_{mix}.csv"
         if not csv_path.is_file():

@@ -4,6 +4,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from sepkit.errors import InputError
+
 
 class DynamicMixing(torch.utils.data.Dataset):
     """New mixtures every epoch from the sources of a separation data set.
@@ -23,7 +25,7 @@ class DynamicMixing(torch.utils.data.Dataset):
         self.n_src = dataset.n_src
         self.sample_rate = dataset.sample_rate
         if len(dataset) < self.n_src:
-            raise ValueError(f"DynamicMixing: need at least {self.n_src} items, the data set has {len(dataset)}")
+            raise InputError(f"DynamicMixing: need at least {self.n_src} items, the data set has {len(dataset)}")
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -53,7 +55,7 @@ def collate(items: list[dict]) -> dict:
     """Stack items of equal length: ``mixture`` (B, T), ``sources`` (B, S, T), ``id`` list."""
     lengths = {it["mixture"].shape[-1] for it in items}
     if len(lengths) != 1:
-        raise ValueError(f"collate: items differ in length {sorted(lengths)}; crop them (segment=...) or use batch size 1")
+        raise InputError(f"collate: items differ in length {sorted(lengths)}; crop them (segment=...) or use batch size 1")
     out = {"mixture": torch.stack([it["mixture"] for it in items]), "id": [it["id"] for it in items]}
     if "sources" in items[0]:
         out["sources"] = torch.stack([it["sources"] for it in items])

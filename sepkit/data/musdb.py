@@ -14,6 +14,8 @@ from pathlib import Path
 
 import torch
 
+from sepkit.errors import InputError
+
 from .audio import AudioError, audio_info, crop_window, read_audio, resample
 
 __all__ = ["MUSDB18", "MUSDB_SPLITS"]
@@ -36,9 +38,9 @@ class MUSDB18(torch.utils.data.Dataset):
     def __init__(self, root: str | os.PathLike, split: str = "train", sample_rate: int = 16000,
                  segment: float | None = None, valid_tracks=(), random_crop: bool = True, seed: int = 0):
         if split not in MUSDB_SPLITS:
-            raise ValueError(f"MUSDB18: split must be one of {MUSDB_SPLITS}, got {split!r}")
+            raise InputError(f"MUSDB18: split must be one of {MUSDB_SPLITS}, got {split!r}")
         if segment is not None and segment <= 0:
-            raise ValueError(f"MUSDB18: segment must be positive seconds or None, got {segment}")
+            raise InputError(f"MUSDB18: segment must be positive seconds or None, got {segment}")
         base = Path(root) / ("test" if split == "test" else "train")
         if not base.is_dir():
             raise FileNotFoundError(f"MUSDB18: folder not found: {base}")
@@ -47,7 +49,7 @@ class MUSDB18(torch.utils.data.Dataset):
         if split != "test":
             tracks = [t for t in tracks if (t in held) == (split == "valid")]
         if not tracks:
-            raise ValueError(f"MUSDB18: no {split} tracks under {base}")
+            raise InputError(f"MUSDB18: no {split} tracks under {base}")
         for t in tracks:
             for stem in ("mixture", "vocals"):
                 if not (base / t / f"{stem}.wav").is_file():

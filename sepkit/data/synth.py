@@ -26,6 +26,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from sepkit.errors import InputError
+
 __all__ = [
     "Speaker",
     "make_speakers",
@@ -93,7 +95,7 @@ def make_speakers(n: int, seed: int, split: str = "train") -> list[Speaker]:
     formant scale 0.88-1.02), half high voices (f0 165-255 Hz, scale 1.06-1.22), in random order.
     Different splits get disjoint speaker sets (different draws)."""
     if n < 1:
-        raise ValueError(f"make_speakers: need at least one speaker, got {n}")
+        raise InputError(f"make_speakers: need at least one speaker, got {n}")
     rng = np.random.default_rng([seed, split_code(split), 0x5BEA])
     speakers = []
     for i in range(n):
@@ -211,7 +213,7 @@ def synth_utterance(speaker: Speaker, num_samples: int, sample_rate: int, rng: n
     after.
     """
     if num_samples < 1:
-        raise ValueError(f"synth_utterance: num_samples must be positive, got {num_samples}")
+        raise InputError(f"synth_utterance: num_samples must be positive, got {num_samples}")
     sr = sample_rate
     hop = sr // _FRAME_RATE
     n_frames = num_samples // hop + 2
@@ -400,13 +402,13 @@ class MixtureSpec:
 
     def __post_init__(self):
         if self.mode not in ("min", "max"):
-            raise ValueError(f"MixtureSpec: mode must be 'min' or 'max', got {self.mode!r}")
+            raise InputError(f"MixtureSpec: mode must be 'min' or 'max', got {self.mode!r}")
         if self.n_src < 1:
-            raise ValueError(f"MixtureSpec: n_src must be at least 1, got {self.n_src}")
+            raise InputError(f"MixtureSpec: n_src must be at least 1, got {self.n_src}")
         if not 0 < self.min_duration <= self.max_duration:
-            raise ValueError(f"MixtureSpec: need 0 < min_duration <= max_duration, got {self.min_duration}, {self.max_duration}")
+            raise InputError(f"MixtureSpec: need 0 < min_duration <= max_duration, got {self.min_duration}, {self.max_duration}")
         if self.sample_rate < 1000:
-            raise ValueError(f"MixtureSpec: sample_rate {self.sample_rate} Hz is too low")
+            raise InputError(f"MixtureSpec: sample_rate {self.sample_rate} Hz is too low")
 
 
 def synth_mixture(spec: MixtureSpec, speakers: list[Speaker], rng: np.random.Generator) -> dict:
@@ -417,7 +419,7 @@ def synth_mixture(spec: MixtureSpec, speakers: list[Speaker], rng: np.random.Gen
     ``speakers`` (ids), ``gains_db`` (per source), ``snr_db`` and ``rt60`` (None when off).
     """
     if len(speakers) < spec.n_src:
-        raise ValueError(f"synth_mixture: need {spec.n_src} distinct speakers, only {len(speakers)} given")
+        raise InputError(f"synth_mixture: need {spec.n_src} distinct speakers, only {len(speakers)} given")
     sr = spec.sample_rate
     who = rng.choice(len(speakers), size=spec.n_src, replace=False)
     lengths = [int(rng.uniform(spec.min_duration, spec.max_duration) * sr) for _ in who]
@@ -479,7 +481,7 @@ class SyntheticMixtures(torch.utils.data.Dataset):
 
     def __init__(self, num_examples: int, spec: MixtureSpec, split: str = "train", num_speakers: int = 100, seed: int = 0, dynamic_mixing: bool = False):
         if num_examples < 1:
-            raise ValueError(f"SyntheticMixtures: num_examples must be positive, got {num_examples}")
+            raise InputError(f"SyntheticMixtures: num_examples must be positive, got {num_examples}")
         self.num_examples = num_examples
         self.spec = spec
         self.split = split

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import torch
 
+from sepkit.errors import InputError
+
 from .audio import AudioError, audio_info, crop_window, read_audio, resample
 
 __all__ = ["VoiceBankDemand", "VOICEBANK_SPLITS"]
@@ -39,11 +41,11 @@ class VoiceBankDemand(torch.utils.data.Dataset):
                  segment: float | None = None, speakers: str = "28spk", valid_speakers=("p226", "p287"),
                  random_crop: bool = True, seed: int = 0):
         if split not in VOICEBANK_SPLITS:
-            raise ValueError(f"VoiceBankDemand: split must be one of {VOICEBANK_SPLITS}, got {split!r}")
+            raise InputError(f"VoiceBankDemand: split must be one of {VOICEBANK_SPLITS}, got {split!r}")
         if speakers not in ("28spk", "56spk"):
-            raise ValueError(f"VoiceBankDemand: speakers must be '28spk' or '56spk', got {speakers!r}")
+            raise InputError(f"VoiceBankDemand: speakers must be '28spk' or '56spk', got {speakers!r}")
         if segment is not None and segment <= 0:
-            raise ValueError(f"VoiceBankDemand: segment must be positive seconds or None, got {segment}")
+            raise InputError(f"VoiceBankDemand: segment must be positive seconds or None, got {segment}")
         root = Path(root)
         kind = "testset" if split == "test" else f"trainset_{speakers}"
         self.clean_dir, self.noisy_dir = root / f"clean_{kind}_wav", root / f"noisy_{kind}_wav"
@@ -55,7 +57,7 @@ class VoiceBankDemand(torch.utils.data.Dataset):
             held = tuple(valid_speakers)
             names = [n for n in names if (n.split("_")[0] in held) == (split == "valid")]
         if not names:
-            raise ValueError(f"VoiceBankDemand: no {split} utterances in {self.noisy_dir}")
+            raise InputError(f"VoiceBankDemand: no {split} utterances in {self.noisy_dir}")
         missing = [n for n in names if not (self.clean_dir / n).is_file()]
         if missing:
             raise FileNotFoundError(f"VoiceBankDemand: {len(missing)} noisy file(s) lack a clean reference, "

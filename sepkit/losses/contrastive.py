@@ -21,6 +21,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from sepkit.errors import InputError, InputTypeError
 from sepkit.kernels.nce import nce
 from sepkit.kernels.reference.mmd import DEFAULT_MULTIPLIERS
 
@@ -36,22 +37,22 @@ def valid_mask(lengths_or_padding_mask: torch.Tensor | None, batch: int, steps: 
         return torch.ones(batch, steps, dtype=torch.bool, device=device)
     p = lengths_or_padding_mask
     if not isinstance(p, torch.Tensor):
-        raise TypeError(f"{name}: lengths_or_padding_mask must be a tensor or None, got {type(p).__name__}")
+        raise InputTypeError(f"{name}: lengths_or_padding_mask must be a tensor or None, got {type(p).__name__}")
     if p.dim() == 2:
         if p.dtype != torch.bool:
-            raise TypeError(f"{name}: a (B, T) padding mask must be bool (True = padded), got {p.dtype}")
+            raise InputTypeError(f"{name}: a (B, T) padding mask must be bool (True = padded), got {p.dtype}")
         if tuple(p.shape) != (batch, steps):
-            raise ValueError(f"{name}: padding mask has shape {tuple(p.shape)} but mask_indices has {(batch, steps)}")
+            raise InputError(f"{name}: padding mask has shape {tuple(p.shape)} but mask_indices has {(batch, steps)}")
         return ~p
     if p.dim() == 1:
         if p.is_floating_point() or p.dtype == torch.bool:
-            raise TypeError(f"{name}: lengths must be integers, got {p.dtype}")
+            raise InputTypeError(f"{name}: lengths must be integers, got {p.dtype}")
         if p.shape[0] != batch:
-            raise ValueError(f"{name}: {p.shape[0]} lengths for a batch of {batch}")
+            raise InputError(f"{name}: {p.shape[0]} lengths for a batch of {batch}")
         if bool(((p < 0) | (p > steps)).any()):
-            raise ValueError(f"{name}: lengths must lie in [0, {steps}], got {p.tolist()}")
+            raise InputError(f"{name}: lengths must lie in [0, {steps}], got {p.tolist()}")
         return torch.arange(steps, device=p.device)[None, :] < p[:, None]
-    raise ValueError(f"{name}: expected lengths (B,) or a padding mask (B, T), got shape {tuple(p.shape)}")
+    raise InputError(f"{name}: expected lengths (B,) or a padding mask (B, T), got shape {tuple(p.shape)}")
 
 
 def sample_negatives(
@@ -88,17 +89,17 @@ def sample_negatives(
     """
     name = "sample_negatives"
     if not isinstance(mask_indices, torch.Tensor) or mask_indices.dim() != 2 or mask_indices.dtype != torch.bool:
-        raise ValueError(f"{name}: mask_indices must be a (B, T) bool tensor")
+        raise InputError(f"{name}: mask_indices must be a (B, T) bool tensor")
     if isinstance(num_negatives, bool) or not isinstance(num_negatives, int) or num_negatives < 0:
-        raise ValueError(f"{name}: num_negatives must be an integer >= 0, got {num_negatives!r}")
+        raise InputError(f"{name}: num_negatives must be an integer >= 0, got {num_negatives!r}")
     if negatives_from not in NEGATIVE_POOLS:
-        raise ValueError(f"{name}: negatives_from must be one of {NEGATIVE_POOLS}, got {negatives_from!r}")
+        raise InputError(f"{name}: negatives_from must be one of {NEGATIVE_POOLS}, got {negatives_from!r}")
     batch, steps = mask_indices.shape
     device = mask_indices.device
     valid = valid_mask(lengths_or_padding_mask, batch, steps, device).to(device)
     if bool((mask_indices & ~valid).any()):
         b, t = (mask_indices & ~valid).nonzero()[0].tolist()
-        raise ValueError(f"{name}: masked step {t} of utterance {b} is padding")
+        raise InputError(f"{name}: masked step {t} of utterance {b} is padding")
     pool = valid if negatives_from == "all" else mask_indices
     sel_b, sel_t = mask_indices.nonzero(as_tuple=True)
     pos_idx = sel_b * steps + sel_t
@@ -109,7 +110,7 @@ def sample_negatives(
     size = pool_size[sel_b]                                      # (N,)
     if bool((size < 2).any()):
         b = int(sel_b[size < 2][0])
-        raise ValueError(
+        raise InputError(
             f"{name}: utterance {b} has {int(pool_size[b])} candidate step(s) ({negatives_from!r}) but a "
             "masked step needs at least one other step to draw negatives from"
         )
@@ -136,7 +137,7 @@ def diversity_loss(codebook_logits: torch.Tensor, valid: torch.Tensor | None = N
         codebook is used equally on average.
     """
     if codebook_logits.dim() != 4:
-        raise ValueError(f"diversity_loss: codebook_logits must be (B, T, G, V), got {tuple(codebook_logits.shape)}")
+        raise InputError(f"diversity_loss: codebook_logits must be (B, T, G, V), got {tuple(codebook_logits.shape)}")
     dtype = torch.float64 if codebook_logits.dtype == torch.float64 else torch.float32
     probs = torch.softmax(codebook_logits.to(dtype), dim=-1)
     if valid is not None:
@@ -144,7 +145,7 @@ def diversity_loss(codebook_logits: torch.Tensor, valid: torch.Tensor | None = N
     else:
         probs = probs.reshape(-1, *probs.shape[-2:])
     if probs.shape[0] == 0:
-        raise ValueError("diversity_loss: no valid steps to average over")
+        raise InputError("diversity_loss: no valid steps to average over")
     avg = probs.mean(0)                                          # (G, V)
     perplexity = torch.exp(-torch.xlogy(avg, avg).sum(-1)).sum()
     num_vars = avg.numel()
@@ -153,11 +154,11 @@ def diversity_loss(codebook_logits: torch.Tensor, valid: torch.Tensor | None = N
 
 def _check_sequences(name: str, context: torch.Tensor, targets: torch.Tensor, mask_indices: torch.Tensor):
     if context.dim() != 3 or targets.dim() != 3:
-        raise ValueError(f"{name}: context and targets must be (B, T, D), got {tuple(context.shape)} and {tuple(targets.shape)}")
+        raise InputError(f"{name}: context and targets must be (B, T, D), got {tuple(context.shape)} and {tuple(targets.shape)}")
     if context.shape != targets.shape:
-        raise ValueError(f"{name}: context {tuple(context.shape)} and targets {tuple(targets.shape)} differ in shape")
+        raise InputError(f"{name}: context {tuple(context.shape)} and targets {tuple(targets.shape)} differ in shape")
     if tuple(mask_indices.shape) != tuple(context.shape[:2]):
-        raise ValueError(f"{name}: mask_indices has shape {tuple(mask_indices.shape)}, expected {tuple(context.shape[:2])}")
+        raise InputError(f"{name}: mask_indices has shape {tuple(mask_indices.shape)}, expected {tuple(context.shape[:2])}")
 
 
 class MPCLoss(nn.Module):
@@ -205,11 +206,11 @@ class MPCLoss(nn.Module):
     ):
         super().__init__()
         if reduction not in ("mean", "sum"):
-            raise ValueError(f"MPCLoss: reduction must be 'mean' or 'sum', got {reduction!r}")
+            raise InputError(f"MPCLoss: reduction must be 'mean' or 'sum', got {reduction!r}")
         if negatives_from not in NEGATIVE_POOLS:
-            raise ValueError(f"MPCLoss: negatives_from must be one of {NEGATIVE_POOLS}, got {negatives_from!r}")
+            raise InputError(f"MPCLoss: negatives_from must be one of {NEGATIVE_POOLS}, got {negatives_from!r}")
         if not temperature > 0:
-            raise ValueError(f"MPCLoss: temperature must be > 0, got {temperature}")
+            raise InputError(f"MPCLoss: temperature must be > 0, got {temperature}")
         self.num_negatives = int(num_negatives)
         self.temperature = float(temperature)
         self.diversity_weight = float(diversity_weight)
@@ -234,7 +235,7 @@ class MPCLoss(nn.Module):
         )
         n = pos_idx.numel()
         if n == 0:
-            raise ValueError("MPCLoss: mask_indices selects no step")
+            raise InputError("MPCLoss: mask_indices selects no step")
         flat_context = context.reshape(batch * steps, dim)
         contrastive = nce(flat_context[pos_idx], targets.reshape(batch * steps, dim), pos_idx, neg_idx,
                           self.temperature, self.reduction, backend=self.backend)
@@ -242,7 +243,7 @@ class MPCLoss(nn.Module):
         diversity = None
         if codebook_logits is not None and self.diversity_weight != 0:
             if tuple(codebook_logits.shape[:2]) != (batch, steps):
-                raise ValueError(
+                raise InputError(
                     f"MPCLoss: codebook_logits has shape {tuple(codebook_logits.shape)}, expected ({batch}, {steps}, G, V)"
                 )
             valid = valid_mask(lengths_or_padding_mask, batch, steps, context.device).to(context.device)
@@ -287,7 +288,7 @@ class Branch:
         """(n_valid, C) cue vectors of the unpadded steps, pooled over the batch."""
         cues = self.context if self.cues is None else self.cues
         if cues.dim() != 3 or tuple(cues.shape[:2]) != tuple(self.context.shape[:2]):
-            raise ValueError(f"MICLoss: cues must be (B, T, C) matching context, got {tuple(cues.shape)}")
+            raise InputError(f"MICLoss: cues must be (B, T, C) matching context, got {tuple(cues.shape)}")
         valid = valid_mask(self.lengths_or_padding_mask, cues.shape[0], cues.shape[1], cues.device).to(cues.device)
         return cues[valid]
 
@@ -338,7 +339,7 @@ class MICLoss(nn.Module):
                              synthetic.lengths_or_padding_mask, synthetic.codebook_logits, generator)
         x, y = real.valid_cues(), synthetic.valid_cues()
         if x.shape[-1] != y.shape[-1]:
-            raise ValueError(f"MICLoss: real cues have {x.shape[-1]} features, synthetic {y.shape[-1]}")
+            raise InputError(f"MICLoss: real cues have {x.shape[-1]} features, synthetic {y.shape[-1]}")
         discrepancy = self.mmd(x, y)
         loss = mpc_real + mpc_synth + self.alpha * discrepancy.to(mpc_real.dtype)
         if not return_parts:

@@ -6,6 +6,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from sepkit.errors import InputError
 from sepkit.kernels.mmd import mmd
 from sepkit.kernels.reference.mmd import DEFAULT_MULTIPLIERS, ESTIMATORS
 
@@ -37,7 +38,7 @@ class MMDLoss(nn.Module):
     ):
         super().__init__()
         if estimator not in ESTIMATORS:
-            raise ValueError(f"MMDLoss: estimator must be one of {ESTIMATORS}, got {estimator!r}")
+            raise InputError(f"MMDLoss: estimator must be one of {ESTIMATORS}, got {estimator!r}")
         self.bandwidths = None if bandwidths is None else tuple(float(b) for b in bandwidths)
         self.multipliers = tuple(float(m) for m in multipliers)
         self.estimator = estimator
@@ -45,7 +46,7 @@ class MMDLoss(nn.Module):
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         if x.dim() < 2 or y.dim() < 2:
-            raise ValueError(f"MMDLoss: inputs need shape (..., D), got {tuple(x.shape)} and {tuple(y.shape)}")
+            raise InputError(f"MMDLoss: inputs need shape (..., D), got {tuple(x.shape)} and {tuple(y.shape)}")
         x = x.reshape(-1, x.shape[-1])
         y = y.reshape(-1, y.shape[-1])
         return mmd(x, y, self.bandwidths, self.multipliers, self.estimator, backend=self.backend)

@@ -29,22 +29,24 @@ import numpy as np
 import torch
 from torch import nn
 
+from sepkit.errors import InputError, InputTypeError
+
 PairLoss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def _check_sources(op: str, estimate, target) -> None:
     for name, t in (("estimate", estimate), ("target", target)):
         if not isinstance(t, torch.Tensor):
-            raise TypeError(f"{op}: {name} must be a torch.Tensor, got {type(t).__name__}")
+            raise InputTypeError(f"{op}: {name} must be a torch.Tensor, got {type(t).__name__}")
         if t.dim() < 2:
-            raise ValueError(f"{op}: {name} must have shape (B, S, ...), got {tuple(t.shape)}")
+            raise InputError(f"{op}: {name} must have shape (B, S, ...), got {tuple(t.shape)}")
     if estimate.shape != target.shape:
-        raise ValueError(
+        raise InputError(
             f"{op}: estimate shape {tuple(estimate.shape)} differs from target shape {tuple(target.shape)} "
             "(expected (B, S, ...) with the same number of sources S)"
         )
     if estimate.shape[1] < 1:
-        raise ValueError(f"{op}: need at least one source, got shape {tuple(estimate.shape)}")
+        raise InputError(f"{op}: need at least one source, got shape {tuple(estimate.shape)}")
 
 
 def pairwise_losses(loss_fn: PairLoss, estimate: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -67,7 +69,7 @@ def pairwise_losses(loss_fn: PairLoss, estimate: torch.Tensor, target: torch.Ten
     values = loss_fn(est, tgt)
     if not isinstance(values, torch.Tensor) or values.shape != (B * S * S,):
         got = tuple(values.shape) if isinstance(values, torch.Tensor) else type(values).__name__
-        raise ValueError(
+        raise InputError(
             f"pairwise_losses: loss_fn must return one loss per pair, shape ({B * S * S},), got {got}; "
             "use reduction='none'"
         )
@@ -79,7 +81,7 @@ def _check_finite(name: str, t: torch.Tensor) -> None:
     bad = ~torch.isfinite(t.detach()).reshape(t.shape[0], -1).all(dim=1)
     if bool(bad.any()):
         items = torch.nonzero(bad).flatten()[:8].tolist()
-        raise ValueError(f"PIT: {name} contains NaN or Inf (batch items {items}); cannot assign sources")
+        raise InputError(f"PIT: {name} contains NaN or Inf (batch items {items}); cannot assign sources")
 
 
 _PERMS: dict[int, torch.Tensor] = {}
@@ -117,7 +119,7 @@ def best_permutation_hungarian(matrix: torch.Tensor) -> torch.Tensor:
 def reorder_sources(sources: torch.Tensor, perm: torch.Tensor) -> torch.Tensor:
     """Reorder ``sources`` (B, S, *) by ``perm`` (B, S): ``out[b, j] = sources[b, perm[b, j]]``."""
     if perm.shape != sources.shape[:2]:
-        raise ValueError(
+        raise InputError(
             f"reorder_sources: perm shape {tuple(perm.shape)} does not match sources {tuple(sources.shape[:2])}"
         )
     index = perm.view(*perm.shape, *([1] * (sources.dim() - 2))).expand_as(sources)
@@ -145,13 +147,13 @@ class PITLoss(nn.Module):
     def __init__(self, loss_fn: PairLoss, search: str = "auto", max_exhaustive: int = 4, reduction: str = "mean"):
         super().__init__()
         if not callable(loss_fn):
-            raise TypeError(f"PITLoss: loss_fn must be callable, got {type(loss_fn).__name__}")
+            raise InputTypeError(f"PITLoss: loss_fn must be callable, got {type(loss_fn).__name__}")
         if search not in self.SEARCHES:
-            raise ValueError(f"PITLoss: search must be one of {self.SEARCHES}, got {search!r}")
+            raise InputError(f"PITLoss: search must be one of {self.SEARCHES}, got {search!r}")
         if reduction not in ("mean", "sum", "none"):
-            raise ValueError(f"PITLoss: reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+            raise InputError(f"PITLoss: reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
         if max_exhaustive < 1:
-            raise ValueError(f"PITLoss: max_exhaustive must be >= 1, got {max_exhaustive}")
+            raise InputError(f"PITLoss: max_exhaustive must be >= 1, got {max_exhaustive}")
         self.loss_fn, self.search, self.max_exhaustive, self.reduction = loss_fn, search, max_exhaustive, reduction
 
     def best_permutation(self, matrix: torch.Tensor) -> torch.Tensor:

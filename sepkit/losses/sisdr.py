@@ -14,6 +14,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from sepkit.errors import InputError, InputTypeError
 from sepkit.metrics.sdr import BSS_FILTER_LENGTH, EPS, sdr, si_sdr, snr
 
 REDUCTIONS = ("mean", "sum", "none")
@@ -29,7 +30,7 @@ def _reduce(values: torch.Tensor, reduction: str) -> torch.Tensor:
 
 def _check_reduction(name: str, reduction: str) -> str:
     if reduction not in REDUCTIONS:
-        raise ValueError(f"{name}: reduction must be one of {REDUCTIONS}, got {reduction!r}")
+        raise InputError(f"{name}: reduction must be one of {REDUCTIONS}, got {reduction!r}")
     return reduction
 
 
@@ -75,7 +76,7 @@ class SDRLoss(nn.Module):
                  reduction: str = "mean"):
         super().__init__()
         if filter_length is not None and (not isinstance(filter_length, int) or filter_length < 1):
-            raise ValueError(f"SDRLoss: filter_length must be None or a positive int, got {filter_length!r}")
+            raise InputError(f"SDRLoss: filter_length must be None or a positive int, got {filter_length!r}")
         self.filter_length, self.zero_mean, self.eps = filter_length, zero_mean, eps
         self.reduction = _check_reduction(type(self).__name__, reduction)
 
@@ -108,11 +109,11 @@ class CodecSISDRLoss(SISDRLoss):
 
     def forward(self, estimate: torch.Tensor, transmitted: torch.Tensor) -> torch.Tensor:
         if not isinstance(estimate, torch.Tensor) or not isinstance(transmitted, torch.Tensor):
-            raise TypeError("CodecSISDRLoss: estimate and transmitted must be torch.Tensors")
+            raise InputTypeError("CodecSISDRLoss: estimate and transmitted must be torch.Tensors")
         if estimate.dim() < 1 or transmitted.dim() < 1:
-            raise ValueError("CodecSISDRLoss: estimate and transmitted need a time axis (last)")
+            raise InputError("CodecSISDRLoss: estimate and transmitted need a time axis (last)")
         if transmitted.shape[-1] < estimate.shape[-1]:
-            raise ValueError(
+            raise InputError(
                 f"CodecSISDRLoss: transmitted target has {transmitted.shape[-1]} samples, fewer than the "
                 f"estimate's {estimate.shape[-1]}; pass the full codec round trip of the clean source"
             )

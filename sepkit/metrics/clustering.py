@@ -17,6 +17,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from sepkit.errors import InputError
+
 __all__ = ["adjusted_rand_index", "normalized_mutual_info", "silhouette_score", "kmeans", "contingency"]
 
 
@@ -25,7 +27,7 @@ def _labels(name: str, labels) -> np.ndarray:
         labels = labels.detach().cpu().numpy()
     arr = np.asarray(list(labels) if not isinstance(labels, np.ndarray) else labels)
     if arr.ndim != 1 or arr.size == 0:
-        raise ValueError(f"{name} must be a non-empty 1-D sequence of labels, got shape {arr.shape}")
+        raise InputError(f"{name} must be a non-empty 1-D sequence of labels, got shape {arr.shape}")
     _, codes = np.unique(arr, return_inverse=True)
     return codes.reshape(-1)
 
@@ -34,7 +36,7 @@ def contingency(labels_true, labels_pred) -> np.ndarray:
     """(n_true_classes, n_pred_clusters) table of co-occurrence counts."""
     a, b = _labels("labels_true", labels_true), _labels("labels_pred", labels_pred)
     if a.shape != b.shape:
-        raise ValueError(f"labels_true and labels_pred must have the same length, got {a.size} and {b.size}")
+        raise InputError(f"labels_true and labels_pred must have the same length, got {a.size} and {b.size}")
     table = np.zeros((a.max() + 1, b.max() + 1), dtype=np.int64)
     np.add.at(table, (a, b), 1)
     return table
@@ -84,9 +86,9 @@ def _embeddings(x) -> np.ndarray:
         x = x.detach().to("cpu", torch.float64).numpy()
     x = np.asarray(x, dtype=np.float64)
     if x.ndim != 2 or x.shape[0] < 1:
-        raise ValueError(f"embeddings must be an (N, D) array, got shape {x.shape}")
+        raise InputError(f"embeddings must be an (N, D) array, got shape {x.shape}")
     if not np.isfinite(x).all():
-        raise ValueError("embeddings contain NaN or Inf")
+        raise InputError("embeddings contain NaN or Inf")
     return x
 
 
@@ -101,7 +103,7 @@ def _distances(x: np.ndarray, metric: str) -> np.ndarray:
         d = np.clip(1.0 - u @ u.T, 0.0, 2.0)
         np.fill_diagonal(d, 0.0)
         return d
-    raise ValueError(f"silhouette_score: metric must be 'euclidean' or 'cosine', got {metric!r}")
+    raise InputError(f"silhouette_score: metric must be 'euclidean' or 'cosine', got {metric!r}")
 
 
 def silhouette_score(embeddings, labels, metric: str = "euclidean") -> float:
@@ -112,10 +114,10 @@ def silhouette_score(embeddings, labels, metric: str = "euclidean") -> float:
     x = _embeddings(embeddings)
     codes = _labels("labels", labels)
     if codes.size != x.shape[0]:
-        raise ValueError(f"silhouette_score: {x.shape[0]} embeddings but {codes.size} labels")
+        raise InputError(f"silhouette_score: {x.shape[0]} embeddings but {codes.size} labels")
     k = codes.max() + 1
     if not 2 <= k <= x.shape[0] - 1:
-        raise ValueError(f"silhouette_score: needs 2 <= clusters <= N - 1, got {k} clusters for N = {x.shape[0]}")
+        raise InputError(f"silhouette_score: needs 2 <= clusters <= N - 1, got {k} clusters for N = {x.shape[0]}")
     d = _distances(x, metric)
     onehot = np.eye(k)[codes]  # (N, k)
     sums = d @ onehot  # (N, k) summed distances to each cluster
@@ -137,7 +139,7 @@ def kmeans(embeddings, n_clusters: int, n_init: int = 4, max_iter: int = 100, se
     x = _embeddings(embeddings)
     n = x.shape[0]
     if not 1 <= n_clusters <= n:
-        raise ValueError(f"kmeans: n_clusters must be in [1, N = {n}], got {n_clusters}")
+        raise InputError(f"kmeans: n_clusters must be in [1, N = {n}], got {n_clusters}")
     if normalize:
         x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
     rng = np.random.default_rng(seed)

@@ -13,6 +13,8 @@ import importlib
 import numpy as np
 import torch
 
+from sepkit.errors import InputError
+
 from .sdr import _check_pair
 
 PESQ_SAMPLE_RATES = (8000, 16000)
@@ -31,11 +33,11 @@ def _require(module: str, op: str):
 def _flatten_pair(op: str, estimate, reference) -> tuple[np.ndarray, np.ndarray, torch.Size, torch.device]:
     _check_pair(op, estimate, reference)
     if estimate.shape != reference.shape:
-        raise ValueError(
+        raise InputError(
             f"{op}: estimate shape {tuple(estimate.shape)} differs from reference shape {tuple(reference.shape)}"
         )
     if not (bool(torch.isfinite(estimate).all()) and bool(torch.isfinite(reference).all())):
-        raise ValueError(f"{op}: estimate or reference contains NaN or Inf")
+        raise InputError(f"{op}: estimate or reference contains NaN or Inf")
     lead = estimate.shape[:-1]
     est = estimate.detach().to("cpu", torch.float64).reshape(-1, estimate.shape[-1]).numpy()
     ref = reference.detach().to("cpu", torch.float64).reshape(-1, reference.shape[-1]).numpy()
@@ -59,16 +61,16 @@ def pesq(
         (...) float64 scores.
     """
     if mode not in ("wb", "nb"):
-        raise ValueError(f"pesq: mode must be 'wb' or 'nb', got {mode!r}")
+        raise InputError(f"pesq: mode must be 'wb' or 'nb', got {mode!r}")
     if on_error not in ("raise", "nan"):
-        raise ValueError(f"pesq: on_error must be 'raise' or 'nan', got {on_error!r}")
+        raise InputError(f"pesq: on_error must be 'raise' or 'nan', got {on_error!r}")
     if sample_rate not in PESQ_SAMPLE_RATES:
-        raise ValueError(
+        raise InputError(
             f"pesq: sample_rate must be 8000 or 16000, got {sample_rate}; resample first "
             "(torchaudio.functional.resample)"
         )
     if mode == "wb" and sample_rate != 16000:
-        raise ValueError("pesq: wide-band mode needs sample_rate 16000; resample to 16 kHz or use mode='nb'")
+        raise InputError("pesq: wide-band mode needs sample_rate 16000; resample to 16 kHz or use mode='nb'")
     backend = _require("pesq", "sepkit.metrics.pesq")
     est, ref, lead, device = _flatten_pair("pesq", estimate, reference)
     scores = np.empty(est.shape[0])
@@ -77,7 +79,7 @@ def pesq(
             scores[i] = backend.pesq(sample_rate, ref[i], est[i], mode)
         except Exception as err:  # the package raises its own error classes (NoUtterancesError, ...)
             if on_error == "raise":
-                raise ValueError(f"pesq: item {i} of the flattened batch failed: {type(err).__name__}: {err}") from err
+                raise InputError(f"pesq: item {i} of the flattened batch failed: {type(err).__name__}: {err}") from err
             scores[i] = float("nan")
     return torch.from_numpy(scores).reshape(lead).to(device)
 
@@ -96,7 +98,7 @@ def stoi(estimate: torch.Tensor, reference: torch.Tensor, sample_rate: int, exte
         (...) float64 scores (STOI in about [0, 1]).
     """
     if not isinstance(sample_rate, int) or sample_rate <= 0:
-        raise ValueError(f"stoi: sample_rate must be a positive int, got {sample_rate!r}")
+        raise InputError(f"stoi: sample_rate must be a positive int, got {sample_rate!r}")
     backend = _require("pystoi", "sepkit.metrics.stoi")
     est, ref, lead, device = _flatten_pair("stoi", estimate, reference)
     scores = np.array([backend.stoi(ref[i], est[i], sample_rate, extended=extended) for i in range(est.shape[0])],

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import torch
 
+from sepkit.errors import InputError, InputTypeError
+
 EPS = 1e-8
 """Epsilon added to the numerator and denominator of every ratio here (see the module docstring)."""
 
@@ -57,22 +59,22 @@ def spd_solve(matrix: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor:
 def _check_pair(op: str, estimate, reference) -> torch.Size:
     for name, t in (("estimate", estimate), ("reference", reference)):
         if not isinstance(t, torch.Tensor):
-            raise TypeError(f"{op}: {name} must be a torch.Tensor, got {type(t).__name__}")
+            raise InputTypeError(f"{op}: {name} must be a torch.Tensor, got {type(t).__name__}")
         if not t.is_floating_point():
-            raise TypeError(f"{op}: {name} must be a floating-point tensor, got dtype {t.dtype}")
+            raise InputTypeError(f"{op}: {name} must be a floating-point tensor, got dtype {t.dtype}")
         if t.dim() < 1 or t.shape[-1] < 1:
-            raise ValueError(f"{op}: {name} must have a non-empty time axis (last), got shape {tuple(t.shape)}")
+            raise InputError(f"{op}: {name} must have a non-empty time axis (last), got shape {tuple(t.shape)}")
     if estimate.shape[-1] != reference.shape[-1]:
-        raise ValueError(
+        raise InputError(
             f"{op}: estimate has {estimate.shape[-1]} samples but reference has {reference.shape[-1]} "
             "(time is the last axis; trim or pad first)"
         )
     if estimate.device != reference.device:
-        raise ValueError(f"{op}: estimate is on {estimate.device} but reference is on {reference.device}")
+        raise InputError(f"{op}: estimate is on {estimate.device} but reference is on {reference.device}")
     try:
         return torch.broadcast_shapes(estimate.shape, reference.shape)
     except RuntimeError:
-        raise ValueError(
+        raise InputError(
             f"{op}: estimate shape {tuple(estimate.shape)} and reference shape {tuple(reference.shape)} "
             "do not broadcast"
         ) from None
@@ -159,7 +161,7 @@ def sdr(
     """
     shape = _check_pair("sdr", estimate, reference)
     if not isinstance(filter_length, int) or filter_length < 1:
-        raise ValueError(f"sdr: filter_length must be a positive int, got {filter_length!r}")
+        raise InputError(f"sdr: filter_length must be a positive int, got {filter_length!r}")
     est = _centred(estimate.to(torch.float64), zero_mean)
     ref = _centred(reference.to(torch.float64), zero_mean)
     T = shape[-1]
@@ -186,12 +188,12 @@ def _as_mixture(op: str, mixture: torch.Tensor, reference: torch.Tensor) -> torc
     """(..., T) mixture for (..., S, T) references: a source axis of 1 is inserted (or kept)."""
     for name, t in (("reference", reference), ("mixture", mixture)):
         if not isinstance(t, torch.Tensor):
-            raise TypeError(f"{op}: {name} must be a torch.Tensor, got {type(t).__name__}")
+            raise InputTypeError(f"{op}: {name} must be a torch.Tensor, got {type(t).__name__}")
     if mixture.dim() == reference.dim() and mixture.shape[-2] == 1:
         return mixture
     if mixture.dim() == reference.dim() - 1:
         return mixture.unsqueeze(-2)
-    raise ValueError(
+    raise InputError(
         f"{op}: mixture shape {tuple(mixture.shape)} does not match references {tuple(reference.shape)}: "
         "expected (..., T) or (..., 1, T) for references (..., S, T)"
     )

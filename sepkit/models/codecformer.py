@@ -28,6 +28,7 @@ from torch import nn
 
 from sepkit.codecs.base import Codec, fit_length, round_trip
 from sepkit.data import resample
+from sepkit.errors import InputError, InputTypeError
 from sepkit.nn import GlobalLayerNorm, Snake
 
 from .separators.base import as_waveform_batch
@@ -80,15 +81,15 @@ class Codecformer(nn.Module):
                  checkpointing: str = "none"):
         super().__init__()
         if not isinstance(codec, nn.Module) or not isinstance(codec, Codec):
-            raise TypeError("Codecformer: codec must be an nn.Module with the sepkit.codecs.Codec members "
-                            f"(encode, quantize, decode, sample_rate, hop_length, frame_rate, latent_dim), got "
-                            f"{type(codec).__name__}")
+            raise InputTypeError("Codecformer: codec must be an nn.Module with the sepkit.codecs.Codec members "
+                                 f"(encode, quantize, decode, sample_rate, hop_length, frame_rate, latent_dim), got "
+                                 f"{type(codec).__name__}")
         if not isinstance(n_src, int) or n_src < 1:
-            raise ValueError(f"Codecformer: n_src must be a positive int, got {n_src!r}")
+            raise InputError(f"Codecformer: n_src must be a positive int, got {n_src!r}")
         if not isinstance(sample_rate, int) or sample_rate < 1:
-            raise ValueError(f"Codecformer: sample_rate must be a positive int (Hz), got {sample_rate!r}")
+            raise InputError(f"Codecformer: sample_rate must be a positive int (Hz), got {sample_rate!r}")
         if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"Codecformer: dropout must be in [0, 1), got {dropout!r}")
+            raise InputError(f"Codecformer: dropout must be in [0, 1), got {dropout!r}")
         self.n_src, self.sample_rate, self.quantize = n_src, sample_rate, bool(quantize)
         self.codec = codec.requires_grad_(False).eval()
         latent = codec.latent_dim
@@ -142,7 +143,7 @@ class Codecformer(nn.Module):
     def masks(self, z: torch.Tensor) -> torch.Tensor:
         """Latents z (B, latent_dim, F) -> masks (B, S, latent_dim, F); one attention pass over all F frames."""
         if z.dim() != 3 or z.shape[1] != self.latent_dim:
-            raise ValueError(f"Codecformer.masks: z must have shape (B, {self.latent_dim}, F), got {tuple(z.shape)}")
+            raise InputError(f"Codecformer.masks: z must have shape (B, {self.latent_dim}, F), got {tuple(z.shape)}")
         b, d, f = z.shape
         h = self.conv_in(self.norm(z))                       # (B, d_model, F)
         h = self.transformer(h.transpose(1, 2)).transpose(1, 2)

@@ -61,6 +61,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sepkit.errors import InputError, InputTypeError
 from sepkit.losses.contrastive import Branch, MICLoss, MPCLoss, diversity_loss
 from sepkit.nn import TransformerBlock
 from sepkit.nn.checkpoint import check_checkpointing, run_block
@@ -123,37 +124,37 @@ class DIPConfig:
         object.__setattr__(self, "conv_strides", tuple(int(s) for s in self.conv_strides))
         name = "DIPConfig"
         if len(self.conv_kernels) != len(self.conv_strides) or not self.conv_kernels:
-            raise ValueError(f"{name}: conv_kernels and conv_strides need the same (non-zero) length, got "
+            raise InputError(f"{name}: conv_kernels and conv_strides need the same (non-zero) length, got "
                              f"{self.conv_kernels} and {self.conv_strides}")
         if any(not 1 <= s <= k for k, s in zip(self.conv_kernels, self.conv_strides)):
-            raise ValueError(f"{name}: every stride must lie in [1, kernel], got kernels {self.conv_kernels}, "
+            raise InputError(f"{name}: every stride must lie in [1, kernel], got kernels {self.conv_kernels}, "
                              f"strides {self.conv_strides}")
         for key in ("conv_channels", "d_model", "n_layers", "n_heads", "ffn_dim", "final_dim", "groups",
                     "num_vars", "codevector_dim", "pos_conv_kernel", "pos_conv_groups", "mask_length",
                     "sample_rate"):
             value = getattr(self, key)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name}: {key} must be a positive int, got {value!r}")
+                raise InputError(f"{name}: {key} must be a positive int, got {value!r}")
         if self.d_model % self.n_heads:
-            raise ValueError(f"{name}: d_model={self.d_model} must be a multiple of n_heads={self.n_heads}")
+            raise InputError(f"{name}: d_model={self.d_model} must be a multiple of n_heads={self.n_heads}")
         if self.d_model % self.pos_conv_groups:
-            raise ValueError(f"{name}: d_model={self.d_model} must be a multiple of "
+            raise InputError(f"{name}: d_model={self.d_model} must be a multiple of "
                              f"pos_conv_groups={self.pos_conv_groups}")
         if self.codevector_dim % self.groups:
-            raise ValueError(f"{name}: codevector_dim={self.codevector_dim} must be a multiple of groups={self.groups}")
+            raise InputError(f"{name}: codevector_dim={self.codevector_dim} must be a multiple of groups={self.groups}")
         if not 0 < self.temperature_end <= self.temperature_start or not 0 < self.temperature_decay <= 1:
-            raise ValueError(f"{name}: need 0 < temperature_end <= temperature_start and "
+            raise InputError(f"{name}: need 0 < temperature_end <= temperature_start and "
                              f"0 < temperature_decay <= 1, got {self.temperature_start}, {self.temperature_end}, "
                              f"{self.temperature_decay}")
         for key in ("dropout", "dropout_input", "dropout_features"):
             if not 0 <= getattr(self, key) < 1:
-                raise ValueError(f"{name}: {key} must lie in [0, 1), got {getattr(self, key)}")
+                raise InputError(f"{name}: {key} must lie in [0, 1), got {getattr(self, key)}")
         if not 0 < self.feature_grad_mult <= 1:
-            raise ValueError(f"{name}: feature_grad_mult must lie in (0, 1], got {self.feature_grad_mult}")
+            raise InputError(f"{name}: feature_grad_mult must lie in (0, 1], got {self.feature_grad_mult}")
         if not 0 <= self.mask_prob <= 1:
-            raise ValueError(f"{name}: mask_prob must lie in [0, 1], got {self.mask_prob}")
+            raise InputError(f"{name}: mask_prob must lie in [0, 1], got {self.mask_prob}")
         if isinstance(self.min_masks, bool) or not isinstance(self.min_masks, int) or self.min_masks < 0:
-            raise ValueError(f"{name}: min_masks must be an int >= 0, got {self.min_masks!r}")
+            raise InputError(f"{name}: min_masks must be an int >= 0, got {self.min_masks!r}")
 
     @property
     def hop(self) -> int:
@@ -186,17 +187,17 @@ def resolve_config(config: "str | DIPConfig | dict", **overrides) -> DIPConfig:
     with ``overrides`` applied (unknown keys raise ValueError naming them)."""
     if isinstance(config, str):
         if config not in DIP_CONFIGS:
-            raise ValueError(f"DIPFrontend: config must be one of {tuple(DIP_CONFIGS)}, got {config!r}")
+            raise InputError(f"DIPFrontend: config must be one of {tuple(DIP_CONFIGS)}, got {config!r}")
         config = DIP_CONFIGS[config]
     elif isinstance(config, dict):
         overrides = {**config, **overrides}
         config = DIPConfig()
     elif not isinstance(config, DIPConfig):
-        raise TypeError(f"DIPFrontend: config must be a name, a DIPConfig or a dict, got {type(config).__name__}")
+        raise InputTypeError(f"DIPFrontend: config must be a name, a DIPConfig or a dict, got {type(config).__name__}")
     known = {f.name for f in fields(DIPConfig)}
     unknown = sorted(set(overrides) - known)
     if unknown:
-        raise ValueError(f"DIPFrontend: unknown config key(s) {unknown}; allowed: {sorted(known)}")
+        raise InputError(f"DIPFrontend: unknown config key(s) {unknown}; allowed: {sorted(known)}")
     return replace(config, **overrides) if overrides else config
 
 
@@ -223,10 +224,10 @@ def span_mask(frame_lengths: torch.Tensor, num_frames: int, mask_prob: float = 0
         generator: torch.Generator (CPU) for reproducible draws.
     """
     if not isinstance(frame_lengths, torch.Tensor) or frame_lengths.dim() != 1 or frame_lengths.is_floating_point():
-        raise ValueError("span_mask: frame_lengths must be a (B,) integer tensor")
+        raise InputError("span_mask: frame_lengths must be a (B,) integer tensor")
     lengths = frame_lengths.detach().to("cpu", torch.int64)
     if bool(((lengths < 0) | (lengths > num_frames)).any()):
-        raise ValueError(f"span_mask: frame_lengths must lie in [0, {num_frames}], got {lengths.tolist()}")
+        raise InputError(f"span_mask: frame_lengths must lie in [0, {num_frames}], got {lengths.tolist()}")
     mask = torch.zeros(lengths.shape[0], num_frames, dtype=torch.bool)
     for b, length in enumerate(lengths.tolist()):
         if length < 2:
@@ -487,29 +488,29 @@ class DIPFrontend(nn.Module):
     def _check_input(self, wave, lengths):
         name = "DIPFrontend"
         if not isinstance(wave, torch.Tensor):
-            raise TypeError(f"{name}: wave must be a torch.Tensor, got {type(wave).__name__}")
+            raise InputTypeError(f"{name}: wave must be a torch.Tensor, got {type(wave).__name__}")
         if not wave.is_floating_point():
-            raise TypeError(f"{name}: wave must be a floating-point waveform, got dtype {wave.dtype}")
+            raise InputTypeError(f"{name}: wave must be a floating-point waveform, got dtype {wave.dtype}")
         if wave.dim() == 3 and wave.shape[1] == 1:
             wave = wave[:, 0]
         if wave.dim() != 2:
-            raise ValueError(f"{name}: wave must have shape (B, T) or (B, 1, T), got {tuple(wave.shape)}")
+            raise InputError(f"{name}: wave must have shape (B, T) or (B, 1, T), got {tuple(wave.shape)}")
         field = self.config.receptive_field
         if wave.shape[-1] < field:
-            raise ValueError(f"{name}: wave has {wave.shape[-1]} samples; at least {field} (one frame, "
+            raise InputError(f"{name}: wave has {wave.shape[-1]} samples; at least {field} (one frame, "
                              f"{1000 * field / self.sample_rate:g} ms at {self.sample_rate} Hz) are needed")
         if not torch.compiler.is_compiling() and not bool(torch.isfinite(wave).all()):
-            raise ValueError(f"{name}: wave contains NaN or infinite samples")
+            raise InputError(f"{name}: wave contains NaN or infinite samples")
         if lengths is not None:
             if not isinstance(lengths, torch.Tensor):
                 lengths = torch.as_tensor(lengths)
             if lengths.dim() != 1 or lengths.is_floating_point() or lengths.dtype == torch.bool:
-                raise ValueError(f"{name}: lengths must be a (B,) integer tensor of valid samples")
+                raise InputError(f"{name}: lengths must be a (B,) integer tensor of valid samples")
             if lengths.shape[0] != wave.shape[0]:
-                raise ValueError(f"{name}: {lengths.shape[0]} lengths for a batch of {wave.shape[0]}")
+                raise InputError(f"{name}: {lengths.shape[0]} lengths for a batch of {wave.shape[0]}")
             lengths = lengths.to(wave.device, torch.int64)
             if bool(((lengths < field) | (lengths > wave.shape[-1])).any()):
-                raise ValueError(f"{name}: lengths must lie in [{field}, {wave.shape[-1]}] samples, "
+                raise InputError(f"{name}: lengths must lie in [{field}, {wave.shape[-1]}] samples, "
                                  f"got {lengths.tolist()}")
         return wave, lengths
 
@@ -564,10 +565,10 @@ class DIPFrontend(nn.Module):
             mask_indices = self.compute_mask(frame_lengths, frames, generator)
         elif (not isinstance(mask_indices, torch.Tensor) or mask_indices.dtype != torch.bool
               or tuple(mask_indices.shape) != (batch, frames)):
-            raise ValueError(f"DIPFrontend: mask_indices must be a ({batch}, {frames}) bool tensor")
+            raise InputError(f"DIPFrontend: mask_indices must be a ({batch}, {frames}) bool tensor")
         mask_indices = mask_indices.to(features.device)
         if bool((mask_indices & ~valid).any()):
-            raise ValueError("DIPFrontend: mask_indices selects padded frames")
+            raise InputError("DIPFrontend: mask_indices selects padded frames")
         x = self.dropout_input(self.post_extract_proj(features))
         x = torch.where(mask_indices[..., None], self.mask_emb.to(x.dtype), x)
         cues = self.context(x, frame_lengths)
@@ -612,7 +613,7 @@ class DIPFrontend(nn.Module):
                 detail.append(f"{len(missing)} missing key(s), e.g. {missing[0]}")
             if unexpected:
                 detail.append(f"{len(unexpected)} unexpected key(s), e.g. {unexpected[0]}")
-            raise ValueError(f"DIPFrontend: the checkpoint is not of this configuration (d_model="
+            raise InputError(f"DIPFrontend: the checkpoint is not of this configuration (d_model="
                              f"{self.config.d_model}, n_layers={self.config.n_layers}, conv_channels="
                              f"{self.config.conv_channels}): " + "; ".join(detail))
 
@@ -654,37 +655,37 @@ def load_frontend(path, config: "str | DIPConfig | dict | None" = None, backend:
         _, model = load_trained(path)
         frontend = model if isinstance(model, DIPFrontend) else getattr(model, "frontend", None)
         if not isinstance(frontend, DIPFrontend):
-            raise ValueError(f"load_frontend: the run at {path!r} holds a {type(model).__name__}, not a DIPFrontend")
+            raise InputError(f"load_frontend: the run at {path!r} holds a {type(model).__name__}, not a DIPFrontend")
         if expected is not None and frontend.config != expected:
-            raise ValueError(f"load_frontend: {path!r} holds a frontend of config {_describe(frontend.config)}, "
+            raise InputError(f"load_frontend: {path!r} holds a frontend of config {_describe(frontend.config)}, "
                              f"expected {_describe(expected)}")
         return frontend
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        raise ValueError(f"load_frontend: {path!r} cannot be loaded as weights only (it needs code execution "
+        raise InputError(f"load_frontend: {path!r} cannot be loaded as weights only (it needs code execution "
                          f"or is not a torch file); refused: {str(err).splitlines()[0]}") from None
     except (RuntimeError, EOFError, OSError) as err:
-        raise ValueError(f"load_frontend: {path!r} is not a readable torch checkpoint: {err}") from None
+        raise InputError(f"load_frontend: {path!r} is not a readable torch checkpoint: {err}") from None
     if isinstance(blob, dict) and blob.get("format") == CHECKPOINT_FORMAT:
         try:
             stored = resolve_config(dict(blob["config"]))
         except (KeyError, TypeError, ValueError) as err:
-            raise ValueError(f"load_frontend: {path!r} has an invalid frontend config: {err}") from None
+            raise InputError(f"load_frontend: {path!r} has an invalid frontend config: {err}") from None
         if expected is not None and stored != expected:
-            raise ValueError(f"load_frontend: {path!r} holds a frontend of config {_describe(stored)}, "
+            raise InputError(f"load_frontend: {path!r} holds a frontend of config {_describe(stored)}, "
                              f"expected {_describe(expected)}")
         state = blob.get("state_dict")
         cfg = stored
     elif isinstance(blob, dict) and all(isinstance(v, torch.Tensor) for v in blob.values()):
         if expected is None:
-            raise ValueError(f"load_frontend: {path!r} is a bare state dict; pass config= (e.g. 'base')")
+            raise InputError(f"load_frontend: {path!r} is a bare state dict; pass config= (e.g. 'base')")
         state, cfg = blob, expected
     else:
-        raise ValueError(f"load_frontend: {path!r} is not a DIP frontend checkpoint (format {CHECKPOINT_FORMAT!r})")
+        raise InputError(f"load_frontend: {path!r} is not a DIP frontend checkpoint (format {CHECKPOINT_FORMAT!r})")
     frontend = DIPFrontend(cfg, backend=backend)
     if not isinstance(state, dict):
-        raise ValueError(f"load_frontend: {path!r} has no state_dict")
+        raise InputError(f"load_frontend: {path!r} has no state_dict")
     frontend.check_state_dict(state)
     frontend.load_state_dict(state)
     return frontend
@@ -706,7 +707,7 @@ def build_dip_separator(name: str, frontend: DIPFrontend, **separator_args) -> n
     from sepkit.models.separators import build_separator
 
     if not isinstance(frontend, nn.Module) or not hasattr(frontend, "output_dim"):
-        raise TypeError(f"build_dip_separator: frontend must be a DIPFrontend, got {type(frontend).__name__}")
+        raise InputTypeError(f"build_dip_separator: frontend must be a DIPFrontend, got {type(frontend).__name__}")
     separator_args.setdefault("sample_rate", frontend.sample_rate)
     check_sample_rates(separator_args["sample_rate"], frontend)
     return build_separator(name, frontend=frontend, **separator_args)
@@ -715,7 +716,7 @@ def build_dip_separator(name: str, frontend: DIPFrontend, **separator_args) -> n
 def check_sample_rates(separator_rate: int, frontend: DIPFrontend) -> None:
     """ValueError when a separator at ``separator_rate`` Hz would get ``frontend``'s features."""
     if int(separator_rate) != int(frontend.sample_rate):
-        raise ValueError(
+        raise InputError(
             f"the separator runs at sample_rate={separator_rate} Hz but the DIP frontend at "
             f"{frontend.sample_rate} Hz; give both the same rate (separator sample_rate={frontend.sample_rate}, "
             "or a frontend built with sample_rate equal to the data's)"
@@ -771,9 +772,9 @@ class DIPPretrainLoss(nn.Module):
                  mmd: str = "frames", backend: str | None = None):
         super().__init__()
         if mmd not in MMD_MODES:
-            raise ValueError(f"DIPPretrainLoss: mmd must be one of {MMD_MODES}, got {mmd!r}")
+            raise InputError(f"DIPPretrainLoss: mmd must be one of {MMD_MODES}, got {mmd!r}")
         if not math.isfinite(alpha) or alpha < 0:
-            raise ValueError(f"DIPPretrainLoss: alpha must be a finite number >= 0, got {alpha}")
+            raise InputError(f"DIPPretrainLoss: alpha must be a finite number >= 0, got {alpha}")
         self.alpha, self.mmd_mode = float(alpha), mmd
         self.feature_penalty_weight = float(feature_penalty_weight)
         self.mic = MICLoss(alpha, num_negatives, temperature, diversity_weight, "mean", negatives_from,

@@ -16,6 +16,8 @@ from typing import Callable
 import torch
 from torch import nn
 
+from sepkit.errors import InputError, InputTypeError
+
 from .ncsnpp import NCSNpp
 from .sgmse import OUVESDE, SGMSE, SpecRepresentation
 
@@ -26,9 +28,9 @@ def resample_frames(latents: torch.Tensor, src_rate: float, dst_rate: float, n_o
     """Linear interpolation of frame sequences (B, L, D) at ``src_rate`` frames/s to ``n_out``
     frames at ``dst_rate`` (frame k of either at time k / rate); held constant past the ends."""
     if latents.dim() != 3 or latents.shape[1] < 1:
-        raise ValueError(f"resample_frames: latents must have shape (B, L >= 1, D), got {tuple(latents.shape)}")
+        raise InputError(f"resample_frames: latents must have shape (B, L >= 1, D), got {tuple(latents.shape)}")
     if src_rate <= 0 or dst_rate <= 0:
-        raise ValueError(f"resample_frames: rates must be positive, got {src_rate}, {dst_rate}")
+        raise InputError(f"resample_frames: rates must be positive, got {src_rate}, {dst_rate}")
     length = latents.shape[1]
     pos = (torch.arange(n_out, device=latents.device, dtype=torch.float64) * (src_rate / dst_rate)).clamp(0, length - 1)
     lo = pos.floor().long()
@@ -52,12 +54,12 @@ class ExDiff(SGMSE):
                  sde: OUVESDE | None = None, representation: SpecRepresentation | None = None, t_eps: float = 0.03):
         super().__init__(backbone, sde, representation, t_eps)
         if getattr(backbone, "latent_dim", None) is None:
-            raise ValueError("ExDiff: the backbone has no cross-attention; build it with latent_dim = the latent width")
+            raise InputError("ExDiff: the backbone has no cross-attention; build it with latent_dim = the latent width")
         if not callable(extractor):
-            raise TypeError(f"ExDiff: extractor must be callable wave (B, T) -> (B, frames, D), got {type(extractor).__name__}")
+            raise InputTypeError(f"ExDiff: extractor must be callable wave (B, T) -> (B, frames, D), got {type(extractor).__name__}")
         frame_rate = getattr(extractor, "frame_rate", None) if frame_rate is None else frame_rate
         if frame_rate is None or float(frame_rate) <= 0:
-            raise ValueError("ExDiff: give frame_rate (the extractor's frames per second) or an extractor with a "
+            raise InputError("ExDiff: give frame_rate (the extractor's frames per second) or an extractor with a "
                              "positive .frame_rate")
         if isinstance(extractor, nn.Module):
             self.extractor = extractor
@@ -70,10 +72,10 @@ class ExDiff(SGMSE):
         with torch.no_grad():
             out = fn(wave)
         if not isinstance(out, torch.Tensor) or out.dim() != 3 or out.shape[0] != wave.shape[0]:
-            raise ValueError(f"ExDiff: the extractor must return (B={wave.shape[0]}, frames, D), got "
+            raise InputError(f"ExDiff: the extractor must return (B={wave.shape[0]}, frames, D), got "
                              f"{tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__}")
         if out.shape[2] != self.backbone.latent_dim:
-            raise ValueError(f"ExDiff: the extractor gives D={out.shape[2]} but the backbone takes "
+            raise InputError(f"ExDiff: the extractor gives D={out.shape[2]} but the backbone takes "
                              f"latent_dim={self.backbone.latent_dim}")
         return out.float()
 

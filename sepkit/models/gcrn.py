@@ -66,8 +66,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sepkit.errors import InputError, InputTypeError
 from sepkit.files import load_state_dict_file
-
 from sepkit.kernels import stft_mask
 
 __all__ = ["GCRN", "GCRN_CONFIGS", "VARIANTS", "count_parameters", "macs_per_second", "build_ssl_model"]
@@ -124,7 +124,7 @@ def synthesis_window(analysis: torch.Tensor, hop: int) -> torch.Tensor:
         part = sq[start : start + hop]
         env[: part.numel()] += part
     if float(env.min()) <= 1e-8:
-        raise ValueError(f"GCRN: the window does not overlap-add to a positive envelope with hop {hop} (NOLA fails)")
+        raise InputError(f"GCRN: the window does not overlap-add to a positive envelope with hop {hop} (NOLA fails)")
     return analysis / env.repeat(math.ceil(win / hop))[:win]
 
 
@@ -200,7 +200,7 @@ class GroupedLSTM(nn.Module):
     def __init__(self, size: int, groups: int, layers: int):
         super().__init__()
         if groups < 1 or layers < 1 or size % groups:
-            raise ValueError(f"GroupedLSTM: the size {size} must split into lstm_groups={groups} (>= 1) equal "
+            raise InputError(f"GroupedLSTM: the size {size} must split into lstm_groups={groups} (>= 1) equal "
                              f"parts, with lstm_layers={layers} >= 1")
         self.size, self.groups, self.layers, self.unit = size, groups, layers, size // groups
         self.lstms = nn.ModuleList(nn.LSTM(self.unit, self.unit, batch_first=True) for _ in range(groups * layers))
@@ -240,11 +240,11 @@ def build_ssl_model(ssl_config: str | dict = "base", ssl_ckpt: str | os.PathLike
         kwargs = dict(WAV2VEC2_BASE)
         unknown = sorted(set(ssl_config) - set(kwargs))
         if unknown:
-            raise ValueError(f"GCRN: ssl_config has unknown key(s) {unknown}; allowed: {sorted(kwargs)}")
+            raise InputError(f"GCRN: ssl_config has unknown key(s) {unknown}; allowed: {sorted(kwargs)}")
         kwargs.update(ssl_config)
         kwargs["extractor_conv_layer_config"] = [tuple(c) for c in kwargs["extractor_conv_layer_config"]]
     else:
-        raise ValueError(f"GCRN: ssl_config must be 'base' or a dict of wav2vec2_model arguments, got {ssl_config!r}")
+        raise InputError(f"GCRN: ssl_config must be 'base' or a dict of wav2vec2_model arguments, got {ssl_config!r}")
     fork = torch.random.fork_rng(devices=[])
     with fork:
         torch.manual_seed(seed)
@@ -256,12 +256,12 @@ def build_ssl_model(ssl_config: str | dict = "base", ssl_ckpt: str | os.PathLike
         missing = sorted(set(own) - set(state))
         unexpected = sorted(set(state) - set(own))
         if missing or unexpected:
-            raise ValueError(
+            raise InputError(
                 f"GCRN: ssl_ckpt {str(path)!r} is not a torchaudio Wav2Vec2Model state dict of this ssl_config: "
                 f"{len(missing)} missing key(s) (e.g. {missing[:3]}), {len(unexpected)} unexpected (e.g. {unexpected[:3]})")
         bad = [k for k in own if tuple(state[k].shape) != tuple(own[k].shape)]
         if bad:
-            raise ValueError(f"GCRN: ssl_ckpt {str(path)!r}: shape mismatch for {bad[:3]} "
+            raise InputError(f"GCRN: ssl_ckpt {str(path)!r}: shape mismatch for {bad[:3]} "
                              f"(e.g. {tuple(state[bad[0]].shape)} vs {tuple(own[bad[0]].shape)})")
         model.load_state_dict(state)
     model.eval()
@@ -298,9 +298,9 @@ class GCRN(nn.Module):
                  ssl_layer: int | None = None, backend: str | None = None):
         super().__init__()
         if config not in GCRN_CONFIGS:
-            raise ValueError(f"GCRN: config must be one of {tuple(GCRN_CONFIGS)}, got {config!r}")
+            raise InputError(f"GCRN: config must be one of {tuple(GCRN_CONFIGS)}, got {config!r}")
         if variant not in VARIANTS:
-            raise ValueError(f"GCRN: variant must be one of {VARIANTS}, got {variant!r}")
+            raise InputError(f"GCRN: variant must be one of {VARIANTS}, got {variant!r}")
         cfg = dict(GCRN_CONFIGS[config])
         for key, value in dict(win_length=win_length, hop_length=hop_length, window=window, channels=channels,
                                lstm_groups=lstm_groups, lstm_layers=lstm_layers).items():
@@ -308,19 +308,19 @@ class GCRN(nn.Module):
                 cfg[key] = value
         win, hop = int(cfg["win_length"]), int(cfg["hop_length"])
         if not 0 < hop <= win:
-            raise ValueError(f"GCRN: need 0 < hop_length <= win_length, got hop_length={hop}, win_length={win}")
+            raise InputError(f"GCRN: need 0 < hop_length <= win_length, got hop_length={hop}, win_length={win}")
         if cfg["window"] not in WINDOWS:
-            raise ValueError(f"GCRN: window must be one of {WINDOWS}, got {cfg['window']!r}")
+            raise InputError(f"GCRN: window must be one of {WINDOWS}, got {cfg['window']!r}")
         if mask_bound not in MASK_BOUNDS:
-            raise ValueError(f"GCRN: mask_bound must be one of {MASK_BOUNDS}, got {mask_bound!r}")
+            raise InputError(f"GCRN: mask_bound must be one of {MASK_BOUNDS}, got {mask_bound!r}")
         chans = tuple(int(c) for c in cfg["channels"])
         if not chans or min(chans) < 1:
-            raise ValueError(f"GCRN: channels must be a non-empty list of positive ints, got {cfg['channels']!r}")
+            raise InputError(f"GCRN: channels must be a non-empty list of positive ints, got {cfg['channels']!r}")
         freqs = [win // 2 + 1]
         for _ in chans:
             freqs.append(_conv_out(freqs[-1]))
         if freqs[-1] < 1:
-            raise ValueError(f"GCRN: {len(chans)} encoder layers halve {win // 2 + 1} bins below 1; use fewer channels "
+            raise InputError(f"GCRN: {len(chans)} encoder layers halve {win // 2 + 1} bins below 1; use fewer channels "
                              f"or a longer win_length")
         self.config, self.variant, self.mask_bound, self.backend = config, variant, mask_bound, backend
         self.win_length, self.hop_length, self.window_kind = win, hop, cfg["window"]
@@ -386,15 +386,15 @@ class GCRN(nn.Module):
 
     def _check_input(self, noisy: torch.Tensor) -> None:
         if not isinstance(noisy, torch.Tensor):
-            raise TypeError(f"GCRN: noisy must be a torch.Tensor, got {type(noisy).__name__}")
+            raise InputTypeError(f"GCRN: noisy must be a torch.Tensor, got {type(noisy).__name__}")
         if noisy.dim() != 2:
-            raise ValueError(f"GCRN: noisy must have shape (batch, time), got {tuple(noisy.shape)}")
+            raise InputError(f"GCRN: noisy must have shape (batch, time), got {tuple(noisy.shape)}")
         if not noisy.is_floating_point():
-            raise TypeError(f"GCRN: noisy must be a float tensor, got {noisy.dtype}")
+            raise InputTypeError(f"GCRN: noisy must be a float tensor, got {noisy.dtype}")
         if noisy.shape[-1] < 1:
-            raise ValueError("GCRN: noisy is empty (0 samples)")
+            raise InputError("GCRN: noisy is empty (0 samples)")
         if not torch.isfinite(noisy).all():
-            raise ValueError("GCRN: noisy contains NaN or Inf")
+            raise InputError("GCRN: noisy contains NaN or Inf")
 
     def encode(self, spec: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Real view (B, K, F, 2) -> (features (B, K, C_L * F_L), encoder outputs for the skips)."""
@@ -457,7 +457,7 @@ class GCRN(nn.Module):
         """One frame: raw input samples (B, win) and the LSTM state -> (synthesis-windowed output
         frame (B, win) to overlap-add at a hop of ``hop_length``, new h, new c). Causal variants only."""
         if not self.causal:
-            raise ValueError("GCRN.step: the concat variant is not causal (its Wav2Vec2 sees the whole "
+            raise InputError("GCRN.step: the concat variant is not causal (its Wav2Vec2 sees the whole "
                              "utterance) and cannot stream")
         spec = self.analyze(frame.unsqueeze(1))
         enhanced, _, (h, c) = self._network(spec, (h, c))
@@ -469,7 +469,7 @@ class GCRN(nn.Module):
     def ssl_embeddings(self, wav: torch.Tensor) -> torch.Tensor:
         """Wav2Vec2 embeddings of ``wav`` (B, T) aligned to the STFT frames: (B, K, ssl_dim)."""
         if self.ssl is None:
-            raise ValueError("GCRN.ssl_embeddings: the base variant has no Wav2Vec2 model")
+            raise InputError("GCRN.ssl_embeddings: the base variant has no Wav2Vec2 model")
         self.ssl.eval()
         K = self.num_frames(wav.shape[-1])
         feats, _ = self.ssl.extract_features(self._padded(wav.float()), num_layers=self.ssl_layer)
@@ -481,7 +481,7 @@ class GCRN(nn.Module):
     def predict_embeddings(self, features: torch.Tensor) -> torch.Tensor:
         """distill / pretrain: encoder features (B, K, D) -> predicted Wav2Vec2 embeddings (B, K, ssl_dim)."""
         if self.variant not in ("distill", "pretrain"):
-            raise ValueError(f"GCRN.predict_embeddings: only the distill and pretrain variants have the "
+            raise InputError(f"GCRN.predict_embeddings: only the distill and pretrain variants have the "
                              f"projection, this is {self.variant!r}")
         return self.embed_proj(features)
 

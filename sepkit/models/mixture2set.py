@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sepkit.errors import InputError
 from sepkit.losses import best_permutation_hungarian
 from sepkit.nn import CrossAttention, MultiheadAttention, SinusoidalPositionalEncoding, TransformerBlock
 from sepkit.nn.checkpoint import check_checkpointing, run_block
@@ -100,9 +101,9 @@ class MixtureToSet(nn.Module):
         super().__init__()
         self.checkpointing = check_checkpointing("MixtureToSet", checkpointing)
         if encoder not in self.ENCODERS:
-            raise ValueError(f"MixtureToSet: encoder must be one of {self.ENCODERS}, got {encoder!r}")
+            raise InputError(f"MixtureToSet: encoder must be one of {self.ENCODERS}, got {encoder!r}")
         if n_slots < 1 or embed_dim < 1:
-            raise ValueError(f"MixtureToSet: need n_slots >= 1 and embed_dim >= 1, got {n_slots}, {embed_dim}")
+            raise InputError(f"MixtureToSet: need n_slots >= 1 and embed_dim >= 1, got {n_slots}, {embed_dim}")
         self.n_slots, self.embed_dim, self.encoder_kind, self.sample_rate = n_slots, embed_dim, encoder, sample_rate
         if encoder == "fbank":
             n_fft = int(round(0.025 * sample_rate))
@@ -132,7 +133,7 @@ class MixtureToSet(nn.Module):
         if lengths is not None:
             lengths = torch.as_tensor(lengths, device=wave.device).long()
             if lengths.shape != (wave.shape[0],) or bool((lengths < 1).any()) or bool((lengths > wave.shape[1]).any()):
-                raise ValueError(f"MixtureToSet: lengths must be ({wave.shape[0]},) sample counts in [1, {wave.shape[1]}]")
+                raise InputError(f"MixtureToSet: lengths must be ({wave.shape[0]},) sample counts in [1, {wave.shape[1]}]")
         if self.encoder_kind == "fbank":
             feats = self.fbank(wave, lengths)
             frame_lengths = self.fbank._frame_lengths(lengths, wave.shape[0], feats.shape[1])
@@ -147,7 +148,7 @@ class MixtureToSet(nn.Module):
             if lengths is not None:
                 frame_lengths = torch.clamp(-(-lengths // (s * self.pool)), 1, feats.shape[1])
         if feats.shape[1] > self.pos.max_len:
-            raise ValueError(f"MixtureToSet: {feats.shape[1]} frames exceed max_frames={self.pos.max_len}; "
+            raise InputError(f"MixtureToSet: {feats.shape[1]} frames exceed max_frames={self.pos.max_len}; "
                              "process long recordings in windows (SpeakerMemory)")
         return self.pos(self.input(feats)), frame_lengths
 
@@ -174,16 +175,16 @@ def _check_set_inputs(pred, logits, target, n_speakers):
     for name, t, dims in (("embeddings", pred, 3), ("presence_logits", logits, 2), ("targets", target, 3)):
         if not isinstance(t, torch.Tensor) or t.dim() != dims or not t.is_floating_point():
             got = tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
-            raise ValueError(f"SetEmbeddingLoss: {name} must be a floating-point tensor with {dims} dims, got {got}")
+            raise InputError(f"SetEmbeddingLoss: {name} must be a floating-point tensor with {dims} dims, got {got}")
     B, S, D = pred.shape
     if logits.shape != (B, S):
-        raise ValueError(f"SetEmbeddingLoss: presence_logits must have shape ({B}, {S}), got {tuple(logits.shape)}")
+        raise InputError(f"SetEmbeddingLoss: presence_logits must have shape ({B}, {S}), got {tuple(logits.shape)}")
     if target.shape != (B, S, D):
-        raise ValueError(f"SetEmbeddingLoss: targets must have shape ({B}, {S}, {D}) (padded to the slot count), "
+        raise InputError(f"SetEmbeddingLoss: targets must have shape ({B}, {S}, {D}) (padded to the slot count), "
                          f"got {tuple(target.shape)}")
     n_speakers = torch.as_tensor(n_speakers, device=pred.device).long()
     if n_speakers.shape != (B,) or bool((n_speakers < 0).any()) or bool((n_speakers > S).any()):
-        raise ValueError(f"SetEmbeddingLoss: n_speakers must be ({B},) counts in [0, {S}], got {n_speakers.tolist()}")
+        raise InputError(f"SetEmbeddingLoss: n_speakers must be ({B},) counts in [0, {S}], got {n_speakers.tolist()}")
     return n_speakers
 
 
@@ -205,7 +206,7 @@ class SetEmbeddingLoss(nn.Module):
     def __init__(self, presence_weight: float = 1.0):
         super().__init__()
         if presence_weight < 0:
-            raise ValueError(f"SetEmbeddingLoss: presence_weight must be >= 0, got {presence_weight}")
+            raise InputError(f"SetEmbeddingLoss: presence_weight must be >= 0, got {presence_weight}")
         self.presence_weight = presence_weight
 
     @staticmethod
@@ -267,11 +268,11 @@ class SpeakerMemory:
 
     def __init__(self, threshold: float = 0.5, presence_threshold: float = 0.5, max_speakers: int = 16):
         if not -1.0 <= threshold <= 1.0:
-            raise ValueError(f"SpeakerMemory: threshold is a cosine similarity in [-1, 1], got {threshold}")
+            raise InputError(f"SpeakerMemory: threshold is a cosine similarity in [-1, 1], got {threshold}")
         if not 0.0 <= presence_threshold <= 1.0:
-            raise ValueError(f"SpeakerMemory: presence_threshold must be in [0, 1], got {presence_threshold}")
+            raise InputError(f"SpeakerMemory: presence_threshold must be in [0, 1], got {presence_threshold}")
         if max_speakers < 1:
-            raise ValueError(f"SpeakerMemory: max_speakers must be >= 1, got {max_speakers}")
+            raise InputError(f"SpeakerMemory: max_speakers must be >= 1, got {max_speakers}")
         self.threshold, self.presence_threshold, self.max_speakers = threshold, presence_threshold, max_speakers
         self.reset()
 
@@ -308,19 +309,19 @@ class SpeakerMemory:
 
         emb = torch.as_tensor(embeddings).detach().to("cpu", torch.float64)
         if emb.dim() != 2:
-            raise ValueError(f"SpeakerMemory.update: embeddings must be (S, D), got {tuple(emb.shape)}")
+            raise InputError(f"SpeakerMemory.update: embeddings must be (S, D), got {tuple(emb.shape)}")
         if self.centroids and emb.shape[1] != self.centroids[0].shape[0]:
-            raise ValueError(f"SpeakerMemory.update: embeddings have D={emb.shape[1]}, the memory holds "
+            raise InputError(f"SpeakerMemory.update: embeddings have D={emb.shape[1]}, the memory holds "
                              f"D={self.centroids[0].shape[0]}")
         if not bool(torch.isfinite(emb).all()):
-            raise ValueError("SpeakerMemory.update: embeddings contain NaN or Inf")
+            raise InputError("SpeakerMemory.update: embeddings contain NaN or Inf")
         S = emb.shape[0]
         if presence_logits is None:
             present = np.ones(S, dtype=bool)
         else:
             logits = torch.as_tensor(presence_logits).detach().to("cpu", torch.float64)
             if logits.shape != (S,):
-                raise ValueError(f"SpeakerMemory.update: presence_logits must be ({S},), got {tuple(logits.shape)}")
+                raise InputError(f"SpeakerMemory.update: presence_logits must be ({S},), got {tuple(logits.shape)}")
             present = (torch.sigmoid(logits) >= self.presence_threshold).numpy()
         emb = emb.numpy()
         labels, sims = [-1] * S, [float("nan")] * S
@@ -360,9 +361,9 @@ class SpeakerMemory:
         seconds every ``hop`` seconds (the last window ends at the end of the recording) and
         update the memory in time order. Returns the new windows' labels."""
         if not isinstance(wave, torch.Tensor) or wave.dim() != 1 or not wave.is_floating_point():
-            raise ValueError("SpeakerMemory.process: wave must be a floating-point (T,) tensor")
+            raise InputError("SpeakerMemory.process: wave must be a floating-point (T,) tensor")
         if not 0 < hop <= window:
-            raise ValueError(f"SpeakerMemory.process: need 0 < hop <= window, got hop={hop}, window={window}")
+            raise InputError(f"SpeakerMemory.process: need 0 < hop <= window, got hop={hop}, window={window}")
         win, step = int(round(window * sample_rate)), int(round(hop * sample_rate))
         T = wave.shape[0]
         starts = list(range(0, max(T - win, 0) + 1, step))
@@ -399,7 +400,7 @@ class SpeakerMemory:
         """RTTM text: one ``SPEAKER <file_id> 1 <onset> <duration> <NA> <NA> spk<k> <NA> <NA>``
         line per merged turn (seconds with 3 decimals)."""
         if not file_id or any(c.isspace() for c in file_id):
-            raise ValueError(f"SpeakerMemory.to_rttm: file_id must be a non-empty token without spaces, got {file_id!r}")
+            raise InputError(f"SpeakerMemory.to_rttm: file_id must be a non-empty token without spaces, got {file_id!r}")
         lines = [f"SPEAKER {file_id} 1 {a:.3f} {b - a:.3f} <NA> <NA> spk{k} <NA> <NA>"
                  for a, b, k in self.segments(windows)]
         return "\n".join(lines) + ("\n" if lines else "")

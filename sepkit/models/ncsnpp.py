@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sepkit.errors import InputError
 from sepkit.nn import CrossAttention, MultiheadAttention
 from sepkit.nn.checkpoint import check_checkpointing, run_block
 
@@ -260,7 +261,7 @@ class LatentCrossAttention(nn.Module):
     def __init__(self, channels: int, latent_dim: int, heads: int = 4, pe_dim: int = 64, backend: str | None = None):
         super().__init__()
         if latent_dim < 1 or pe_dim < 2 or pe_dim % 2:
-            raise ValueError(f"LatentCrossAttention: need latent_dim >= 1 and an even pe_dim >= 2, got {latent_dim}, {pe_dim}")
+            raise InputError(f"LatentCrossAttention: need latent_dim >= 1 and an even pe_dim >= 2, got {latent_dim}, {pe_dim}")
         self.channels, self.latent_dim, self.pe_dim = channels, latent_dim, pe_dim
         self.norm = _group_norm(channels)
         self.query_pos = nn.Linear(pe_dim, channels)
@@ -319,12 +320,12 @@ class NCSNpp(nn.Module):
         super().__init__()
         ch_mult = tuple(int(m) for m in ch_mult)
         if nf < 4 or nf % 4 or not ch_mult or min(ch_mult) < 1 or num_res_blocks < 1:
-            raise ValueError(f"NCSNpp: need nf a positive multiple of 4, a non-empty ch_mult of positive ints and "
+            raise InputError(f"NCSNpp: need nf a positive multiple of 4, a non-empty ch_mult of positive ints and "
                              f"num_res_blocks >= 1, got nf={nf}, ch_mult={ch_mult}, num_res_blocks={num_res_blocks}")
         levels = len(ch_mult)
         self.frame_multiple = 2 ** (levels - 1)
         if n_freq % self.frame_multiple:
-            raise ValueError(f"NCSNpp: n_freq={n_freq} must be a multiple of 2^(levels-1) = {self.frame_multiple}")
+            raise InputError(f"NCSNpp: n_freq={n_freq} must be a multiple of 2^(levels-1) = {self.frame_multiple}")
         self.resolutions = [n_freq // 2 ** i for i in range(levels)]
         self.nf, self.ch_mult, self.num_res_blocks, self.n_freq = nf, ch_mult, num_res_blocks, n_freq
         self.attn_resolutions = tuple(int(r) for r in attn_resolutions)
@@ -333,9 +334,9 @@ class NCSNpp(nn.Module):
         placements = tuple(placements) if latent_dim is not None else ()
         for p in placements:
             if p != "bottleneck" and p not in self.resolutions:
-                raise ValueError(f"NCSNpp: placements must be 'bottleneck' or level resolutions {self.resolutions}, got {p!r}")
+                raise InputError(f"NCSNpp: placements must be 'bottleneck' or level resolutions {self.resolutions}, got {p!r}")
         if latent_dim is not None and not placements:
-            raise ValueError("NCSNpp: latent_dim is set but placements is empty; give at least one placement")
+            raise InputError("NCSNpp: latent_dim is set but placements is empty; give at least one placement")
         self.placements = placements
         temb_dim = 4 * nf
         channels = 4  # x.real, x.imag, y.real, y.imag
@@ -405,28 +406,28 @@ class NCSNpp(nn.Module):
         for name, s in (("x", x), ("y", y)):
             if not isinstance(s, torch.Tensor) or not s.is_complex() or s.dim() != 4 or s.shape[1] != 1:
                 shape = tuple(s.shape) if isinstance(s, torch.Tensor) else type(s).__name__
-                raise ValueError(f"NCSNpp: {name} must be a complex (B, 1, F, N) spectrogram, got {shape}")
+                raise InputError(f"NCSNpp: {name} must be a complex (B, 1, F, N) spectrogram, got {shape}")
         if y.shape != x.shape:
-            raise ValueError(f"NCSNpp: x {tuple(x.shape)} and y {tuple(y.shape)} must have the same shape")
+            raise InputError(f"NCSNpp: x {tuple(x.shape)} and y {tuple(y.shape)} must have the same shape")
         b, _, f, n = x.shape
         if f != self.n_freq or n % self.frame_multiple:
-            raise ValueError(f"NCSNpp: need F = n_freq = {self.n_freq} and frames N a multiple of {self.frame_multiple}, "
+            raise InputError(f"NCSNpp: need F = n_freq = {self.n_freq} and frames N a multiple of {self.frame_multiple}, "
                              f"got F={f}, N={n} (pad the spectrogram)")
         if not isinstance(t, torch.Tensor) or t.shape != (b,):
-            raise ValueError(f"NCSNpp: t must be a (B,) = ({b},) tensor of diffusion times, got "
+            raise InputError(f"NCSNpp: t must be a (B,) = ({b},) tensor of diffusion times, got "
                              f"{tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__}")
         if self.latent_dim is None:
             if latents is not None:
-                raise ValueError("NCSNpp: latents given to a network built without cross-attention (latent_dim=None)")
+                raise InputError("NCSNpp: latents given to a network built without cross-attention (latent_dim=None)")
             return None
         if latents is None:
-            raise ValueError(f"NCSNpp: this network is conditioned (latent_dim={self.latent_dim}); pass latents (B, L, D)")
+            raise InputError(f"NCSNpp: this network is conditioned (latent_dim={self.latent_dim}); pass latents (B, L, D)")
         if latents.dim() != 3 or latents.shape[0] != b or latents.shape[2] != self.latent_dim:
-            raise ValueError(f"NCSNpp: latents must have shape (B={b}, L, D={self.latent_dim}), got {tuple(latents.shape)}")
+            raise InputError(f"NCSNpp: latents must have shape (B={b}, L, D={self.latent_dim}), got {tuple(latents.shape)}")
         if kv_lengths is not None:
             kv_lengths = torch.as_tensor(kv_lengths, device=x.device)
             if kv_lengths.shape != (b,):
-                raise ValueError(f"NCSNpp: kv_lengths must have shape ({b},), got {tuple(kv_lengths.shape)}")
+                raise InputError(f"NCSNpp: kv_lengths must have shape ({b},), got {tuple(kv_lengths.shape)}")
         return kv_lengths
 
     def forward(self, x: torch.Tensor, y: torch.Tensor, t: torch.Tensor, latents: torch.Tensor | None = None,
@@ -479,5 +480,5 @@ class NCSNpp(nn.Module):
 def build_ncsnpp(config: str = "sgmse", **overrides) -> NCSNpp:
     """NCSN++ from a named configuration (:data:`NCSNPP_CONFIGS`: "sgmse", "small") plus overrides."""
     if config not in NCSNPP_CONFIGS:
-        raise ValueError(f"build_ncsnpp: config must be one of {sorted(NCSNPP_CONFIGS)}, got {config!r}")
+        raise InputError(f"build_ncsnpp: config must be one of {sorted(NCSNPP_CONFIGS)}, got {config!r}")
     return NCSNpp(**{**NCSNPP_CONFIGS[config], **overrides})

@@ -29,6 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sepkit.errors import InputError
+
 __all__ = ["Cnn14", "PannsLatent", "SPEECH_CLASSES", "VOCAL_CLASSES"]
 
 #: AudioSet class indices of speech: Speech, Male speech, Female speech, Child speech,
@@ -129,9 +131,9 @@ class Cnn14(nn.Module):
                  fmin: float = 50, fmax: float = 14000, classes_num: int = 527, decision_level: str | None = None):
         super().__init__()
         if decision_level not in DECISION_LEVELS:
-            raise ValueError(f"Cnn14: decision_level must be one of {DECISION_LEVELS}, got {decision_level!r}")
+            raise InputError(f"Cnn14: decision_level must be one of {DECISION_LEVELS}, got {decision_level!r}")
         if not 0 <= fmin < fmax <= sample_rate / 2:
-            raise ValueError(f"Cnn14: need 0 <= fmin < fmax <= sample_rate / 2, got fmin={fmin}, fmax={fmax}, "
+            raise InputError(f"Cnn14: need 0 <= fmin < fmax <= sample_rate / 2, got fmin={fmin}, fmax={fmax}, "
                              f"sample_rate={sample_rate}")
         self.sample_rate, self.window_size, self.hop_size = sample_rate, window_size, hop_size
         self.classes_num, self.decision_level = classes_num, decision_level
@@ -157,11 +159,11 @@ class Cnn14(nn.Module):
         try:
             ckpt = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as err:  # pickle with code, or not a torch file
-            raise ValueError(f"Cnn14.from_panns: {path} is not a weights-only torch checkpoint "
+            raise InputError(f"Cnn14.from_panns: {path} is not a weights-only torch checkpoint "
                              f"(a file that needs code execution is refused): {str(err).splitlines()[0]}") from None
         state = ckpt.get("model", ckpt) if isinstance(ckpt, dict) else None
         if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-            raise ValueError(f"Cnn14.from_panns: {path} holds no state dict (expected a dict with a 'model' entry)")
+            raise InputError(f"Cnn14.from_panns: {path} holds no state dict (expected a dict with a 'model' entry)")
         model = cls(**kwargs)
         model.load_release_state(state, str(path))
         return model.eval()
@@ -174,23 +176,23 @@ class Cnn14(nn.Module):
         missing = sorted(set(own) - set(state))
         unexpected = sorted(set(state) - set(own))
         if missing or unexpected:
-            raise ValueError(f"Cnn14: {where} does not match the Cnn14 layout: missing {missing[:4]}"
+            raise InputError(f"Cnn14: {where} does not match the Cnn14 layout: missing {missing[:4]}"
                              f"{'...' if len(missing) > 4 else ''}, unexpected {unexpected[:4]}"
                              f"{'...' if len(unexpected) > 4 else ''}")
         bad = [k for k in own if tuple(own[k].shape) != tuple(state[k].shape)]
         if bad:
             k = bad[0]
-            raise ValueError(f"Cnn14: {where}: {k} has shape {tuple(state[k].shape)}, expected {tuple(own[k].shape)} "
+            raise InputError(f"Cnn14: {where}: {k} has shape {tuple(state[k].shape)}, expected {tuple(own[k].shape)} "
                              "(different constructor arguments?)")
         self.load_state_dict(state, strict=True)
 
     def features(self, wave: torch.Tensor) -> torch.Tensor:
         """wave (B, T) -> conv features averaged over frequency (B, 2048, frames / 32)."""
         if not isinstance(wave, torch.Tensor) or wave.dim() != 2 or not wave.is_floating_point():
-            raise ValueError(f"Cnn14: wave must be a float (B, T) tensor at {self.sample_rate} Hz, got "
+            raise InputError(f"Cnn14: wave must be a float (B, T) tensor at {self.sample_rate} Hz, got "
                              f"{tuple(wave.shape) if isinstance(wave, torch.Tensor) else type(wave).__name__}")
         if wave.shape[-1] <= self.window_size // 2:
-            raise ValueError(f"Cnn14: wave must be longer than {self.window_size // 2} samples, got {wave.shape[-1]}")
+            raise InputError(f"Cnn14: wave must be longer than {self.window_size // 2} samples, got {wave.shape[-1]}")
         x = self.logmel_extractor(self.spectrogram_extractor(wave.float()))  # (B, 1, frames, mel)
         x = self.bn0(x.transpose(1, 3)).transpose(1, 3)
         for i in range(1, 7):
@@ -231,10 +233,10 @@ class PannsLatent(nn.Module):
     def __init__(self, cnn: Cnn14, classes=SPEECH_CLASSES, sample_rate: int = 16000):
         super().__init__()
         if cnn.decision_level != "max":
-            raise ValueError("PannsLatent: cnn must be a decision-level model (Cnn14(decision_level='max'))")
+            raise InputError("PannsLatent: cnn must be a decision-level model (Cnn14(decision_level='max'))")
         classes = tuple(int(c) for c in classes)
         if not classes or min(classes) < 0 or max(classes) >= cnn.classes_num:
-            raise ValueError(f"PannsLatent: classes must be indices in [0, {cnn.classes_num}), got {classes}")
+            raise InputError(f"PannsLatent: classes must be indices in [0, {cnn.classes_num}), got {classes}")
         self.cnn, self.classes, self.sample_rate = cnn, classes, sample_rate
         self.frame_rate = cnn.sample_rate / cnn.hop_size
 

@@ -16,13 +16,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sepkit.errors import InputError
+
 __all__ = ["SpeechActivityDetector", "activity_labels"]
 
 
 def _check_wave(op: str, wave) -> None:
     if not isinstance(wave, torch.Tensor) or wave.dim() != 2 or not wave.is_floating_point():
         shape = tuple(wave.shape) if isinstance(wave, torch.Tensor) else type(wave).__name__
-        raise ValueError(f"{op}: wave must be a float (B, T) tensor, got {shape}")
+        raise InputError(f"{op}: wave must be a float (B, T) tensor, got {shape}")
 
 
 def activity_labels(clean: torch.Tensor, hop_length: int = 128, win_length: int = 512,
@@ -59,7 +61,7 @@ class SpeechActivityDetector(nn.Module):
                  channels: int = 32, layers: int = 4, kernel_size: int = 5):
         super().__init__()
         if kernel_size % 2 == 0 or layers < 1 or channels < 1:
-            raise ValueError(f"SpeechActivityDetector: need an odd kernel_size, layers >= 1 and channels >= 1, got "
+            raise InputError(f"SpeechActivityDetector: need an odd kernel_size, layers >= 1 and channels >= 1, got "
                              f"{kernel_size}, {layers}, {channels}")
         import torchaudio.functional as AF
 
@@ -85,7 +87,7 @@ class SpeechActivityDetector(nn.Module):
         """wave (B, T) -> logits (B, N)."""
         _check_wave("SpeechActivityDetector", wave)
         if wave.shape[-1] <= self.n_fft // 2:
-            raise ValueError(f"SpeechActivityDetector: wave must be longer than {self.n_fft // 2} samples, got {wave.shape[-1]}")
+            raise InputError(f"SpeechActivityDetector: wave must be longer than {self.n_fft // 2} samples, got {wave.shape[-1]}")
         wave = wave.float()
         wave = wave / wave.abs().amax(dim=-1, keepdim=True).clamp_min(1e-8)
         spec = torch.stft(wave, self.n_fft, self.hop_length, window=self.window, center=True, return_complex=True)

@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sepkit.errors import InputError, InputTypeError
 from sepkit.kernels import compress_spec, decompress_spec
 
 __all__ = ["SpecRepresentation", "OUVESDE", "dsm_loss", "pc_sampler", "ode_sampler", "SGMSE", "SAMPLERS"]
@@ -40,19 +41,19 @@ ScoreFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 def _check_wave(op: str, name: str, wave) -> None:
     if not isinstance(wave, torch.Tensor):
-        raise TypeError(f"{op}: {name} must be a tensor, got {type(wave).__name__}")
+        raise InputTypeError(f"{op}: {name} must be a tensor, got {type(wave).__name__}")
     if wave.dim() != 2 or wave.shape[-1] < 1:
-        raise ValueError(f"{op}: {name} must have shape (batch, time), got {tuple(wave.shape)}")
+        raise InputError(f"{op}: {name} must have shape (batch, time), got {tuple(wave.shape)}")
     if not wave.is_floating_point():
-        raise TypeError(f"{op}: {name} must be a floating-point waveform, got {wave.dtype}")
+        raise InputTypeError(f"{op}: {name} must be a floating-point waveform, got {wave.dtype}")
     if not bool(torch.isfinite(wave).all()):
-        raise ValueError(f"{op}: {name} contains NaN or Inf samples")
+        raise InputError(f"{op}: {name} contains NaN or Inf samples")
 
 
 def _check_spec(op: str, name: str, spec) -> None:
     if not isinstance(spec, torch.Tensor) or not spec.is_complex() or spec.dim() != 4 or spec.shape[1] != 1:
         shape = tuple(spec.shape) if isinstance(spec, torch.Tensor) else type(spec).__name__
-        raise ValueError(f"{op}: {name} must be a complex (B, 1, F, frames) spectrogram, got {shape}")
+        raise InputError(f"{op}: {name} must be a complex (B, 1, F, frames) spectrogram, got {shape}")
 
 
 class SpecRepresentation(nn.Module):
@@ -73,9 +74,9 @@ class SpecRepresentation(nn.Module):
                  scale: float = 0.15, normalized: bool = False):
         super().__init__()
         if n_fft < 2 or hop_length < 1 or hop_length > n_fft:
-            raise ValueError(f"SpecRepresentation: need n_fft >= 2 and 1 <= hop_length <= n_fft, got {n_fft}, {hop_length}")
+            raise InputError(f"SpecRepresentation: need n_fft >= 2 and 1 <= hop_length <= n_fft, got {n_fft}, {hop_length}")
         if sample_rate < 1:
-            raise ValueError(f"SpecRepresentation: sample_rate must be positive, got {sample_rate}")
+            raise InputError(f"SpecRepresentation: sample_rate must be positive, got {sample_rate}")
         self.n_fft, self.hop_length, self.sample_rate = n_fft, hop_length, sample_rate
         self.power, self.scale, self.normalized = float(power), float(scale), normalized
         self.register_buffer("window", torch.hann_window(n_fft, periodic=True), persistent=False)
@@ -99,7 +100,7 @@ class SpecRepresentation(nn.Module):
         """Compressed complex spectrogram (B, 1, F, N) -> waveform (B, length)."""
         _check_spec("SpecRepresentation.inverse", "spec", spec)
         if spec.shape[2] != self.n_freq:
-            raise ValueError(f"SpecRepresentation.inverse: spec must have {self.n_freq} frequency bins, got {spec.shape[2]}")
+            raise InputError(f"SpecRepresentation.inverse: spec must have {self.n_freq} frequency bins, got {spec.shape[2]}")
         linear = decompress_spec(spec[:, 0], self.power, self.scale)
         return torch.istft(linear, self.n_fft, self.hop_length, window=self.window.to(spec.device), center=True,
                            normalized=self.normalized, length=length)
@@ -125,10 +126,10 @@ class OUVESDE:
 
     def __init__(self, theta: float = 1.5, sigma_min: float = 0.05, sigma_max: float = 0.5, N: int = 30):
         if not (theta > 0 and 0 < sigma_min < sigma_max):
-            raise ValueError(f"OUVESDE: need theta > 0 and 0 < sigma_min < sigma_max, got theta={theta}, "
+            raise InputError(f"OUVESDE: need theta > 0 and 0 < sigma_min < sigma_max, got theta={theta}, "
                              f"sigma_min={sigma_min}, sigma_max={sigma_max}")
         if int(N) < 1:
-            raise ValueError(f"OUVESDE: N must be a positive number of steps, got {N}")
+            raise InputError(f"OUVESDE: N must be a positive number of steps, got {N}")
         self.theta, self.sigma_min, self.sigma_max, self.N = float(theta), float(sigma_min), float(sigma_max), int(N)
         self.logsig = math.log(self.sigma_max / self.sigma_min)
 
@@ -185,9 +186,9 @@ def dsm_loss(score_fn: ScoreFn, sde: OUVESDE, x0: torch.Tensor, y: torch.Tensor,
     _check_spec("dsm_loss", "x0", x0)
     _check_spec("dsm_loss", "y", y)
     if x0.shape != y.shape:
-        raise ValueError(f"dsm_loss: x0 {tuple(x0.shape)} and y {tuple(y.shape)} must have the same shape")
+        raise InputError(f"dsm_loss: x0 {tuple(x0.shape)} and y {tuple(y.shape)} must have the same shape")
     if not 0 < t_eps < sde.T:
-        raise ValueError(f"dsm_loss: t_eps must lie in (0, {sde.T}), got {t_eps}")
+        raise InputError(f"dsm_loss: t_eps must lie in (0, {sde.T}), got {t_eps}")
     b = x0.shape[0]
     t = torch.rand(b, device=x0.device, generator=generator) * (sde.T - t_eps) + t_eps
     mean, std = sde.marginal_prob(x0, t, y)
@@ -208,9 +209,9 @@ def _generator(seed: int | None, device) -> torch.Generator | None:
 
 def _steps(op: str, steps, t_eps: float) -> int:
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"{op}: steps must be a positive integer, got {steps!r}")
+        raise InputError(f"{op}: steps must be a positive integer, got {steps!r}")
     if not 0 < t_eps < 1:
-        raise ValueError(f"{op}: t_eps must lie in (0, 1), got {t_eps}")
+        raise InputError(f"{op}: t_eps must lie in (0, 1), got {t_eps}")
     return steps
 
 
@@ -245,7 +246,7 @@ def pc_sampler(score_fn: ScoreFn, sde: OUVESDE, y: torch.Tensor, steps: int = 30
     _check_spec("pc_sampler", "y", y)
     steps = _steps("pc_sampler", steps, t_eps)
     if snr <= 0 or corrector_steps < 0:
-        raise ValueError(f"pc_sampler: need snr > 0 and corrector_steps >= 0, got {snr}, {corrector_steps}")
+        raise InputError(f"pc_sampler: need snr > 0 and corrector_steps >= 0, got {snr}, {corrector_steps}")
     g = _generator(seed, y.device)
     x = sde.prior_sampling(y, g)
     x_mean = x
@@ -318,7 +319,7 @@ class SGMSE(nn.Module):
         self.sde = sde if sde is not None else OUVESDE()
         self.representation = representation if representation is not None else SpecRepresentation()
         if not 0 < t_eps < 1:
-            raise ValueError(f"SGMSE: t_eps must lie in (0, 1), got {t_eps}")
+            raise InputError(f"SGMSE: t_eps must lie in (0, 1), got {t_eps}")
         self.t_eps = float(t_eps)
 
     @property
@@ -345,7 +346,7 @@ class SGMSE(nn.Module):
         if clean is not None:
             _check_wave("SGMSE", "clean", clean)
             if clean.shape != noisy.shape:
-                raise ValueError(f"SGMSE: clean {tuple(clean.shape)} and noisy {tuple(noisy.shape)} must have the same shape")
+                raise InputError(f"SGMSE: clean {tuple(clean.shape)} and noisy {tuple(noisy.shape)} must have the same shape")
             x0 = self._pad(self.representation(clean / norm))
         return y, x0, norm
 
@@ -369,7 +370,7 @@ class SGMSE(nn.Module):
         ``sde.N`` (30).
         """
         if sampler not in SAMPLERS:
-            raise ValueError(f"SGMSE.enhance: sampler must be one of {SAMPLERS}, got {sampler!r}")
+            raise InputError(f"SGMSE.enhance: sampler must be one of {SAMPLERS}, got {sampler!r}")
         steps = self.sde.N if steps is None else steps
         y, _, norm = self.specs(noisy)
         cond = self.conditioning(noisy, y.shape[-1])

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sepkit.errors import InputError
 from sepkit.files import load_state_dict_file
 
 __all__ = ["LogMelFilterbank", "ECAPATDNN", "AAMSoftmax", "TDNNBlock", "SERes2NetBlock",
@@ -60,13 +61,13 @@ class LogMelFilterbank(nn.Module):
         super().__init__()
         f_max = sample_rate / 2 if f_max is None else f_max
         if not 0 <= f_min < f_max <= sample_rate / 2:
-            raise ValueError(f"LogMelFilterbank: need 0 <= f_min < f_max <= sample_rate / 2, got "
+            raise InputError(f"LogMelFilterbank: need 0 <= f_min < f_max <= sample_rate / 2, got "
                              f"f_min={f_min}, f_max={f_max}, sample_rate={sample_rate}")
         self.sample_rate, self.n_mels, self.n_fft = sample_rate, n_mels, n_fft
         self.win_length = int(round(sample_rate / 1000.0 * win_ms))
         self.hop_length = int(round(sample_rate / 1000.0 * hop_ms))
         if not 1 <= self.win_length <= n_fft or self.hop_length < 1:
-            raise ValueError(f"LogMelFilterbank: window {self.win_length} samples must be in [1, n_fft={n_fft}]")
+            raise InputError(f"LogMelFilterbank: window {self.win_length} samples must be in [1, n_fft={n_fft}]")
         self.top_db, self.mean_norm = top_db, mean_norm
         self.register_buffer("window", torch.hamming_window(self.win_length), persistent=False)
         self.register_buffer("fbank", self._filters(sample_rate, n_fft, n_mels, f_min, f_max), persistent=False)
@@ -93,9 +94,9 @@ class LogMelFilterbank(nn.Module):
         Returns (B, F, n_mels) features; with ``lengths``, the mean is taken over valid frames."""
         if not isinstance(wave, torch.Tensor) or not wave.is_floating_point() or wave.dim() != 2:
             got = (tuple(wave.shape), wave.dtype) if isinstance(wave, torch.Tensor) else type(wave).__name__
-            raise ValueError(f"LogMelFilterbank: wave must be a floating-point (B, T) tensor, got {got}")
+            raise InputError(f"LogMelFilterbank: wave must be a floating-point (B, T) tensor, got {got}")
         if wave.shape[-1] < 2:
-            raise ValueError(f"LogMelFilterbank: wave needs at least 2 samples, got {wave.shape[-1]}")
+            raise InputError(f"LogMelFilterbank: wave needs at least 2 samples, got {wave.shape[-1]}")
         spec = torch.stft(wave.float(), self.n_fft, self.hop_length, self.win_length, self.window, center=True,
                           pad_mode="constant", return_complex=True)
         power = spec.real.pow(2) + spec.imag.pow(2)  # (B, bins, F)
@@ -113,7 +114,7 @@ class LogMelFilterbank(nn.Module):
             return None
         lengths = torch.as_tensor(lengths, device=self.window.device)
         if lengths.shape != (batch,):
-            raise ValueError(f"LogMelFilterbank: lengths must have shape ({batch},), got {tuple(lengths.shape)}")
+            raise InputError(f"LogMelFilterbank: lengths must have shape ({batch},), got {tuple(lengths.shape)}")
         return torch.clamp(1 + lengths.long() // self.hop_length, 1, frames)
 
 
@@ -137,7 +138,7 @@ class _Conv(nn.Module):
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 1, dilation: int = 1):
         super().__init__()
         if (kernel_size - 1) * dilation % 2:
-            raise ValueError(f"ECAPATDNN: kernel_size {kernel_size} with dilation {dilation} has no symmetric padding")
+            raise InputError(f"ECAPATDNN: kernel_size {kernel_size} with dilation {dilation} has no symmetric padding")
         self.pad = (kernel_size - 1) * dilation // 2
         self.conv = nn.Conv1d(in_channels, out_channels, kernel_size, dilation=dilation)
 
@@ -177,7 +178,7 @@ class Res2NetBlock(nn.Module):
     def __init__(self, channels: int, scale: int, kernel_size: int, dilation: int):
         super().__init__()
         if channels % scale:
-            raise ValueError(f"ECAPATDNN: channels {channels} must be divisible by res2net_scale {scale}")
+            raise InputError(f"ECAPATDNN: channels {channels} must be divisible by res2net_scale {scale}")
         width = channels // scale
         self.scale = scale
         self.blocks = nn.ModuleList(TDNNBlock(width, width, kernel_size, dilation) for _ in range(scale - 1))
@@ -292,7 +293,7 @@ class ECAPATDNN(nn.Module):
         super().__init__()
         channels, kernel_sizes, dilations = list(channels), list(kernel_sizes), list(dilations)
         if not len(channels) == len(kernel_sizes) == len(dilations) or len(channels) < 3:
-            raise ValueError(f"ECAPATDNN: channels, kernel_sizes and dilations need the same length >= 3, got "
+            raise InputError(f"ECAPATDNN: channels, kernel_sizes and dilations need the same length >= 3, got "
                              f"{len(channels)}, {len(kernel_sizes)}, {len(dilations)}")
         self.n_mels, self.embed_dim, self.sample_rate = n_mels, lin_neurons, sample_rate
         self.config = {"n_mels": n_mels, "channels": channels, "kernel_sizes": kernel_sizes, "dilations": dilations,
@@ -330,7 +331,7 @@ class ECAPATDNN(nn.Module):
                 "lin_neurons": state["fc.conv.weight"].shape[0],
             }
         except (KeyError, IndexError, ValueError, AttributeError) as err:
-            raise ValueError(f"ECAPATDNN: the state dict does not have the ECAPA-TDNN layout "
+            raise InputError(f"ECAPATDNN: the state dict does not have the ECAPA-TDNN layout "
                              f"(missing or malformed {err}); expected keys like 'blocks.0.conv.conv.weight', "
                              "'mfa.conv.conv.weight', 'fc.conv.weight'") from err
 
@@ -343,7 +344,7 @@ class ECAPATDNN(nn.Module):
         model = cls(**config)
         missing, unexpected = model.load_state_dict(state, strict=False)
         if missing or unexpected:
-            raise ValueError(f"ECAPATDNN: state dict does not match the architecture: missing {missing[:5]}, "
+            raise InputError(f"ECAPATDNN: state dict does not match the architecture: missing {missing[:5]}, "
                              f"unexpected {unexpected[:5]}")
         return model.eval()
 
@@ -361,12 +362,12 @@ class ECAPATDNN(nn.Module):
         if not isinstance(feats, torch.Tensor) or not feats.is_floating_point() or feats.dim() != 3 \
                 or feats.shape[-1] != self.n_mels:
             got = tuple(feats.shape) if isinstance(feats, torch.Tensor) else type(feats).__name__
-            raise ValueError(f"ECAPATDNN: feats must be a floating-point (B, F, {self.n_mels}) tensor, got {got}")
+            raise InputError(f"ECAPATDNN: feats must be a floating-point (B, F, {self.n_mels}) tensor, got {got}")
         B, L, _ = feats.shape
         if lengths is not None:
             lengths = torch.as_tensor(lengths, device=feats.device)
             if lengths.shape != (B,) or bool((lengths < 1).any()) or bool((lengths > L).any()):
-                raise ValueError(f"ECAPATDNN: lengths must be (B,) = ({B},) frame counts in [1, {L}], got {lengths.tolist()}")
+                raise InputError(f"ECAPATDNN: lengths must be (B,) = ({B},) frame counts in [1, {L}], got {lengths.tolist()}")
         x = feats.transpose(1, 2)
         mask = _frame_mask(lengths, B, L, x.device).to(x.dtype)
         outs = []
@@ -411,9 +412,9 @@ class AAMSoftmax(nn.Module):
     def __init__(self, embed_dim: int, n_classes: int, margin: float = 0.2, scale: float = 30.0):
         super().__init__()
         if embed_dim < 1 or n_classes < 2:
-            raise ValueError(f"AAMSoftmax: need embed_dim >= 1 and n_classes >= 2, got {embed_dim}, {n_classes}")
+            raise InputError(f"AAMSoftmax: need embed_dim >= 1 and n_classes >= 2, got {embed_dim}, {n_classes}")
         if not 0 <= margin < math.pi / 2 or scale <= 0:
-            raise ValueError(f"AAMSoftmax: need 0 <= margin < pi/2 and scale > 0, got {margin}, {scale}")
+            raise InputError(f"AAMSoftmax: need 0 <= margin < pi/2 and scale > 0, got {margin}, {scale}")
         self.embed_dim, self.n_classes, self.margin, self.scale = embed_dim, n_classes, margin, scale
         self.weight = nn.Parameter(torch.empty(n_classes, embed_dim))
         nn.init.xavier_uniform_(self.weight)
@@ -422,15 +423,15 @@ class AAMSoftmax(nn.Module):
         """(B, D) -> (B, n_classes) cosine similarities to the class weights."""
         if not isinstance(embeddings, torch.Tensor) or embeddings.dim() != 2 or embeddings.shape[1] != self.embed_dim:
             got = tuple(embeddings.shape) if isinstance(embeddings, torch.Tensor) else type(embeddings).__name__
-            raise ValueError(f"AAMSoftmax: embeddings must have shape (B, {self.embed_dim}), got {got}")
+            raise InputError(f"AAMSoftmax: embeddings must have shape (B, {self.embed_dim}), got {got}")
         return F.linear(F.normalize(embeddings, dim=-1), F.normalize(self.weight, dim=-1))
 
     def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         cos = self.cosine(embeddings).clamp(-1 + 1e-7, 1 - 1e-7)
         if not isinstance(labels, torch.Tensor) or labels.shape != (cos.shape[0],) or labels.dtype != torch.long:
-            raise ValueError(f"AAMSoftmax: labels must be an int64 tensor of shape ({cos.shape[0]},)")
+            raise InputError(f"AAMSoftmax: labels must be an int64 tensor of shape ({cos.shape[0]},)")
         if bool((labels < 0).any()) or bool((labels >= self.n_classes).any()):
-            raise ValueError(f"AAMSoftmax: labels must lie in [0, {self.n_classes}), got {labels.tolist()}")
+            raise InputError(f"AAMSoftmax: labels must lie in [0, {self.n_classes}), got {labels.tolist()}")
         sin = torch.sqrt(1.0 - cos * cos)
         phi = cos * math.cos(self.margin) - sin * math.sin(self.margin)
         phi = torch.where(cos > math.cos(math.pi - self.margin), phi, cos - math.sin(math.pi - self.margin) * self.margin)

@@ -15,6 +15,8 @@ import warnings
 import torch
 from torch import nn
 
+from sepkit.errors import InputError, InputTypeError
+
 __all__ = ["StreamingEnhancer", "StreamingStep", "export_step"]
 
 
@@ -70,7 +72,7 @@ class StreamingEnhancer:
 
     def __init__(self, model: nn.Module, step=None):
         if not getattr(model, "causal", True):
-            raise ValueError(f"StreamingEnhancer: the model ({getattr(model, 'variant', type(model).__name__)}) is "
+            raise InputError(f"StreamingEnhancer: the model ({getattr(model, 'variant', type(model).__name__)}) is "
                              f"not causal and cannot stream")
         self.model = model.eval()
         self.step_fn = step if step is not None else model.step
@@ -89,17 +91,17 @@ class StreamingEnhancer:
 
     def _check(self, chunk: torch.Tensor) -> torch.Tensor:
         if not isinstance(chunk, torch.Tensor):
-            raise TypeError(f"StreamingEnhancer.process: chunk must be a torch.Tensor, got {type(chunk).__name__}")
+            raise InputTypeError(f"StreamingEnhancer.process: chunk must be a torch.Tensor, got {type(chunk).__name__}")
         if chunk.dim() != 2:
-            raise ValueError(f"StreamingEnhancer.process: chunk must have shape (batch, samples), got {tuple(chunk.shape)}")
+            raise InputError(f"StreamingEnhancer.process: chunk must have shape (batch, samples), got {tuple(chunk.shape)}")
         if not chunk.is_floating_point():
-            raise TypeError(f"StreamingEnhancer.process: chunk must be a float tensor, got {chunk.dtype}")
+            raise InputTypeError(f"StreamingEnhancer.process: chunk must be a float tensor, got {chunk.dtype}")
         if self._batch is not None and chunk.shape[0] != self._batch:
-            raise ValueError(f"StreamingEnhancer.process: this stream has batch size {self._batch}, got a chunk of "
+            raise InputError(f"StreamingEnhancer.process: this stream has batch size {self._batch}, got a chunk of "
                              f"{chunk.shape[0]} (call reset() to start a new stream)")
         if not torch.isfinite(chunk).all():
             bad = int((~torch.isfinite(chunk)).sum())
-            raise ValueError(f"StreamingEnhancer.process: chunk has {bad} NaN or Inf sample(s); the stream's state "
+            raise InputError(f"StreamingEnhancer.process: chunk has {bad} NaN or Inf sample(s); the stream's state "
                              f"is unchanged, pass a finite chunk to continue")
         return chunk.detach().float()
 

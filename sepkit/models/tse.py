@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sepkit.errors import InputError, InputTypeError
 from sepkit.nn import CrossAttention
 from sepkit.nn.checkpoint import check_checkpointing, run_block
 from sepkit.nn.norm import make_norm
@@ -35,15 +36,15 @@ __all__ = ["FiLM", "ConvTasNetTSE", "DualPathTSE", "check_embedding"]
 def check_embedding(owner: str, embedding, batch: int, dim: int) -> torch.Tensor:
     """Validate a (B, D) speaker embedding; a (D,) vector is broadcast over the batch."""
     if not isinstance(embedding, torch.Tensor) or not embedding.is_floating_point():
-        raise TypeError(f"{owner}: embedding must be a floating-point tensor of shape ({batch}, {dim}), got "
-                        f"{type(embedding).__name__ if not isinstance(embedding, torch.Tensor) else embedding.dtype}")
+        raise InputTypeError(f"{owner}: embedding must be a floating-point tensor of shape ({batch}, {dim}), got "
+                             f"{type(embedding).__name__ if not isinstance(embedding, torch.Tensor) else embedding.dtype}")
     if embedding.dim() == 1 and embedding.shape[0] == dim:
         embedding = embedding.unsqueeze(0).expand(batch, dim)
     if embedding.dim() != 2 or embedding.shape != (batch, dim):
-        raise ValueError(f"{owner}: embedding must have shape ({batch}, {dim}) (batch, emb_dim={dim}), got "
+        raise InputError(f"{owner}: embedding must have shape ({batch}, {dim}) (batch, emb_dim={dim}), got "
                          f"{tuple(embedding.shape)}; the model was built for {dim}-d speaker embeddings")
     if not bool(torch.isfinite(embedding).all()):
-        raise ValueError(f"{owner}: embedding contains NaN or Inf")
+        raise InputError(f"{owner}: embedding contains NaN or Inf")
     return F.normalize(embedding, dim=-1, eps=1e-8)
 
 
@@ -101,7 +102,7 @@ class ConvTasNetTSE(_WaveTSE):
                  checkpointing: str = "none"):
         super().__init__()
         if emb_dim < 1:
-            raise ValueError(f"ConvTasNetTSE: emb_dim must be >= 1, got {emb_dim}")
+            raise InputError(f"ConvTasNetTSE: emb_dim must be >= 1, got {emb_dim}")
         self.checkpointing = check_checkpointing("ConvTasNetTSE", checkpointing)
         self.emb_dim, self.sample_rate, self.layers, self.mask_act = emb_dim, sample_rate, layers, mask_act
         self.encoder = Encoder(n_filters, kernel_size, stride)
@@ -176,12 +177,12 @@ class DualPathTSE(_WaveTSE):
                  sample_rate: int = 8000, backend: str | None = None, checkpointing: str = "none"):
         super().__init__()
         if emb_dim < 1:
-            raise ValueError(f"DualPathTSE: emb_dim must be >= 1, got {emb_dim}")
+            raise InputError(f"DualPathTSE: emb_dim must be >= 1, got {emb_dim}")
         check_checkpointing("DualPathTSE", checkpointing)
         self.emb_dim, self.sample_rate, self.mask_act = emb_dim, sample_rate, mask_act
         self.chunk_size, self.hop_size = chunk_size, hop_size or chunk_size // 2
         if not 1 <= self.hop_size <= chunk_size:
-            raise ValueError(f"DualPathTSE: need 1 <= hop_size <= chunk_size, got {self.hop_size}, {chunk_size}")
+            raise InputError(f"DualPathTSE: need 1 <= hop_size <= chunk_size, got {self.hop_size}, {chunk_size}")
         self.encoder = Encoder(n_filters, kernel_size, stride)
         self.norm = make_norm("gLN", n_filters)
         self.bottleneck = nn.Conv1d(n_filters, channels, 1, bias=False)

@@ -40,6 +40,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sepkit.errors import InputError
+
 from .fused import layer_norm_linear
 
 LAYER_BACKENDS = (None, "triton", "torch", "sdpa", "xformers")
@@ -48,35 +50,35 @@ ACTIVATIONS = ("relu", "gelu", "snake")
 
 def _check_backend(backend) -> None:
     if backend not in LAYER_BACKENDS:
-        raise ValueError(f"attention layers: backend must be one of {LAYER_BACKENDS}, got {backend!r}")
+        raise InputError(f"attention layers: backend must be one of {LAYER_BACKENDS}, got {backend!r}")
 
 
 def lengths_from_padding_mask(key_padding_mask: torch.Tensor) -> torch.Tensor:
     """Valid lengths (B,) from a boolean (B, L) padding mask (True = padding, a suffix per row)."""
     if not isinstance(key_padding_mask, torch.Tensor) or key_padding_mask.dtype != torch.bool or key_padding_mask.dim() != 2:
-        raise ValueError("key_padding_mask must be a boolean (B, L) tensor with True at padded positions")
+        raise InputError("key_padding_mask must be a boolean (B, L) tensor with True at padded positions")
     lengths = (~key_padding_mask).sum(dim=1)
     if not torch.compiler.is_compiling():
         positions = torch.arange(key_padding_mask.shape[1], device=key_padding_mask.device)
         if not bool(((positions[None, :] >= lengths[:, None]) == key_padding_mask).all()):
-            raise ValueError("key_padding_mask must mark a suffix of each row (right padding); "
+            raise InputError("key_padding_mask must mark a suffix of each row (right padding); "
                              "other patterns are not supported by the attention layers")
     return lengths
 
 
 def _lengths(lengths, key_padding_mask, batch: int, length: int, device, what: str) -> torch.Tensor | None:
     if lengths is not None and key_padding_mask is not None:
-        raise ValueError(f"give {what} or key_padding_mask, not both")
+        raise InputError(f"give {what} or key_padding_mask, not both")
     if key_padding_mask is not None:
         if key_padding_mask.shape != (batch, length):
-            raise ValueError(f"key_padding_mask must have shape ({batch}, {length}), got {tuple(key_padding_mask.shape)}")
+            raise InputError(f"key_padding_mask must have shape ({batch}, {length}), got {tuple(key_padding_mask.shape)}")
         return lengths_from_padding_mask(key_padding_mask)
     if lengths is None:
         return None
     if not isinstance(lengths, torch.Tensor):
         lengths = torch.tensor(list(lengths), dtype=torch.int64)
     if lengths.shape != (batch,):
-        raise ValueError(f"{what} must have shape ({batch},), got {tuple(lengths.shape)}")
+        raise InputError(f"{what} must have shape ({batch},), got {tuple(lengths.shape)}")
     return lengths.to(device)
 
 
@@ -151,7 +153,7 @@ def _merge_heads(x: torch.Tensor) -> torch.Tensor:
 def _check_input(layer: str, name: str, x, dim: int) -> None:
     if not isinstance(x, torch.Tensor) or x.dim() != 3 or x.shape[-1] != dim:
         shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-        raise ValueError(f"{layer}: {name} must have shape (B, L, {dim}) (batch first), got {shape}")
+        raise InputError(f"{layer}: {name} must have shape (B, L, {dim}) (batch first), got {shape}")
 
 
 class MultiheadAttention(nn.Module):
@@ -172,7 +174,7 @@ class MultiheadAttention(nn.Module):
                  backend: str | None = None, device=None, dtype=None):
         super().__init__()
         if embed_dim < 1 or num_heads < 1 or embed_dim % num_heads:
-            raise ValueError(f"MultiheadAttention: embed_dim={embed_dim} must be a positive multiple of num_heads={num_heads}")
+            raise InputError(f"MultiheadAttention: embed_dim={embed_dim} must be a positive multiple of num_heads={num_heads}")
         _check_backend(backend)
         kw = {"device": device, "dtype": dtype}
         self.embed_dim, self.num_heads, self.causal, self.backend = embed_dim, num_heads, causal, backend
@@ -231,7 +233,7 @@ class CrossAttention(nn.Module):
                  bias: bool = True, causal: bool = False, backend: str | None = None, device=None, dtype=None):
         super().__init__()
         if embed_dim < 1 or num_heads < 1 or embed_dim % num_heads:
-            raise ValueError(f"CrossAttention: embed_dim={embed_dim} must be a positive multiple of num_heads={num_heads}")
+            raise InputError(f"CrossAttention: embed_dim={embed_dim} must be a positive multiple of num_heads={num_heads}")
         _check_backend(backend)
         kw = {"device": device, "dtype": dtype}
         self.embed_dim, self.num_heads, self.causal, self.backend = embed_dim, num_heads, causal, backend
@@ -256,7 +258,7 @@ class CrossAttention(nn.Module):
         packed = state_dict.pop(prefix + "in_proj_weight", None)
         if packed is not None:
             if packed.shape != (3 * self.embed_dim, self.embed_dim) or self.kdim != self.embed_dim or self.vdim != self.embed_dim:
-                raise ValueError(f"CrossAttention: a packed in_proj_weight {tuple(packed.shape)} needs "
+                raise InputError(f"CrossAttention: a packed in_proj_weight {tuple(packed.shape)} needs "
                                  f"kdim = vdim = embed_dim = {self.embed_dim}")
             for name, w in zip(("q", "k", "v"), packed.chunk(3, dim=0)):
                 state_dict.setdefault(f"{prefix}{name}_proj_weight", w)
@@ -273,7 +275,7 @@ class CrossAttention(nn.Module):
         _check_input("CrossAttention", "key", key, self.kdim)
         _check_input("CrossAttention", "value", value, self.vdim)
         if key.shape[:2] != value.shape[:2] or key.shape[0] != query.shape[0]:
-            raise ValueError(f"CrossAttention: query {tuple(query.shape)}, key {tuple(key.shape)} and value "
+            raise InputError(f"CrossAttention: query {tuple(query.shape)}, key {tuple(key.shape)} and value "
                              f"{tuple(value.shape)} must share the batch size, key and value the length")
         lengths = _lengths(key_lengths, key_padding_mask, key.shape[0], key.shape[1], key.device, "key_lengths")
         bq = bk = bv = None
@@ -299,7 +301,7 @@ def _activation(name: str, channels: int) -> nn.Module:
         from .snake import Snake
 
         return Snake(channels, dim=-1)
-    raise ValueError(f"TransformerBlock: activation must be one of {ACTIVATIONS}, got {name!r}")
+    raise InputError(f"TransformerBlock: activation must be one of {ACTIVATIONS}, got {name!r}")
 
 
 class TransformerBlock(nn.Module):
@@ -362,7 +364,7 @@ class SinusoidalPositionalEncoding(nn.Module):
     def __init__(self, d_model: int, max_len: int = 5000):
         super().__init__()
         if d_model < 1 or max_len < 1:
-            raise ValueError(f"SinusoidalPositionalEncoding: d_model and max_len must be >= 1, got {d_model}, {max_len}")
+            raise InputError(f"SinusoidalPositionalEncoding: d_model and max_len must be >= 1, got {d_model}, {max_len}")
         self.d_model, self.max_len = d_model, max_len
         pos = torch.arange(max_len, dtype=torch.float64)[:, None]
         div = torch.exp(torch.arange(0, d_model, 2, dtype=torch.float64) * (-math.log(10000.0) / d_model))
@@ -374,7 +376,7 @@ class SinusoidalPositionalEncoding(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         _check_input("SinusoidalPositionalEncoding", "x", x, self.d_model)
         if x.shape[1] > self.max_len:
-            raise ValueError(f"SinusoidalPositionalEncoding: length {x.shape[1]} exceeds max_len={self.max_len}")
+            raise InputError(f"SinusoidalPositionalEncoding: length {x.shape[1]} exceeds max_len={self.max_len}")
         return x + self.pe[: x.shape[1]].to(x.dtype)
 
     def extra_repr(self) -> str:
@@ -388,7 +390,7 @@ class LearnedPositionalEncoding(nn.Module):
     def __init__(self, d_model: int, max_len: int = 5000):
         super().__init__()
         if d_model < 1 or max_len < 1:
-            raise ValueError(f"LearnedPositionalEncoding: d_model and max_len must be >= 1, got {d_model}, {max_len}")
+            raise InputError(f"LearnedPositionalEncoding: d_model and max_len must be >= 1, got {d_model}, {max_len}")
         self.d_model, self.max_len = d_model, max_len
         self.weight = nn.Parameter(torch.empty(max_len, d_model))
         nn.init.normal_(self.weight, std=0.02)
@@ -396,7 +398,7 @@ class LearnedPositionalEncoding(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         _check_input("LearnedPositionalEncoding", "x", x, self.d_model)
         if x.shape[1] > self.max_len:
-            raise ValueError(f"LearnedPositionalEncoding: length {x.shape[1]} exceeds max_len={self.max_len}")
+            raise InputError(f"LearnedPositionalEncoding: length {x.shape[1]} exceeds max_len={self.max_len}")
         return x + self.weight[: x.shape[1]].to(x.dtype)
 
     def extra_repr(self) -> str:

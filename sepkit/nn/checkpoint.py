@@ -17,13 +17,15 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from sepkit.errors import InputError
+
 CHECKPOINTING = ("none", "blocks")
 
 
 def check_checkpointing(owner: str, value) -> str:
     """Validate a ``checkpointing`` argument ("none" or "blocks") and return it."""
     if value not in CHECKPOINTING:
-        raise ValueError(f"{owner}: checkpointing must be one of {CHECKPOINTING}, got {value!r}")
+        raise InputError(f"{owner}: checkpointing must be one of {CHECKPOINTING}, got {value!r}")
     return value
 
 

@@ -21,6 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sepkit.errors import InputError, InputTypeError
+
 EPS = 1e-8
 """Added to the variance of every normalisation here (the Conv-TasNet paper's epsilon)."""
 
@@ -28,19 +30,19 @@ EPS = 1e-8
 def _check_input(layer: nn.Module, x: torch.Tensor, min_ndim: int, max_ndim: int | None = None) -> None:
     name = type(layer).__name__
     if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{name}: input must be a torch.Tensor, got {type(x).__name__}")
+        raise InputTypeError(f"{name}: input must be a torch.Tensor, got {type(x).__name__}")
     if x.dim() < min_ndim or (max_ndim is not None and x.dim() > max_ndim):
         want = f"{min_ndim}" if max_ndim == min_ndim else f"at least {min_ndim}"
-        raise ValueError(f"{name}: input must have {want} dimensions (B, C, ...), got shape {tuple(x.shape)}")
+        raise InputError(f"{name}: input must have {want} dimensions (B, C, ...), got shape {tuple(x.shape)}")
     if x.shape[1] != layer.channels:
-        raise ValueError(f"{name}: input has {x.shape[1]} channels (dim 1), expected {layer.channels}")
+        raise InputError(f"{name}: input has {x.shape[1]} channels (dim 1), expected {layer.channels}")
 
 
 class _AffineNorm(nn.Module):
     def __init__(self, channels: int, eps: float = EPS, affine: bool = True):
         super().__init__()
         if channels < 1:
-            raise ValueError(f"{type(self).__name__}: channels must be >= 1, got {channels}")
+            raise InputError(f"{type(self).__name__}: channels must be >= 1, got {channels}")
         self.channels, self.eps = channels, eps
         if affine:
             self.weight = nn.Parameter(torch.ones(channels))
@@ -119,5 +121,5 @@ def make_norm(kind: str, channels: int) -> nn.Module:
     if kind == "none":
         return nn.Identity()
     if kind not in NORMS:
-        raise ValueError(f"make_norm: unknown norm {kind!r}; choose one of {sorted(NORMS) + ['none']}")
+        raise InputError(f"make_norm: unknown norm {kind!r}; choose one of {sorted(NORMS) + ['none']}")
     return NORMS[kind](channels)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from sepkit.errors import InputError
 from sepkit.kernels import snake
 
 
@@ -27,7 +28,7 @@ class Snake(nn.Module):
     def __init__(self, channels: int, dim: int = 1, logscale: bool = False, backend: str | None = None):
         super().__init__()
         if channels < 1:
-            raise ValueError(f"{type(self).__name__}: channels must be >= 1, got {channels}")
+            raise InputError(f"{type(self).__name__}: channels must be >= 1, got {channels}")
         self.channels, self.dim, self.logscale, self.backend = channels, dim, logscale, backend
         init = torch.zeros if logscale else torch.ones
         self.alpha = nn.Parameter(init(channels))

@@ -24,14 +24,13 @@ import torch
 import yaml
 
 import sepkit
-from sepkit.files import key_mismatch, staged_folder, umask_mode
+from sepkit.files import load_strict, staged_folder, umask_mode
 
 LATEST = "LATEST"
 BEST = "BEST"
 
 
-class CheckpointError(ValueError):
-    """A checkpoint is missing, corrupt or belongs to another model; the message says which."""
+from sepkit.errors import CheckpointError  # noqa: E402  (re-exported)
 
 
 def _atomic_text(path: Path, text: str) -> None:
@@ -146,23 +145,7 @@ def read_weights(ckpt: Path, name: str = "model.safetensors") -> dict:
 def load_weights(ckpt: Path, model: torch.nn.Module, exclude: tuple[str, ...] = (), name: str = "model.safetensors") -> None:
     """Load ``ckpt/name`` into ``model`` strictly (entries under the ``exclude`` prefixes, the
     frozen parts, are neither expected nor loaded), with one-line errors."""
-    path = ckpt / name
-    weights = read_weights(ckpt, name)
-    own = {k: v for k, v in model.state_dict().items() if not _excluded(k, exclude)}
-    missing, unexpected, shapes = (sorted(keys) for keys in key_mismatch(own, weights))
-    if missing or unexpected or shapes:
-        detail = []
-        if missing:
-            detail.append(f"{len(missing)} missing (e.g. {missing[0]})")
-        if unexpected:
-            detail.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
-        if shapes:
-            detail.append(f"{len(shapes)} with other shapes (e.g. {shapes[0]})")
-        raise CheckpointError(f"{path} holds weights of a different model: " + ", ".join(detail))
-    for k, v in weights.items():
-        if v.is_floating_point() and not bool(torch.isfinite(v).all()):
-            raise CheckpointError(f"{path}: tensor {k} holds NaN or Inf values; this checkpoint cannot be used")
-    model.load_state_dict(weights, strict=not exclude)
+    load_strict(model, read_weights(ckpt, name), str(ckpt / name), exclude=exclude)
 
 
 def load_state(ckpt: Path) -> dict:

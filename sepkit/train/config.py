@@ -24,9 +24,7 @@ from typing import Any
 
 import yaml
 
-
-class ConfigError(ValueError):
-    """A recipe or override is wrong; the message names the key."""
+from sepkit.errors import ConfigError  # noqa: E402  (re-exported)
 
 
 @dataclass

@@ -4,6 +4,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from sepkit.errors import InputError
+
 
 class EMA:
     """Shadow copy of the floating-point entries of ``model.state_dict()`` (trainable weights and
@@ -16,7 +18,7 @@ class EMA:
 
     def __init__(self, model: nn.Module, decay: float, exclude: tuple[str, ...] = ()):
         if not 0.0 < decay < 1.0:
-            raise ValueError(f"EMA: decay must be in (0, 1), got {decay}")
+            raise InputError(f"EMA: decay must be in (0, 1), got {decay}")
         self.decay = decay
         self.exclude = tuple(exclude)
         self.shadow = {k: v.detach().clone() for k, v in self._entries(model).items()}

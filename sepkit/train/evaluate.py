@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 
+from sepkit.errors import InputError
 from sepkit.losses import PITLoss, SISDRLoss, reorder_sources
 from sepkit.metrics import sdr, sdri, si_sdr, si_sdri
 
@@ -56,7 +57,7 @@ def evaluate(model: torch.nn.Module, dataset, device: torch.device | str = "cpu"
             elif m == "sdri":
                 v = sdri(est64, ref64, mix64)
             else:
-                raise ValueError(f"evaluate: unknown metric {m!r}; choose from {METRICS}")
+                raise InputError(f"evaluate: unknown metric {m!r}; choose from {METRICS}")
             row[m] = float(v.mean())
         rows.append(row)
     return rows
@@ -88,7 +89,7 @@ def format_summary(summary: dict, n: int) -> str:
 def write_rows(path: str | os.PathLike, rows: list[dict]) -> Path:
     """Write ``rows`` (dicts with the same keys) to the CSV ``path`` atomically."""
     if not rows:
-        raise ValueError(f"write_rows: no rows to write to {path}")
+        raise InputError(f"write_rows: no rows to write to {path}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")

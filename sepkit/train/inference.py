@@ -5,6 +5,7 @@ import itertools
 
 import torch
 
+from sepkit.errors import InputError
 from sepkit.losses import best_permutation_hungarian
 
 
@@ -33,7 +34,7 @@ def separate_waveform(model: torch.nn.Module, wav: torch.Tensor, chunk: int | No
     cross-faded (linear ramps) into one signal per source. ``chunk=None`` separates in one call.
     """
     if wav.dim() != 1:
-        raise ValueError(f"separate_waveform: expected a mono waveform (T,), got shape {tuple(wav.shape)}")
+        raise InputError(f"separate_waveform: expected a mono waveform (T,), got shape {tuple(wav.shape)}")
     model.eval()
     run = model if separate is None else (lambda x: separate(model, x))
     T = wav.shape[0]
@@ -41,7 +42,7 @@ def separate_waveform(model: torch.nn.Module, wav: torch.Tensor, chunk: int | No
         return run(wav.unsqueeze(0))[0].float()
     overlap = chunk // 4 if overlap is None else overlap
     if not 0 < overlap < chunk:
-        raise ValueError(f"separate_waveform: need 0 < overlap < chunk, got overlap={overlap}, chunk={chunk}")
+        raise InputError(f"separate_waveform: need 0 < overlap < chunk, got overlap={overlap}, chunk={chunk}")
     hop = chunk - overlap
     starts = list(range(0, T - overlap, hop))
     out = None

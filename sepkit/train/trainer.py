@@ -24,8 +24,20 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import (BEST, CheckpointError, load_state, load_weights, read_meta, read_weights, resolve_checkpoint,
-                         mark_best, save_checkpoint, set_rng_state)
+from sepkit.errors import DivergedError
+
+from .checkpoint import (
+    BEST,
+    CheckpointError,
+    load_state,
+    load_weights,
+    mark_best,
+    read_meta,
+    read_weights,
+    resolve_checkpoint,
+    save_checkpoint,
+    set_rng_state,
+)
 from .checks import check_output_dir, resolve_device
 from .config import ConfigError, RecipeConfig, check_ranges
 from .ema import EMA
@@ -359,7 +371,7 @@ def train(cfg: RecipeConfig, run_dir: str | os.PathLike, resume: bool = False, d
                 with _autocast(cfg.train.precision, device):
                     loss, micro_logs = stepper(to_device(batch, device))
                 if not torch.isfinite(loss):
-                    raise FloatingPointError(f"step {step}: the loss is {loss.item()} (batch {batch.get('id')}); lower "
+                    raise DivergedError(f"step {step}: the loss is {loss.item()} (batch {batch.get('id')}); lower "
                                              "optim.lr or check the data")
                 scaled = loss / accum
                 (scaler.scale(scaled) if scaler is not None else scaled).backward()

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from torch import nn
 
+from sepkit.errors import InputError
+
 from .base import Decoder, Encoder, FrontendAdapter, MaskSeparator
 from .bilstm import BiLSTMSeparator
 from .conv_tasnet import ConvTasNet
@@ -27,7 +29,7 @@ def build_separator(name: str, **kwargs) -> nn.Module:
     """Build a separator by (case-insensitive) name: "convtasnet", "dprnn", "sepformer", "bilstm"."""
     key = name.lower().replace("-", "").replace("_", "")
     if key not in SEPARATORS:
-        raise ValueError(f"build_separator: unknown separator {name!r}; choose one of {sorted(SEPARATORS)}")
+        raise InputError(f"build_separator: unknown separator {name!r}; choose one of {sorted(SEPARATORS)}")
     return SEPARATORS[key](**kwargs)
 
 

@@ -34,6 +34,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sepkit.errors import InputError, InputTypeError
+
 ENCODER_ACTIVATIONS = ("linear", "relu", "gated")
 ENCODER_PADDINGS = ("cover", "none")
 MASK_ACTIVATIONS = ("relu", "sigmoid", "softmax", "linear")
@@ -42,17 +44,17 @@ MASK_ACTIVATIONS = ("relu", "sigmoid", "softmax", "linear")
 def as_waveform_batch(name: str, mixture: torch.Tensor) -> torch.Tensor:
     """Validate a (B, T) or (B, 1, T) floating-point waveform batch and return it as (B, T)."""
     if not isinstance(mixture, torch.Tensor):
-        raise TypeError(f"{name}: mixture must be a torch.Tensor, got {type(mixture).__name__}")
+        raise InputTypeError(f"{name}: mixture must be a torch.Tensor, got {type(mixture).__name__}")
     if not mixture.is_floating_point():
-        raise TypeError(f"{name}: mixture must be a floating-point waveform, got dtype {mixture.dtype}")
+        raise InputTypeError(f"{name}: mixture must be a floating-point waveform, got dtype {mixture.dtype}")
     if mixture.dim() == 3 and mixture.shape[1] == 1:
         mixture = mixture[:, 0]
     if mixture.dim() != 2:
-        raise ValueError(
+        raise InputError(
             f"{name}: mixture must have shape (B, T) or (B, 1, T) (single channel), got {tuple(mixture.shape)}"
         )
     if mixture.shape[-1] < 1:
-        raise ValueError(f"{name}: mixture has no samples")
+        raise InputError(f"{name}: mixture has no samples")
     return mixture
 
 
@@ -69,7 +71,7 @@ def mask_activation(name: str, masks: torch.Tensor, source_dim: int = 1) -> torc
 
 def check_choice(owner: str, arg: str, value, choices) -> None:
     if value not in choices:
-        raise ValueError(f"{owner}: {arg} must be one of {tuple(choices)}, got {value!r}")
+        raise InputError(f"{owner}: {arg} must be one of {tuple(choices)}, got {value!r}")
 
 
 class Encoder(nn.Module):
@@ -88,7 +90,7 @@ class Encoder(nn.Module):
         check_choice("Encoder", "activation", activation, ENCODER_ACTIVATIONS)
         check_choice("Encoder", "padding", padding, ENCODER_PADDINGS)
         if n_filters < 1 or kernel_size < 1 or not 1 <= stride <= kernel_size:
-            raise ValueError(
+            raise InputError(
                 f"Encoder: need n_filters >= 1 and 1 <= stride <= kernel_size, got n_filters={n_filters}, "
                 f"kernel_size={kernel_size}, stride={stride}"
             )
@@ -126,7 +128,7 @@ def frame_padding(length: int, kernel_size: int, stride: int, mode: str = "cover
     whole frames inside the signal (ValueError when ``length < kernel_size``)."""
     if mode == "none":
         if length < kernel_size:
-            raise ValueError(f"frame_padding: padding='none' needs at least kernel_size={kernel_size} samples, "
+            raise InputError(f"frame_padding: padding='none' needs at least kernel_size={kernel_size} samples, "
                              f"got {length}")
         return 0, 0, (length - kernel_size) // stride + 1
     check_choice("frame_padding", "mode", mode, ENCODER_PADDINGS)
@@ -147,7 +149,7 @@ class FrontendAdapter(nn.Module):
     def __init__(self, frontend_dim: int, n_filters: int, mode: str = "linear"):
         super().__init__()
         if frontend_dim < 1:
-            raise ValueError(f"FrontendAdapter: frontend_dim must be >= 1, got {frontend_dim}")
+            raise InputError(f"FrontendAdapter: frontend_dim must be >= 1, got {frontend_dim}")
         check_choice("FrontendAdapter", "mode", mode, ("linear", "nearest"))
         self.frontend_dim, self.mode = frontend_dim, mode
         self.proj = nn.Conv1d(frontend_dim, n_filters, 1)
@@ -178,17 +180,17 @@ class MaskSeparator(nn.Module):
 
     def _init_frontend(self, frontend: nn.Module | None, frontend_dim: int | None) -> None:
         if frontend is not None and not isinstance(frontend, nn.Module):
-            raise TypeError(f"{type(self).__name__}: frontend must be an nn.Module, got {type(frontend).__name__}")
+            raise InputTypeError(f"{type(self).__name__}: frontend must be an nn.Module, got {type(frontend).__name__}")
         if frontend is not None and frontend_dim is None:
             frontend_dim = getattr(frontend, "output_dim", None)
             if frontend_dim is None:
-                raise ValueError(
+                raise InputError(
                     f"{type(self).__name__}: give frontend_dim (the frontend's feature size) or a frontend "
                     "with an `output_dim` attribute"
                 )
         rates = getattr(frontend, "sample_rate", None), getattr(self, "sample_rate", None)
         if None not in rates and rates[0] != rates[1]:
-            raise ValueError(f"{type(self).__name__}: the frontend runs at {rates[0]} Hz but the separator at "
+            raise InputError(f"{type(self).__name__}: the frontend runs at {rates[0]} Hz but the separator at "
                              f"{rates[1]} Hz; build both at one sample rate")
         self.frontend = frontend
         self.adapter = (
@@ -199,7 +201,7 @@ class MaskSeparator(nn.Module):
     @staticmethod
     def _check_n_src(owner: str, n_src: int) -> int:
         if not isinstance(n_src, int) or n_src < 1:
-            raise ValueError(f"{owner}: n_src must be a positive int, got {n_src!r}")
+            raise InputError(f"{owner}: n_src must be a positive int, got {n_src!r}")
         return n_src
 
     def num_frames(self, length: int) -> int:
@@ -224,12 +226,12 @@ class MaskSeparator(nn.Module):
         if features is None:
             return w
         if self.adapter is None:
-            raise ValueError(f"{name}: frontend_features given, but the model was built without frontend_dim")
+            raise InputError(f"{name}: frontend_features given, but the model was built without frontend_dim")
         if not isinstance(features, torch.Tensor) or features.dim() != 3:
             got = tuple(features.shape) if isinstance(features, torch.Tensor) else type(features).__name__
-            raise ValueError(f"{name}: frontend features must be a (B, F, T') tensor, got {got}")
+            raise InputError(f"{name}: frontend features must be a (B, F, T') tensor, got {got}")
         if features.shape[0] != w.shape[0] or features.shape[1] != self.adapter.frontend_dim:
-            raise ValueError(
+            raise InputError(
                 f"{name}: frontend features have shape {tuple(features.shape)}; expected "
                 f"({w.shape[0]}, {self.adapter.frontend_dim}, T') for this batch"
             )

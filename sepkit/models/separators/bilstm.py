@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from sepkit.errors import InputError
 from sepkit.nn.checkpoint import check_checkpointing, run_block
 from sepkit.nn.norm import make_norm
 
@@ -34,7 +35,7 @@ class LSTMMasker(nn.Module):
         self.checkpointing = check_checkpointing("LSTMMasker", checkpointing)
         check_choice("LSTMMasker", "mask_act", mask_act, ("relu", "sigmoid", "softmax", "linear"))
         if n_layers < 1:
-            raise ValueError(f"LSTMMasker: n_layers must be >= 1, got {n_layers}")
+            raise InputError(f"LSTMMasker: n_layers must be >= 1, got {n_layers}")
         self.n_src, self.mask_act = n_src, mask_act
         width = hidden * (2 if bidirectional else 1)
         self.norm = make_norm(norm, in_channels)
@@ -86,7 +87,7 @@ class BiLSTMSeparator(MaskSeparator):
         self.sample_rate, self.causal = sample_rate, causal
         norm = norm or ("cLN" if causal else "gLN")
         if causal and norm == "gLN":
-            raise ValueError("BiLSTMSeparator: gLN looks at the whole utterance; use norm='cLN' when causal")
+            raise InputError("BiLSTMSeparator: gLN looks at the whole utterance; use norm='cLN' when causal")
         self.encoder = Encoder(n_filters, kernel_size, stride, encoder_activation)
         self.masker = LSTMMasker(n_filters, n_src, hidden, n_layers, not causal, norm, dropout, mask_act,
                                  checkpointing)

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sepkit.errors import InputError
 from sepkit.nn.checkpoint import check_checkpointing, run_block
 from sepkit.nn.conv import depthwise_conv1d
 from sepkit.nn.fused import prelu_global_norm
@@ -108,7 +109,7 @@ class TCNMasker(nn.Module):
         self.checkpointing = check_checkpointing("TCNMasker", checkpointing)
         check_choice("TCNMasker", "mask_act", mask_act, ("relu", "sigmoid", "softmax", "linear"))
         if not causal and kernel_size % 2 == 0:
-            raise ValueError(f"TCNMasker: the non-causal TCN needs an odd kernel_size, got {kernel_size}")
+            raise InputError(f"TCNMasker: the non-causal TCN needs an odd kernel_size, got {kernel_size}")
         self.n_src, self.in_channels, self.mask_act, self.use_skip = n_src, in_channels, mask_act, skip > 0
         self.input = nn.Sequential(make_norm(norm, in_channels), nn.Conv1d(in_channels, bottleneck, 1))
         total = layers * repeats
@@ -172,7 +173,7 @@ class ConvTasNet(MaskSeparator):
         self.sample_rate, self.causal = sample_rate, causal
         norm = norm or ("cLN" if causal else "gLN")
         if causal and norm == "gLN":
-            raise ValueError("ConvTasNet: gLN looks at the whole utterance; use norm='cLN' or 'chanLN' when causal")
+            raise InputError("ConvTasNet: gLN looks at the whole utterance; use norm='cLN' or 'chanLN' when causal")
         self.encoder = Encoder(n_filters, kernel_size, stride, encoder_activation, encoder_padding)
         self.masker = TCNMasker(n_filters, n_src, bottleneck, hidden, skip, conv_kernel, layers, repeats, norm,
                                 causal, mask_act, checkpointing)

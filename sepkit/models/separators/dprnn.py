@@ -18,6 +18,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from sepkit.errors import InputError
 from sepkit.nn.checkpoint import check_checkpointing, run_block
 from sepkit.nn.norm import make_norm
 
@@ -116,7 +117,7 @@ class DPRNN(MaskSeparator):
         self.sample_rate, self.causal = sample_rate, causal
         block_norm = norm or ("chanLN" if causal else "gLN")
         if causal and block_norm == "gLN":
-            raise ValueError("DPRNN: gLN looks at the whole utterance; use norm='chanLN' when causal")
+            raise InputError("DPRNN: gLN looks at the whole utterance; use norm='chanLN' when causal")
         self.encoder = Encoder(n_filters, kernel_size, stride, encoder_activation, encoder_padding)
         blocks = [DPRNNBlock(bottleneck, hidden, block_norm, causal, dropout, checkpointing) for _ in range(n_blocks)]
         self.masker = DualPathMasker(n_filters, bottleneck, n_src, blocks, chunk_size,

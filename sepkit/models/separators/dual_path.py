@@ -20,10 +20,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sepkit.errors import InputError
 from sepkit.nn.norm import make_norm
 
 from .base import check_choice, mask_activation
-
 
 CHUNK_PADDINGS = ("tight", "wide", "paired")
 
@@ -37,7 +37,7 @@ def chunk_padding(length: int, chunk_size: int, hop_size: int, mode: str = "tigh
         n_chunks = (length + chunk_size) // hop_size + 1
     elif mode == "paired":
         if chunk_size % 2 or 2 * hop_size != chunk_size:
-            raise ValueError(f"chunk_padding: mode='paired' needs an even chunk_size and hop_size = chunk_size / 2, "
+            raise InputError(f"chunk_padding: mode='paired' needs an even chunk_size and hop_size = chunk_size / 2, "
                              f"got {chunk_size}, {hop_size}")
         left = hop_size
         n_chunks = 2 * ((length + hop_size) // chunk_size + 1)
@@ -61,7 +61,7 @@ def overlap_add(chunks: torch.Tensor, hop_size: int, length: int, mode: str = "t
     B, C, K, n = chunks.shape
     left, right, n_expected = chunk_padding(length, K, hop_size, mode)
     if n != n_expected:
-        raise ValueError(f"overlap_add: {n} chunks do not cover {length} frames with chunk {K} and hop {hop_size}")
+        raise InputError(f"overlap_add: {n} chunks do not cover {length} frames with chunk {K} and hop {hop_size}")
     padded = left + length + right
     cols = chunks.reshape(B, C * K, n)
     out = F.fold(cols, output_size=(1, padded), kernel_size=(1, K), stride=(1, hop_size))
@@ -95,7 +95,7 @@ class DualPathMasker(nn.Module):
         check_choice(type(self).__name__, "chunk_padding", chunk_padding, CHUNK_PADDINGS)
         self.chunk_mode = chunk_padding
         if not 1 <= hop_size <= chunk_size:
-            raise ValueError(f"DualPathMasker: need 1 <= hop_size <= chunk_size, got {hop_size}, {chunk_size}")
+            raise InputError(f"DualPathMasker: need 1 <= hop_size <= chunk_size, got {hop_size}, {chunk_size}")
         self.n_src, self.channels, self.chunk_size, self.hop_size = n_src, channels, chunk_size, hop_size
         self.mask_act = mask_act
         self.norm = make_norm(norm, in_channels)

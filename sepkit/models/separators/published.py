@@ -32,12 +32,13 @@ import torch
 import yaml
 from torch import nn
 
+from sepkit.errors import CheckpointError, InputError
 from sepkit.files import key_mismatch, load_failure, load_state_dict_file, staged_folder
 
 SOURCES = ("torchaudio", "speechbrain", "asteroid")
 
 
-class PublishedCheckpointError(ValueError):
+class PublishedCheckpointError(CheckpointError):
     """A published checkpoint cannot be loaded: a foreign or corrupt file, an architecture
     sepkit does not reproduce, or a key missing, unexpected or of the wrong shape (named)."""
 
@@ -592,7 +593,7 @@ def load_published(source: str, path) -> Loaded:
         return load_speechbrain_sepformer(path, _loaded=True)
     if source == "asteroid":
         return load_asteroid(path, _loaded=True)
-    raise ValueError(f"source must be one of {SOURCES}, got {source!r}")
+    raise InputError(f"source must be one of {SOURCES}, got {source!r}")
 
 
 def convert_published(source: str, path, out, overwrite: bool = False) -> Path:

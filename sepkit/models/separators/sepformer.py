@@ -18,6 +18,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from sepkit.errors import InputError
 from sepkit.nn import SinusoidalPositionalEncoding, TransformerBlock
 from sepkit.nn.checkpoint import check_checkpointing, run_block
 from sepkit.nn.norm import make_norm
@@ -126,7 +127,7 @@ class Sepformer(MaskSeparator):
         d_model = d_model or n_filters
         block_norm = norm or ("chanLN" if causal else "gLN")
         if causal and block_norm == "gLN":
-            raise ValueError("Sepformer: gLN looks at the whole utterance; use norm='chanLN' when causal")
+            raise InputError("Sepformer: gLN looks at the whole utterance; use norm='chanLN' when causal")
         self.encoder = Encoder(n_filters, kernel_size, stride, encoder_activation, encoder_padding)
         blocks = [
             SepformerBlock(d_model, nhead, dim_feedforward, n_layers, block_norm, causal, dropout, chunk_size,

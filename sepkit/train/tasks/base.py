@@ -20,6 +20,7 @@ from torch import nn
 
 from sepkit.data import collate as default_collate
 from sepkit.data import resample
+from sepkit.errors import InputError
 
 from ..config import ConfigError, RecipeConfig, build_options
 from ..evaluate import summarize
@@ -163,7 +164,7 @@ class Task:
         bad = sorted(k for k, v in options.items() if v is not None and k not in self.infer_options)
         if bad:
             flags = lambda names: ", ".join("--" + n.replace("_", "-") for n in names)  # noqa: E731
-            raise ValueError(f"{flags(bad)} not supported by the {self.name} task; it supports "
+            raise InputError(f"{flags(bad)} not supported by the {self.name} task; it supports "
                              f"{flags(self.infer_options) or 'no such options'}")
 
     # -- helpers for subclasses ----------------------------------------------------------

@@ -41,9 +41,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from sepkit.data import resample
+from sepkit.errors import InputError
 from sepkit.models.ncsnpp import NCSNPP_CONFIGS, NCSNpp, build_ncsnpp
-from sepkit.models.sad import SpeechActivityDetector, activity_labels
 from sepkit.models.panns import SPEECH_CLASSES
+from sepkit.models.sad import SpeechActivityDetector, activity_labels
 from sepkit.models.sgmse import OUVESDE, SAMPLERS, SGMSE, SpecRepresentation
 
 from ..builders import build_dataset
@@ -374,7 +375,7 @@ class DiffusionTask(EnhancementTask):
         super().check_options(model, options)
         steps = options.get("steps")
         if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
-            raise ValueError(f"--steps must be a positive integer, got {steps!r}")
+            raise InputError(f"--steps must be a positive integer, got {steps!r}")
 
     @torch.no_grad()
     def infer(self, model, waveform, sample_rate, steps: int | None = None, chunk: float | None = None,

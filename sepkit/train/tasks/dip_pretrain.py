@@ -43,6 +43,7 @@ import torch
 from torch import nn
 
 from sepkit.data import read_audio
+from sepkit.errors import InputError
 from sepkit.models.dip import MMD_MODES, DIPFrontend, DIPPretrainLoss
 
 from ..builders import build_dataset
@@ -104,18 +105,18 @@ class AudioFolder(torch.utils.data.Dataset):
         if not self.root.is_dir():
             raise FileNotFoundError(f"AudioFolder: folder not found: {self.root}")
         if which not in ("train", "valid", "test", "all"):
-            raise ValueError(f"AudioFolder: which must be train, valid, test or all, got {which!r}")
+            raise InputError(f"AudioFolder: which must be train, valid, test or all, got {which!r}")
         files = sorted(p for p in self.root.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file())
         need = 1 if which == "all" else 2
         if len(files) < need:
-            raise ValueError(f"AudioFolder: {self.root} holds {len(files)} audio file(s) ({'/'.join(AUDIO_SUFFIXES)}); "
+            raise InputError(f"AudioFolder: {self.root} holds {len(files)} audio file(s) ({'/'.join(AUDIO_SUFFIXES)}); "
                              f"need at least {need}" + ("" if which == "all" else " (training and held-out)"))
         if which == "all":
             self.files = files
         else:
             n_out = max(1, len(files) // 20) if held_out is None else int(held_out)
             if not 1 <= n_out < len(files):
-                raise ValueError(f"AudioFolder: held_out={held_out} must lie in [1, {len(files) - 1}] for {self.root}")
+                raise InputError(f"AudioFolder: held_out={held_out} must lie in [1, {len(files) - 1}] for {self.root}")
             self.files = files[:-n_out] if which == "train" else files[-n_out:]
         self.sample_rate, self.seed, self.epoch = int(sample_rate), int(seed), 0
         self.segment = int(round(segment * sample_rate)) if (segment and which == "train") else None
@@ -313,7 +314,7 @@ class DIPPretrainTask(Task):
         }
 
     def infer(self, model, waveform, sample_rate, **options) -> dict:
-        raise ValueError("the dip-pretrain task has no waveform output: use its run as "
+        raise InputError("the dip-pretrain task has no waveform output: use its run as "
                          "model.args.frontend_ckpt of the dip-separate task")
 
     def output_names(self) -> list[str]:

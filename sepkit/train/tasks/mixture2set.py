@@ -43,6 +43,7 @@ from torch import nn
 
 from sepkit.data import LibriMix, resample
 from sepkit.data.synth import MixtureSpec, make_speakers, split_code, synth_mixture
+from sepkit.errors import InputError
 from sepkit.metrics.clustering import adjusted_rand_index, kmeans, normalized_mutual_info, silhouette_score
 from sepkit.models.mixture2set import MixtureToSet, SetEmbeddingLoss
 from sepkit.models.speaker import ECAPATDNN
@@ -79,7 +80,7 @@ class SpeakerSetMixtures(torch.utils.data.Dataset):
                  num_speakers: int = 100, seed: int = 0):
         counts = [int(c) for c in speaker_counts]
         if not counts or min(counts) < 1 or max(counts) > n_slots:
-            raise ValueError(f"SpeakerSetMixtures: speaker_counts must lie in [1, {n_slots}], got {counts}")
+            raise InputError(f"SpeakerSetMixtures: speaker_counts must lie in [1, {n_slots}], got {counts}")
         self.num_examples, self.spec, self.counts, self.n_slots = num_examples, spec, counts, n_slots
         self.split, self.seed, self.sample_rate = split, seed, spec.sample_rate
         self.speakers = make_speakers(max(num_speakers, n_slots), seed, split)
@@ -121,7 +122,7 @@ class LibriMixSets(torch.utils.data.Dataset):
         names = set()
         for part in self.parts:
             if part.n_src > n_slots:
-                raise ValueError(f"LibriMixSets: {part.root} has {part.n_src} sources, more than {n_slots} slots")
+                raise InputError(f"LibriMixSets: {part.root} has {part.n_src} sources, more than {n_slots} slots")
             for row in part.rows:
                 names.update(self.speaker_names(row["mixture_ID"]))
         self.vocab = {name: i for i, name in enumerate(sorted(names))}
@@ -139,7 +140,7 @@ class LibriMixSets(torch.utils.data.Dataset):
         item = self.parts[k][index - int(self.offsets[k])]
         names = self.speaker_names(item["id"])
         if len(names) != item["sources"].shape[0]:
-            raise ValueError(f"LibriMixSets: cannot read {item['sources'].shape[0]} speaker ids from {item['id']!r}")
+            raise InputError(f"LibriMixSets: cannot read {item['sources'].shape[0]} speaker ids from {item['id']!r}")
         return pad_item(item["mixture"], item["sources"], [self.vocab[n] for n in names], self.n_slots, item["id"])
 
 
@@ -191,7 +192,7 @@ class SetWithTeacher(nn.Module):
     def __init__(self, teacher: nn.Module, sample_rate: int, center_momentum: float = 0.01, **predictor_args):
         super().__init__()
         if not 0.0 <= center_momentum <= 1.0:
-            raise ValueError(f"SetWithTeacher: center_momentum must be in [0, 1], got {center_momentum}")
+            raise InputError(f"SetWithTeacher: center_momentum must be in [0, 1], got {center_momentum}")
         self.teacher = teacher
         self.sample_rate, self.center_momentum = sample_rate, center_momentum
         self.predictor = MixtureToSet(embed_dim=teacher.embed_dim, sample_rate=sample_rate, **predictor_args)
@@ -519,7 +520,7 @@ class Mixture2SetTask(Task):
         return [(emb[e], int(item["speakers"][s])) for e, s in match.items()]
 
     def infer(self, model, waveform, sample_rate, **options):
-        raise ValueError("the mixture2set task predicts embeddings, not audio: use a tse run with "
+        raise InputError("the mixture2set task predicts embeddings, not audio: use a tse run with "
                          "--target-slot, or SpeakerMemory.process(model.predictor, ...) for long recordings")
 
     def output_names(self) -> list[str]:

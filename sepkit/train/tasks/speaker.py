@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from sepkit.data.synth import MixtureSpec, make_speakers, split_code, synth_mixture
+from sepkit.errors import InputError
 from sepkit.models.speaker import ECAPATDNN, AAMSoftmax
 
 from ..config import ConfigError
@@ -56,7 +57,7 @@ class SpeakerUtterances(torch.utils.data.Dataset):
     def __init__(self, num_examples: int, sample_rate: int, duration: tuple[float, float], num_speakers: int,
                  split: str, pool: str = "train", seed: int = 0, noise: bool = False):
         if num_examples < 1:
-            raise ValueError(f"SpeakerUtterances: num_examples must be >= 1, got {num_examples}")
+            raise InputError(f"SpeakerUtterances: num_examples must be >= 1, got {num_examples}")
         self.num_examples, self.split, self.seed = num_examples, split, seed
         self.speakers = make_speakers(num_speakers, seed, pool)
         self.spec = MixtureSpec(sample_rate=sample_rate, n_src=1, min_duration=duration[0], max_duration=duration[1],
@@ -83,7 +84,7 @@ def collate_tensors(items: list[dict]) -> dict:
         if isinstance(values[0], torch.Tensor):
             shapes = {tuple(v.shape) for v in values}
             if len(shapes) != 1:
-                raise ValueError(f"collate: field {key!r} differs in shape across items {sorted(shapes)}; "
+                raise InputError(f"collate: field {key!r} differs in shape across items {sorted(shapes)}; "
                                  "crop the items (data.segment) or use batch size 1")
             out[key] = torch.stack(values)
         else:
@@ -112,7 +113,7 @@ def equal_error_rate(embeddings: torch.Tensor, labels: torch.Tensor) -> float:
     s = scores[iu[0], iu[1]]
     same = (labels[iu[0]] == labels[iu[1]])
     if same.all() or not same.any():
-        raise ValueError("equal_error_rate: need both same-speaker and different-speaker pairs")
+        raise InputError("equal_error_rate: need both same-speaker and different-speaker pairs")
     order = torch.argsort(s, descending=True)
     same = same[order].double()
     tp = torch.cumsum(same, 0) / same.sum()  # accepted targets at each threshold
@@ -202,7 +203,7 @@ class SpeakerTask(Task):
         return {"accuracy": float(np.mean([r["accuracy"] for r in rows])), "eer": self.open_set_eer(model)}
 
     def infer(self, model, waveform, sample_rate, **options):
-        raise ValueError("the speaker task produces embeddings, not audio: load the run with "
+        raise InputError("the speaker task produces embeddings, not audio: load the run with "
                          "sepkit.train.load_trained(path) and call model(wave) for (B, D) embeddings")
 
     def output_names(self) -> list[str]:

@@ -32,6 +32,7 @@ from torch import nn
 
 from sepkit.data import resample
 from sepkit.data.synth import MixtureSpec, make_speakers, split_code, synth_mixture, synth_utterance
+from sepkit.errors import InputError
 from sepkit.losses import si_sdr_loss
 from sepkit.metrics import si_sdr, si_sdri
 from sepkit.models.tse import ConvTasNetTSE, DualPathTSE
@@ -106,7 +107,7 @@ class TSEWithConditioner(nn.Module):
     def slots(self, mixture: torch.Tensor):
         """(B, T) -> predicted set (embeddings (B, S, D), presence logits (B, S))."""
         if not self.has_predictor:
-            raise ValueError("this TSE model has no set predictor (trained with a teacher only): "
+            raise InputError("this TSE model has no set predictor (trained with a teacher only): "
                              "predicted conditioning and --target-slot need model.args.predictor_ckpt")
         return self.conditioner.predictor(mixture)
 
@@ -248,13 +249,13 @@ class TSETask(Task):
         super().check_options(model, options)
         slot = options.get("target_slot")
         if slot is None:
-            raise ValueError("the tse task needs --target-slot K: which predicted speaker of the mixture to extract "
+            raise InputError("the tse task needs --target-slot K: which predicted speaker of the mixture to extract "
                              f"(0..{max(model.n_slots - 1, 0)})")
         if not model.has_predictor:
-            raise ValueError("--target-slot needs a TSE model trained with a mixture2set predictor "
+            raise InputError("--target-slot needs a TSE model trained with a mixture2set predictor "
                              "(model.args.predictor_ckpt); this one has only a teacher")
         if not isinstance(slot, int) or not 0 <= slot < model.n_slots:
-            raise ValueError(f"--target-slot {slot} is out of range: the predictor has {model.n_slots} slots, "
+            raise InputError(f"--target-slot {slot} is out of range: the predictor has {model.n_slots} slots, "
                              f"choose 0..{model.n_slots - 1}")
 
     @torch.no_grad()
