@@ -18,8 +18,9 @@ from sepkit.models.separators import DPRNN, ConvTasNet, Sepformer
 from sepkit.models.separators.base import Encoder, frame_padding
 from sepkit.models.separators.dual_path import chunk_padding, overlap_add, segment
 from sepkit.models.separators.published import (
-    PlainTagLoader, PublishedCheckpointError, convert_published, load_published, read_hyperparams,
+    PlainTagLoader, PublishedCheckpointError, load_published, read_hyperparams,
 )
+from sepkit.train.convert import convert_published
 
 TOL = 1e-4
 LENGTHS = (1001, 333, 17)  # odd, and one shorter than a chunk

@@ -20,8 +20,8 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from sepkit.models.separators.published import convert_published
     from sepkit.train import read_meta
+    from sepkit.train.convert import convert_published
 
     out = convert_published(args.source, args.path, args.out, overwrite=args.overwrite)
     meta = read_meta(out)

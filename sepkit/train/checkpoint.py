@@ -100,6 +100,35 @@ def save_checkpoint(run_dir: str | os.PathLike, step: int, model: torch.nn.Modul
     return final
 
 
+def write_model_checkpoint(out: str | os.PathLike, model: torch.nn.Module, config: dict, meta: dict,
+                           overwrite: bool = False, check=None) -> Path:
+    """Write a weights-only checkpoint folder ``out`` (no training state) and return it.
+
+    The one writer of the checkpoint format besides :func:`save_checkpoint`, for models that did
+    not train in a sepkit run (a converted release): ``model.safetensors`` (``model``'s state
+    dict), ``config.yaml`` (the recipe ``config``, a plain dict) and ``meta.json`` (``meta``,
+    completed with step 0, the sepkit version, no frozen parts and no EMA unless it says
+    otherwise). Written into a temporary folder renamed into place; ``check(folder)``, when given,
+    runs on the complete temporary folder before the rename (e.g. to rebuild the model from it
+    and compare) and may raise to leave nothing behind. An existing ``out`` is refused unless
+    ``overwrite``, and a folder that is not a sepkit checkpoint is never replaced."""
+    from safetensors.torch import save_file
+
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise FileExistsError(f"--out {out} exists; pass --overwrite to replace it (nothing was written)")
+    if out.exists() and not (out / "meta.json").is_file():
+        raise FileExistsError(f"--out {out} exists and is not a sepkit checkpoint; refusing to replace it")
+    meta = {"step": 0, "frozen": [], "ema": False, **meta, "sepkit": sepkit.__version__}
+    with staged_folder(out) as tmp:
+        save_file(model_weights(model), str(tmp / "model.safetensors"))
+        (tmp / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
+        if check is not None:
+            check(tmp)
+    return out
+
+
 def mark_best(run_dir: str | os.PathLike, step: int) -> None:
     """Point ``run_dir/checkpoints/BEST`` at the checkpoint of ``step`` (the best validation so far)."""
     _atomic_text(Path(run_dir) / "checkpoints" / BEST, f"step-{step:07d}\n")

@@ -18,12 +18,11 @@ it (in the release's own key names), before any weight is copied.
   of a ``ConvTasNet`` or a ``DPRNNTasNet``; encoder padding "none" (both), chunk padding "wide"
   and a bottleneck bias (DPRNN).
 
-:func:`convert_published` writes any of them as a sepkit checkpoint folder (``model.safetensors``,
-``meta.json``, ``config.yaml``) that ``sepkit separate --ckpt`` and ``sepkit eval --ckpt`` take.
+:func:`load_published` loads any of them by source name; :func:`sepkit.train.convert.convert_published`
+writes one as a sepkit checkpoint folder that ``sepkit separate --ckpt`` and ``sepkit eval --ckpt`` take.
 """
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,7 +32,7 @@ import yaml
 from torch import nn
 
 from sepkit.errors import CheckpointError, InputError
-from sepkit.files import key_mismatch, load_failure, load_state_dict_file, staged_folder
+from sepkit.files import key_mismatch, load_failure, load_state_dict_file
 
 SOURCES = ("torchaudio", "speechbrain", "asteroid")
 
@@ -579,10 +578,7 @@ def load_asteroid(path, expect: str | None = None, _loaded: bool = False):
     return loaded if _loaded else model
 
 
-# -- conversion ----------------------------------------------------------------------------
-
-RECIPES = {"convtasnet": "convtasnet", "dprnn": "dprnn", "sepformer": "sepformer"}
-
+# -- loading by source ----------------------------------------------------------------------
 
 def load_published(source: str, path) -> Loaded:
     """Load a release: ``source`` "torchaudio" (a state-dict file), "speechbrain" (a model
@@ -596,59 +592,8 @@ def load_published(source: str, path) -> Loaded:
     raise InputError(f"source must be one of {SOURCES}, got {source!r}")
 
 
-def convert_published(source: str, path, out, overwrite: bool = False) -> Path:
-    """Write the release at ``path`` as the sepkit checkpoint folder ``out`` and return it.
-
-    The folder holds ``model.safetensors``, ``meta.json`` and ``config.yaml`` (the model's recipe,
-    task ``separation``, with the converted model's arguments, sources and sample rate), so
-    :func:`sepkit.train.load_trained`, ``sepkit separate --ckpt`` and ``sepkit eval --ckpt``
-    take it. It is written into a temporary folder renamed into place: on any failure nothing is
-    left. An existing ``out`` is an error unless ``overwrite``. The rebuilt model is checked to
-    reproduce the loaded one before anything is renamed.
-    """
-    from safetensors.torch import save_file
-
-    import sepkit
-    from sepkit.train import load_recipe, load_trained, make_task
-
-    out = Path(out)
-    if out.exists() and not overwrite:
-        raise FileExistsError(f"--out {out} exists; pass --overwrite to replace it (nothing was written)")
-    if out.exists() and not (out / "meta.json").is_file():
-        raise FileExistsError(f"--out {out} exists and is not a sepkit checkpoint; refusing to replace it")
-    loaded = load_published(source, path)
-    raw = load_recipe(RECIPES[loaded.name]).to_dict()
-    raw["recipe"] = f"{loaded.name}-{source}"
-    raw["description"] = f"{loaded.name} converted from the {source} release {Path(path).name}"
-    raw["task"] = "separation"
-    raw["model"]["args"] = dict(loaded.args)
-    raw["data"]["sample_rate"] = loaded.sample_rate
-    raw["data"]["n_src"] = loaded.model.n_src
-    from sepkit.train.config import config_from_dict
-
-    task = make_task(config_from_dict(raw, "converted config"))
-    meta = dict(task.model_meta(), step=0, sepkit=sepkit.__version__, frozen=[], ema=False, converted_from=loaded.source)
-    with staged_folder(out) as tmp:
-        weights = {k: v.detach().contiguous().cpu() for k, v in loaded.model.state_dict().items()}
-        save_file(weights, str(tmp / "model.safetensors"))
-        (tmp / "config.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
-        (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
-        _, rebuilt = load_trained(tmp)
-        _check_same(loaded.model, rebuilt)
-    return out
-
-
-def _check_same(a: nn.Module, b: nn.Module) -> None:
-    torch.manual_seed(0)
-    x = torch.randn(1, 1601)
-    with torch.no_grad():
-        diff = (a.eval()(x) - b.eval()(x)).abs().max().item()
-    if not diff <= 1e-5:
-        raise PublishedCheckpointError(f"the converted checkpoint does not rebuild the loaded model (max |diff| {diff:.3g})")
-
-
 __all__ = [
     "PublishedCheckpointError", "Loaded", "Tagged", "PlainTagLoader", "read_hyperparams", "load_torchaudio_convtasnet",
-    "load_speechbrain_sepformer", "load_asteroid", "load_published", "convert_published", "SOURCES",
+    "load_speechbrain_sepformer", "load_asteroid", "load_published", "SOURCES",
     "TORCHAUDIO_CONVTASNET_KEYS", "SPEECHBRAIN_SEPFORMER_KEYS", "ASTEROID_CONVTASNET_KEYS", "ASTEROID_DPRNN_KEYS",
 ]
