@@ -74,28 +74,47 @@ def _excluded(key: str, exclude) -> bool:
     return any(key == p or key.startswith(p + ".") for p in exclude)
 
 
-def load_strict(model: torch.nn.Module, state: dict, what: str, exclude: tuple[str, ...] = (),
-                finite: bool = True) -> None:
-    """Load ``state`` (name -> tensor) into ``model`` after checking the whole key layout.
+def layout_problems(want: dict, got: dict, limit: int = 3) -> str:
+    """How the state dict ``got`` differs from the expected ``want`` (name -> tensor or shape), in
+    words: missing, unexpected and misshapen keys (at most ``limit`` named of each); "" when the
+    layouts agree."""
+    missing, unexpected, shapes = key_mismatch(want, got)
 
-    ``what`` names the source in messages (a file, a release). Entries of ``model`` under the
-    ``exclude`` prefixes (frozen parts loaded from elsewhere) are neither expected nor loaded.
-    Raises :class:`~sepkit.errors.CheckpointError` naming how many keys are missing, unexpected
-    or of another shape with the first of each, or (``finite``) a tensor holding NaN or Inf,
-    before any weight is copied."""
+    def named(keys):
+        return ", ".join(keys[:limit]) + (", ..." if len(keys) > limit else "")
+
+    def shape(v):
+        return tuple(v.shape) if hasattr(v, "shape") else tuple(v)
+
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} missing key(s) ({named(missing)})")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected key(s) ({named(unexpected)})")
+    if shapes:
+        k = shapes[0]
+        problems.append(f"{len(shapes)} shape mismatch(es): {k} has shape {shape(got[k])}, expected {shape(want[k])}")
+    return "; ".join(problems)
+
+
+def load_strict(model: torch.nn.Module, state: dict, what: str, exclude: tuple[str, ...] = (),
+                finite: bool = True, strict: bool = True) -> None:
+    """Load ``state`` (name -> tensor) into ``model`` after checking the whole key layout: the
+    one strict state-dict loader of sepkit.
+
+    ``what`` starts the error message (e.g. ``"DIPFrontend: the checkpoint is not of this
+    configuration"``). Entries of ``model`` under the ``exclude`` prefixes (frozen parts that load
+    from elsewhere) are neither expected nor loaded. ``strict=False`` ignores keys of ``state``
+    beyond the model's (a file holding more, e.g. a whole model of which ``model`` is a part);
+    every key of the model is still required. Raises
+    :class:`~sepkit.errors.CheckpointError` naming the missing, unexpected and misshapen keys, or
+    (``finite``) a tensor holding NaN or Inf, before any weight is copied."""
     own = {k: v for k, v in model.state_dict().items() if not _excluded(k, exclude)}
-    missing, unexpected, shapes = (sorted(keys) for keys in key_mismatch(own, state))
-    if missing or unexpected or shapes:
-        detail = []
-        if missing:
-            detail.append(f"{len(missing)} missing (e.g. {missing[0]})")
-        if unexpected:
-            detail.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
-        if shapes:
-            k = shapes[0]
-            detail.append(f"{len(shapes)} with other shapes (e.g. {k}: {tuple(state[k].shape)} "
-                          f"where the model has {tuple(own[k].shape)})")
-        raise CheckpointError(f"{what} holds weights of a different model: " + ", ".join(detail))
+    if not strict:
+        state = {k: v for k, v in state.items() if k in own}
+    problems = layout_problems(own, state)
+    if problems:
+        raise CheckpointError(f"{what}: {problems}")
     if finite:
         for k, v in state.items():
             if v.is_floating_point() and not bool(torch.isfinite(v).all()):

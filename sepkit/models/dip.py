@@ -52,6 +52,7 @@ keyword: ``DIPFrontend("small", n_layers=2)``.
 """
 from __future__ import annotations
 
+import json
 import math
 import os
 import pickle
@@ -62,6 +63,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from sepkit.errors import InputError, InputTypeError
+from sepkit.files import load_strict
 from sepkit.losses.contrastive import Branch, MICLoss, MPCLoss, diversity_loss
 from sepkit.nn import TransformerBlock
 from sepkit.nn.checkpoint import check_checkpointing, run_block
@@ -587,35 +589,28 @@ class DIPFrontend(nn.Module):
     # -- checkpoints --------------------------------------------------------------------------
 
     def checkpoint(self) -> dict:
-        """{"format", "config", "state_dict"}: what :meth:`save` writes and :func:`load_frontend` reads."""
+        """{"format", "config", "state_dict"}: the frontend as data (what :meth:`save` writes, as safetensors
+        with the configuration in the metadata)."""
         return {"format": CHECKPOINT_FORMAT, "config": self.config.to_dict(), "state_dict": self.state_dict()}
 
     def save(self, path) -> None:
-        """Write :meth:`checkpoint` to ``path`` (a temporary name, then renamed)."""
+        """Write the frontend to ``path`` as safetensors (the weights) with the configuration as
+        JSON in the file's metadata (``format``, ``config``): what :func:`load_frontend` reads.
+        Written under a temporary name, then renamed."""
+        from safetensors.torch import save_file
+
         path = os.fspath(path)
         tmp = path + ".tmp"
-        torch.save(self.checkpoint(), tmp)
+        weights = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+        save_file(weights, tmp, metadata={"format": CHECKPOINT_FORMAT, "config": json.dumps(self.config.to_dict())})
         os.replace(tmp, path)
 
-    def check_state_dict(self, state_dict: dict) -> None:
-        """Raise ValueError naming the keys when ``state_dict`` is not of this configuration."""
-        own = self.state_dict()
-        missing = sorted(set(own) - set(state_dict))
-        unexpected = sorted(set(state_dict) - set(own))
-        shapes = [k for k in own if k in state_dict and tuple(state_dict[k].shape) != tuple(own[k].shape)]
-        if missing or unexpected or shapes:
-            detail = []
-            if shapes:
-                k = shapes[0]
-                detail.append(f"{len(shapes)} shape mismatch(es), e.g. {k}: checkpoint "
-                              f"{tuple(state_dict[k].shape)} vs {tuple(own[k].shape)}")
-            if missing:
-                detail.append(f"{len(missing)} missing key(s), e.g. {missing[0]}")
-            if unexpected:
-                detail.append(f"{len(unexpected)} unexpected key(s), e.g. {unexpected[0]}")
-            raise InputError(f"DIPFrontend: the checkpoint is not of this configuration (d_model="
-                             f"{self.config.d_model}, n_layers={self.config.n_layers}, conv_channels="
-                             f"{self.config.conv_channels}): " + "; ".join(detail))
+    def load_checked(self, state_dict: dict) -> None:
+        """Load ``state_dict`` strictly (:func:`sepkit.files.load_strict`): a state dict of another
+        configuration raises CheckpointError naming the keys and this configuration."""
+        c = self.config
+        load_strict(self, state_dict, f"DIPFrontend: the checkpoint is not of this configuration (d_model="
+                                      f"{c.d_model}, n_layers={c.n_layers}, conv_channels={c.conv_channels})")
 
     def extra_repr(self) -> str:
         c = self.config
@@ -623,7 +618,8 @@ class DIPFrontend(nn.Module):
                 f"conv_channels={c.conv_channels}, sample_rate={c.sample_rate}")
 
 
-def _describe(cfg: DIPConfig) -> str:
+def describe_config(cfg: DIPConfig) -> str:
+    """A configuration's name when it is a known one, else its main sizes."""
     for name, known in DIP_CONFIGS.items():
         if known == cfg:
             return f"{name!r}"
@@ -632,49 +628,37 @@ def _describe(cfg: DIPConfig) -> str:
 
 def load_frontend(path, config: "str | DIPConfig | dict | None" = None, backend: str | None = None,
                   **overrides) -> DIPFrontend:
-    """A pretrained :class:`DIPFrontend` from a local file or a sepkit run folder.
+    """A pretrained :class:`DIPFrontend` from a local file.
 
     Args:
-        path: a file written by :meth:`DIPFrontend.save` (config + weights), a bare state dict
-            file (then ``config`` is required), or a ``sepkit train`` run folder of the
-            dip-pretrain task.
+        path: a file written by :meth:`DIPFrontend.save` (safetensors weights, the configuration
+            in its metadata), one written by earlier sepkit versions (a weights-only torch file
+            of ``{"format", "config", "state_dict"}``), or a bare state dict file (then
+            ``config`` is required). A ``sepkit train`` run folder of the dip-pretrain task loads
+            with :func:`sepkit.train.restore.load_frontend`.
         config: the configuration the caller expects (name, DIPConfig or dict), with
-            ``overrides``; when the checkpoint records another one, ValueError names both.
+            ``overrides``; when the file records another one, the error names both.
         backend: attention backend of the rebuilt frontend.
     Raises:
-        FileNotFoundError: no such path. ValueError: a checkpoint of another configuration, a
-        foreign or corrupt file, or one that needs code execution to load.
+        FileNotFoundError: no such file. InputError / CheckpointError: a folder, a file of another
+        configuration, a foreign or corrupt file, or one that needs code execution to load.
     """
     path = os.fspath(path)
     expected = resolve_config(config, **overrides) if config is not None else None
     if not os.path.exists(path):
         raise FileNotFoundError(f"load_frontend: no frontend checkpoint at {path!r}")
     if os.path.isdir(path):
-        from sepkit.train import load_trained
-
-        _, model = load_trained(path)
-        frontend = model if isinstance(model, DIPFrontend) else getattr(model, "frontend", None)
-        if not isinstance(frontend, DIPFrontend):
-            raise InputError(f"load_frontend: the run at {path!r} holds a {type(model).__name__}, not a DIPFrontend")
-        if expected is not None and frontend.config != expected:
-            raise InputError(f"load_frontend: {path!r} holds a frontend of config {_describe(frontend.config)}, "
-                             f"expected {_describe(expected)}")
-        return frontend
-    try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        raise InputError(f"load_frontend: {path!r} cannot be loaded as weights only (it needs code execution "
-                         f"or is not a torch file); refused: {str(err).splitlines()[0]}") from None
-    except (RuntimeError, EOFError, OSError) as err:
-        raise InputError(f"load_frontend: {path!r} is not a readable torch checkpoint: {err}") from None
+        raise InputError(f"load_frontend: {path!r} is a folder; a sepkit run folder loads with "
+                         "sepkit.train.restore.load_frontend")
+    blob = _read_frontend_file(path)
     if isinstance(blob, dict) and blob.get("format") == CHECKPOINT_FORMAT:
         try:
             stored = resolve_config(dict(blob["config"]))
         except (KeyError, TypeError, ValueError) as err:
             raise InputError(f"load_frontend: {path!r} has an invalid frontend config: {err}") from None
         if expected is not None and stored != expected:
-            raise InputError(f"load_frontend: {path!r} holds a frontend of config {_describe(stored)}, "
-                             f"expected {_describe(expected)}")
+            raise InputError(f"load_frontend: {path!r} holds a frontend of config {describe_config(stored)}, "
+                             f"expected {describe_config(expected)}")
         state = blob.get("state_dict")
         cfg = stored
     elif isinstance(blob, dict) and all(isinstance(v, torch.Tensor) for v in blob.values()):
@@ -683,12 +667,43 @@ def load_frontend(path, config: "str | DIPConfig | dict | None" = None, backend:
         state, cfg = blob, expected
     else:
         raise InputError(f"load_frontend: {path!r} is not a DIP frontend checkpoint (format {CHECKPOINT_FORMAT!r})")
-    frontend = DIPFrontend(cfg, backend=backend)
     if not isinstance(state, dict):
         raise InputError(f"load_frontend: {path!r} has no state_dict")
-    frontend.check_state_dict(state)
-    frontend.load_state_dict(state)
+    frontend = DIPFrontend(cfg, backend=backend)
+    frontend.load_checked(state)
     return frontend
+
+
+def _read_frontend_file(path: str):
+    """The contents of a frontend file as ``{"format", "config", "state_dict"}`` (a safetensors
+    file with sepkit's metadata), a bare state dict (safetensors without it), or whatever a
+    weights-only ``torch.load`` of an older file gives. A file that needs code is refused."""
+    with open(path, "rb") as f:
+        head = f.read(9)
+    if len(head) == 9 and head[8:9] == b"{":  # safetensors: 8-byte header length, then JSON
+        from safetensors import safe_open
+
+        try:
+            with safe_open(path, "pt") as f:
+                meta = f.metadata() or {}
+                state = {k: f.get_tensor(k) for k in f.keys()}
+        except Exception as err:  # noqa: BLE001 - a corrupt or truncated file
+            raise InputError(f"load_frontend: {path!r} is a corrupt safetensors file "
+                             f"({type(err).__name__}: {str(err).splitlines()[0][:100] if str(err) else ''})") from None
+        if meta.get("format") == CHECKPOINT_FORMAT:
+            try:
+                config = json.loads(meta.get("config", ""))
+            except json.JSONDecodeError:
+                raise InputError(f"load_frontend: {path!r} has an unreadable frontend config") from None
+            return {"format": CHECKPOINT_FORMAT, "config": config, "state_dict": state}
+        return state
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise InputError(f"load_frontend: {path!r} cannot be loaded as weights only (it needs code execution "
+                         f"or is not a torch file); refused: {str(err).splitlines()[0]}") from None
+    except (RuntimeError, EOFError, OSError) as err:
+        raise InputError(f"load_frontend: {path!r} is not a readable torch checkpoint: {err}") from None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -816,6 +831,6 @@ class DIPPretrainLoss(nn.Module):
 
 __all__ = [
     "DIPFrontend", "DIPConfig", "DIP_CONFIGS", "DIPOutputs", "DIPPretrainLoss", "LocalEncoder", "GumbelQuantizer",
-    "RelativePositionalConv", "ContextNetwork", "span_mask", "load_frontend", "build_dip_separator",
+    "RelativePositionalConv", "ContextNetwork", "span_mask", "load_frontend", "describe_config", "build_dip_separator",
     "check_sample_rates", "pooled_linear_mmd", "resolve_config",
 ]

@@ -67,7 +67,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from sepkit.errors import InputError, InputTypeError
-from sepkit.files import load_state_dict_file
+from sepkit.files import load_state_dict_file, load_strict
 from sepkit.kernels import stft_mask
 
 __all__ = ["GCRN", "GCRN_CONFIGS", "VARIANTS", "count_parameters", "macs_per_second", "build_ssl_model"]
@@ -252,18 +252,8 @@ def build_ssl_model(ssl_config: str | dict = "base", ssl_ckpt: str | os.PathLike
     if ssl_ckpt is not None:
         path = Path(ssl_ckpt)
         state = load_state_dict_file(path, "GCRN: ssl_ckpt")
-        own = model.state_dict()
-        missing = sorted(set(own) - set(state))
-        unexpected = sorted(set(state) - set(own))
-        if missing or unexpected:
-            raise InputError(
-                f"GCRN: ssl_ckpt {str(path)!r} is not a torchaudio Wav2Vec2Model state dict of this ssl_config: "
-                f"{len(missing)} missing key(s) (e.g. {missing[:3]}), {len(unexpected)} unexpected (e.g. {unexpected[:3]})")
-        bad = [k for k in own if tuple(state[k].shape) != tuple(own[k].shape)]
-        if bad:
-            raise InputError(f"GCRN: ssl_ckpt {str(path)!r}: shape mismatch for {bad[:3]} "
-                             f"(e.g. {tuple(state[bad[0]].shape)} vs {tuple(own[bad[0]].shape)})")
-        model.load_state_dict(state)
+        load_strict(model, state, f"GCRN: ssl_ckpt {str(path)!r} is not a torchaudio Wav2Vec2Model state dict of "
+                                  "this ssl_config")
     model.eval()
     model.requires_grad_(False)
     return model

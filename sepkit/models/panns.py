@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from sepkit.errors import InputError
+from sepkit.files import load_strict
 
 __all__ = ["Cnn14", "PannsLatent", "SPEECH_CLASSES", "VOCAL_CLASSES"]
 
@@ -172,19 +173,7 @@ class Cnn14(nn.Module):
         """Load a release-layout state dict strictly; a missing or foreign key is a ValueError
         naming it (``spec_augmenter`` entries, which hold nothing, are ignored)."""
         state = {k: v for k, v in state.items() if not k.startswith("spec_augmenter.")}
-        own = self.state_dict()
-        missing = sorted(set(own) - set(state))
-        unexpected = sorted(set(state) - set(own))
-        if missing or unexpected:
-            raise InputError(f"Cnn14: {where} does not match the Cnn14 layout: missing {missing[:4]}"
-                             f"{'...' if len(missing) > 4 else ''}, unexpected {unexpected[:4]}"
-                             f"{'...' if len(unexpected) > 4 else ''}")
-        bad = [k for k in own if tuple(own[k].shape) != tuple(state[k].shape)]
-        if bad:
-            k = bad[0]
-            raise InputError(f"Cnn14: {where}: {k} has shape {tuple(state[k].shape)}, expected {tuple(own[k].shape)} "
-                             "(different constructor arguments?)")
-        self.load_state_dict(state, strict=True)
+        load_strict(self, state, f"Cnn14: {where} does not match the Cnn14 layout")
 
     def features(self, wave: torch.Tensor) -> torch.Tensor:
         """wave (B, T) -> conv features averaged over frequency (B, 2048, frames / 32)."""

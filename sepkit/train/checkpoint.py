@@ -174,7 +174,7 @@ def read_weights(ckpt: Path, name: str = "model.safetensors") -> dict:
 def load_weights(ckpt: Path, model: torch.nn.Module, exclude: tuple[str, ...] = (), name: str = "model.safetensors") -> None:
     """Load ``ckpt/name`` into ``model`` strictly (entries under the ``exclude`` prefixes, the
     frozen parts, are neither expected nor loaded), with one-line errors."""
-    load_strict(model, read_weights(ckpt, name), str(ckpt / name), exclude=exclude)
+    load_strict(model, read_weights(ckpt, name), f"{ckpt / name} holds weights of a different model", exclude=exclude)
 
 
 def load_state(ckpt: Path) -> dict:

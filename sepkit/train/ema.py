@@ -4,7 +4,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from sepkit.errors import InputError
+from sepkit.errors import CheckpointError, InputError
+from sepkit.files import layout_problems
 
 
 class EMA:
@@ -40,9 +41,9 @@ class EMA:
         return dict(self.shadow)
 
     def load_state_dict(self, state: dict) -> None:
-        missing = sorted(set(self.shadow) - set(state))
-        if missing:
-            raise KeyError(f"EMA state lacks {len(missing)} entries (e.g. {missing[0]})")
+        problems = layout_problems(self.shadow, state)
+        if problems:
+            raise CheckpointError(f"the EMA weights do not match the model: {problems}")
         for k in self.shadow:
             self.shadow[k].copy_(state[k])
 

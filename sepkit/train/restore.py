@@ -43,3 +43,24 @@ def load_trained(path: str | os.PathLike, device: str | torch.device = "cpu", em
     name = "ema.safetensors" if ema and meta.get("ema") else "model.safetensors"
     load_weights(ckpt, model, exclude=frozen, name=name)
     return task, model.to(device).eval()
+
+
+def load_frontend(path: str | os.PathLike, config=None, **overrides):
+    """A pretrained DIP frontend from a file (:func:`sepkit.models.dip.load_frontend`) or from a
+    ``sepkit train`` run folder (or checkpoint folder) of the dip-pretrain task or of a model
+    that carries a frontend; ``config`` (with ``overrides``), when given, must match it."""
+    from sepkit.models.dip import DIPFrontend, describe_config, resolve_config
+    from sepkit.models.dip import load_frontend as load_frontend_file
+
+    if not os.path.isdir(path):
+        return load_frontend_file(path, config, **overrides)
+    _, model = load_trained(path)
+    frontend = model if isinstance(model, DIPFrontend) else getattr(model, "frontend", None)
+    if not isinstance(frontend, DIPFrontend):
+        raise CheckpointError(f"load_frontend: the run at {str(path)!r} holds a {type(model).__name__}, not a DIPFrontend")
+    if config is not None:
+        expected = resolve_config(config, **overrides)
+        if frontend.config != expected:
+            raise CheckpointError(f"load_frontend: {str(path)!r} holds a frontend of config "
+                                  f"{describe_config(frontend.config)}, expected {describe_config(expected)}")
+    return frontend

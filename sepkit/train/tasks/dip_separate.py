@@ -37,11 +37,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from sepkit.data import write_audio
-from sepkit.models.dip import check_sample_rates, load_frontend
+from sepkit.models.dip import check_sample_rates
 
 from ..builders import build_dataset, build_model
 from ..config import ConfigError, ModelConfig
 from ..evaluate import evaluate, items
+from ..restore import load_frontend
 from .base import config_error
 from .dip_pretrain import DEFAULT_REAL, AudioFolder, domain_dataset
 from .separation import SeparationTask

@@ -33,6 +33,7 @@ from torch import nn
 
 from sepkit.data import resample
 from sepkit.data.dns import DNSMixtures, DNSTestSet
+from sepkit.files import load_strict
 from sepkit.metrics import stoi
 from sepkit.models.gcrn import GCRN, VARIANTS
 from sepkit.models.streaming import StreamingEnhancer
@@ -144,12 +145,9 @@ class GCRNTask(EnhancementTask):
                 weights = read_weights(resolve_checkpoint(encoder_ckpt))
             except (CheckpointError, FileNotFoundError) as exc:
                 raise ConfigError(f"model.args.encoder_ckpt={encoder_ckpt!r}: {exc}") from None
-            own = model.encoder_state_dict()
-            missing = sorted(set(own) - set(weights))
-            if missing or any(weights[k].shape != own[k].shape for k in own):
-                raise ConfigError(f"model.args.encoder_ckpt={encoder_ckpt!r} does not hold this GCRN's encoder "
-                                  f"(missing or reshaped: {missing[:2] or 'shapes differ'})")
-            model.load_state_dict({k: weights[k] for k in own}, strict=False)
+            others = tuple({k.split(".")[0] for k in model.state_dict()} - {"encoder", "embed_proj"})
+            load_strict(model, weights, f"model.args.encoder_ckpt={encoder_ckpt!r} does not hold this GCRN's encoder",
+                        exclude=others, strict=False)
         return model
 
     def frozen(self, model: nn.Module) -> tuple[str, ...]:
