@@ -192,8 +192,8 @@ def test_demo_pipeline_trains_the_codec_then_the_separator(tmp_path):
     result = train(cfg, tmp_path / "run", progress=False)
     assert {"si_sdr", "si_sdri", "si_sdri_rt", "csi_sdr"} <= set(result["test"])
     assert all(torch.isfinite(torch.tensor(v[0])) for v in result["test"].values())
-    weights = tmp_path / "run" / "prereq-codec" / "codec.pth"
-    assert weights.is_file()
+    weights = tmp_path / "run" / "prereq-codec"          # the codec's run folder is the prerequisite
+    assert (weights / "checkpoints" / "LATEST").is_file()
     ckpt = sorted((tmp_path / "run" / "checkpoints").glob("step-*"))[-1]
     assert not any(k.startswith("codec.") for k in load_file(ckpt / "model.safetensors"))
     task, model = load_trained(tmp_path / "run")

@@ -28,7 +28,9 @@ def run(args) -> int:
 
     import torch
 
-    from sepkit.train import CheckpointError, ConfigError, load_recipe, load_trained, make_task, read_config, resolve_checkpoint
+    from sepkit.train import CheckpointError, ConfigError, load_recipe, load_trained, make_task, resolve_checkpoint
+    from sepkit.train.prerequisites import run_folder_of
+    from sepkit.train.restore import saved_config
     from sepkit.train.checks import check_output_dir, resolve_device
     from sepkit.train.config import apply_overrides
     from sepkit.train.evaluate import format_summary, summarize, write_rows
@@ -41,7 +43,7 @@ def run(args) -> int:
     if args.max_items is not None and args.max_items < 1:
         raise ConfigError(f"--max-items={args.max_items}: must be >= 1")
     ckpt = resolve_checkpoint(args.ckpt)
-    saved = read_config(ckpt)
+    saved = saved_config(ckpt)
     if recipe is None:
         if args.preset or args.config:
             raise ConfigError("--preset and --config apply to a RECIPE; name one, or give key=value overrides only")
@@ -62,6 +64,7 @@ def run(args) -> int:
     device = resolve_device(args.device)
     _, model = load_trained(ckpt, device, ema=not args.no_ema)
     task = make_task(cfg)
+    task.run_dir = run_folder_of(ckpt)
     dataset = task.dataset(args.split)
     with torch.no_grad():
         rows = task.evaluate(model, dataset, progress=True, max_items=args.max_items)

@@ -19,7 +19,7 @@ subclass of :class:`~sepkit.train.tasks.Task` in ``sepkit/train/tasks/<name>.py`
         def infer(self, model, waveform, sample_rate, **options) -> {name: waveform}: ...
         def param_groups(self, model) -> list[dict]: ...     # optional: per-group lr
         def frozen(self, model) -> tuple[str, ...]: ...      # optional: frozen submodules
-        def prepare(self, run_dir, device, progress): ...    # optional: prerequisites
+        def prerequisites(self) -> list[Prerequisite]: ... # optional: runs trained first
 
     TASK = MyTask
 

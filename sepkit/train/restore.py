@@ -8,6 +8,7 @@ import yaml
 
 from .checkpoint import CheckpointError, load_weights, read_meta, resolve_checkpoint
 from .config import ConfigError, RecipeConfig, config_from_dict
+from .prerequisites import resolve_recorded, run_folder_of
 from .tasks import Task, make_task
 
 
@@ -27,17 +28,25 @@ def read_config(ckpt) -> RecipeConfig:
         raise CheckpointError(f"{path}: {exc}") from None
 
 
+def saved_config(ckpt) -> RecipeConfig:
+    """The recipe a checkpoint folder was trained with, its prerequisites pointing into the run
+    folder it lies in (see :func:`~sepkit.train.prerequisites.resolve_recorded`)."""
+    return resolve_recorded(read_config(ckpt), read_meta(ckpt), ckpt)
+
+
 def load_trained(path: str | os.PathLike, device: str | torch.device = "cpu", ema: bool = True) -> tuple[Task, torch.nn.Module]:
     """``(task, model)`` of a checkpoint folder or run folder (its newest checkpoint), the model
     in eval mode on ``device`` with the EMA weights when the run kept them and ``ema`` is true.
 
     Frozen submodules (a codec, a teacher) are not in the checkpoint: the task's ``build_model``
-    loads them from the paths in the saved config.
+    loads them from the paths in the saved config; prerequisites the run trained are found in
+    the run folder it is loaded from, wherever it has moved.
     """
     ckpt = resolve_checkpoint(path)
     meta = read_meta(ckpt)
-    cfg = read_config(ckpt)
+    cfg = saved_config(ckpt)
     task = make_task(cfg)
+    task.run_dir = run_folder_of(ckpt)
     model = task.build_model()
     frozen = tuple(meta.get("frozen", ()))
     name = "ema.safetensors" if ema and meta.get("ema") else "model.safetensors"

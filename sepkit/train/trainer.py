@@ -42,6 +42,7 @@ from .checks import check_output_dir, resolve_device
 from .config import ConfigError, RecipeConfig, check_ranges
 from .ema import EMA
 from .evaluate import format_summary, summarize, write_rows
+from .prerequisites import ensure_prerequisites, portable
 from .tasks import Task, make_task
 
 
@@ -229,6 +230,23 @@ def check_resumable(saved: dict, now: dict, ckpt: Path, recipe: str) -> None:
                                   "with the recipe it was trained with")
 
 
+def resume_point(run_dir: Path) -> Path | None:
+    """The checkpoint ``--resume`` continues from: the newest of ``run_dir``; None for a run
+    interrupted before its first checkpoint (it starts from the beginning; its prerequisites
+    resume); CheckpointError for a folder that holds no run."""
+    run_dir = Path(run_dir)
+    if (run_dir / "checkpoints" / "LATEST").is_file():
+        return resolve_checkpoint(run_dir)
+    started = run_dir.is_dir() and (any(run_dir.glob("prereq-*")) or (run_dir / "metrics.csv").is_file()
+                                    or (run_dir / "checkpoints").is_dir())
+    if not started:
+        raise CheckpointError(f"--resume: {run_dir} holds no sepkit run to resume (nothing was saved there); "
+                              "drop --resume to start one")
+    print(f"sepkit train: {run_dir} has no checkpoint yet (interrupted before the first one); starting from "
+          "step 0", file=sys.stderr)
+    return None
+
+
 def clean_stale(ckpt_root: Path) -> None:
     """Remove the temporary folders an interrupted checkpoint write left behind."""
     if ckpt_root.is_dir():
@@ -270,14 +288,16 @@ def train(cfg: RecipeConfig, run_dir: str | os.PathLike, resume: bool = False, d
     if not resume and (ckpt_root / "LATEST").exists():
         raise CheckpointError(f"{run_dir} already holds a training run; pass --resume to continue it or choose "
                               "another --out (nothing was overwritten)")
-    ckpt = resolve_checkpoint(run_dir) if resume else None
-    if main:  # prerequisites (idempotent: reused on resume); they may record paths in the config
-        task.prepare(run_dir, device, progress)
+    ckpt = resume_point(run_dir) if resume else None
+    task.run_dir = run_dir
+    records = ensure_prerequisites(task, run_dir, device, progress) if main else None
     if world > 1:
-        task.cfg = _broadcast(task.cfg, world)
+        records = _broadcast(records, world)
+        for r in records:
+            task.set_argument(r["arg"], str((run_dir / r["path"]).resolve()))
     cfg = task.cfg
     if ckpt is not None:
-        check_resumable(read_meta(ckpt), task.model_meta(), ckpt, cfg.recipe)
+        check_resumable(read_meta(ckpt), portable(task.model_meta(), records), ckpt, cfg.recipe)
     torch.manual_seed(cfg.train.seed)
 
     train_ds = _built("data (train)", lambda: task.dataset("train"))
@@ -318,7 +338,8 @@ def train(cfg: RecipeConfig, run_dir: str | os.PathLike, resume: bool = False, d
     run_dir.mkdir(parents=True, exist_ok=True)
     if main:
         clean_stale(ckpt_root)
-    meta = task.model_meta()
+    meta = dict(portable(task.model_meta(), records), prerequisites=records)
+    saved_config = portable(cfg.to_dict(), records)
     log = MetricLog(run_dir, main, resume_step=step if ckpt is not None else None)
     accum = cfg.train.grad_accum
     per_micro = cfg.data.batch_size * world
@@ -414,7 +435,7 @@ def train(cfg: RecipeConfig, run_dir: str | os.PathLike, resume: bool = False, d
                 best, new_best = value, True
         if main and (step % cfg.train.ckpt_every == 0 or step == cfg.train.max_steps):
             best_name = (ckpt_root / BEST).read_text().strip() if (ckpt_root / BEST).is_file() else None
-            save_checkpoint(run_dir, step, model, meta, cfg.to_dict(), optimizer, scheduler,
+            save_checkpoint(run_dir, step, model, meta, saved_config, optimizer, scheduler,
                             extra={"best": best}, keep=cfg.train.keep_checkpoints, exclude=frozen,
                             ema=ema.state_dict() if ema is not None else None,
                             protect=() if new_best or best_name is None else (best_name,))

@@ -42,6 +42,8 @@ class Task:
             ``stream``, ``steps``).
         Options: dataclass of the task's ``task_args``.
         cfg: the recipe (:class:`RecipeConfig`); ``options``: the parsed ``task_args``.
+        run_dir: the run folder when the task trains or was rebuilt from a run (None otherwise):
+            where outputs a task writes by default go.
     """
 
     name = "task"
@@ -52,6 +54,7 @@ class Task:
 
     def __init__(self, cfg: RecipeConfig):
         self.cfg = cfg
+        self.run_dir: Path | None = None
         self.options = build_options(self.Options, cfg.task_args, "task_args")
         self.check_config()
 
@@ -71,13 +74,25 @@ class Task:
                 "n_src": self.cfg.data.n_src, "sample_rate": self.sample_rate, "recipe": self.cfg.recipe}
 
     # -- building ------------------------------------------------------------------------
-    def prepare(self, run_dir: Path, device: torch.device, progress: bool = True) -> None:
-        """Train or locate prerequisites (a demo codec, a teacher) before :meth:`build_model`.
+    def prerequisites(self) -> list:
+        """The runs this task needs trained first (:class:`~sepkit.train.prerequisites.Prerequisite`:
+        name, recipe, the argument that receives the run folder), for the arguments the recipe
+        leaves to be trained; default none. The trainer trains, resumes or reuses each under
+        one rule (:mod:`sepkit.train.prerequisites`) and sets its argument with
+        :meth:`set_argument` before :meth:`build_model`. Depends on the recipe alone (no side
+        effects): a declared argument that is set is no longer declared."""
+        return []
 
-        Called once by the trainer on rank 0 before the model is built. Idempotent: a
-        prerequisite whose checkpoint exists under ``run_dir`` is reused (so ``--resume`` works).
-        Record what was made in ``self.cfg`` (e.g. a path in ``self.cfg.model.args``) so the
-        config saved with each checkpoint rebuilds the model."""
+    def set_argument(self, arg: str, value) -> None:
+        """Set ``model.args.KEY`` or ``task_args.KEY`` of the recipe (and the parsed options)."""
+        key = arg.rsplit(".", 1)[1]
+        if arg.startswith("task_args."):
+            self.cfg.task_args[key] = value
+            self.options = build_options(self.Options, self.cfg.task_args, "task_args")
+        elif arg.startswith("model.args."):
+            self.cfg.model.args[key] = value
+        else:
+            raise ConfigError(f"{arg}: a task argument is model.args.KEY or task_args.KEY")
 
     def build_model(self) -> nn.Module:
         raise NotImplementedError

@@ -1,8 +1,8 @@
 """The ``codecformer`` task: separation in a frozen codec's latent space (Codecformer).
 
 Model: :class:`sepkit.models.codecformer.Codecformer` (``model.name: codecformer``) over the DAC
-read from ``model.args.codec_weights`` (a DAC weights file: the official 16 kHz release, or the
-``codec.pth`` a demo run writes); the other ``model.args`` are Codecformer's keywords (d_model,
+read from ``model.args.codec_weights`` (a DAC weights file such as the official 16 kHz release,
+or a run folder of the codec task); the other ``model.args`` are Codecformer's keywords (d_model,
 nhead, dim_feedforward, n_layers, dropout, quantize, max_frames, attention_backend, checkpointing). ``n_src``
 and ``sample_rate`` come from the data section; the data stay at their rate (8 kHz) and the model
 resamples to the codec's rate inside. The codec is frozen (:meth:`frozen`): not trained, not in
@@ -23,15 +23,14 @@ mixture, the baseline a codec-based pipeline starts from) and ``csi_sdr`` (Codec
 round trips of the sources). Validation: si_sdr (the monitor), si_sdri, si_sdri_rt.
 
 Prerequisite: with ``task_args.codec_recipe`` (e.g. ``dac-codec``, preset
-``task_args.codec_preset``) and no ``codec_weights``, :meth:`prepare` first trains that codec
-recipe in ``<run>/prereq-codec`` (skipped when it is there already) and writes
-``<run>/prereq-codec/codec.pth``, whose path goes into ``model.args.codec_weights``.
+``task_args.codec_preset``) and no ``codec_weights``, that codec recipe is a prerequisite
+(:meth:`CodecformerTask.prerequisites`): trained first in ``<run>/prereq-codec`` (resumed when
+interrupted, reused when complete), its run folder going into ``model.args.codec_weights``.
 """
 from __future__ import annotations
 
 import dataclasses
 import hashlib
-import sys
 from collections import OrderedDict
 from pathlib import Path
 
@@ -43,8 +42,10 @@ from sepkit.losses import CodecSISDRLoss, PITLoss, SISDRLoss, reorder_sources
 from sepkit.metrics import si_sdr
 from sepkit.models.codecformer import Codecformer
 
-from ..config import ConfigError
+from ..config import ConfigError, load_recipe
 from ..evaluate import items, summarize
+from ..prerequisites import Prerequisite
+from ..restore import load_trained
 from .base import local_file
 from .separation import SeparationTask
 
@@ -55,7 +56,7 @@ MODEL_ARGS = ("codec_weights", "d_model", "nhead", "dim_feedforward", "n_layers"
 @dataclasses.dataclass
 class CodecformerOptions:
     """loss: "codec_si_sdr" or "si_sdr"; target_cache: most cached transmitted targets (0: off);
-    codec_recipe / codec_preset: the codec recipe :meth:`CodecformerTask.prepare` trains when
+    codec_recipe / codec_preset: the codec recipe trained first (a prerequisite) when
     model.args.codec_weights is not given."""
 
     loss: str = "codec_si_sdr"
@@ -91,30 +92,33 @@ class CodecformerTask(SeparationTask):
             raise ConfigError("task_args.codec_preset is set without task_args.codec_recipe")
 
     # -- prerequisites and model -------------------------------------------------------------
-    def prepare(self, run_dir: Path, device: torch.device, progress: bool = True) -> None:
+    def prerequisites(self) -> list[Prerequisite]:
+        """With ``task_args.codec_recipe`` and no ``model.args.codec_weights``: that codec recipe's
+        run, into ``model.args.codec_weights``."""
         if self.cfg.model.args.get("codec_weights") or self.options.codec_recipe is None:
-            return
-        from .. import load_recipe, load_trained, train
+            return []
+        sub = load_recipe(self.options.codec_recipe, preset=self.options.codec_preset)
+        if sub.task != "codec":
+            raise ConfigError(f"task_args.codec_recipe={self.options.codec_recipe!r} is a {sub.task!r} recipe, "
+                              "not a codec one")
+        return [Prerequisite("codec", sub, "model.args.codec_weights", what="the codec")]
 
-        where = Path(run_dir) / "prereq-codec"
-        weights = where / "codec.pth"
-        if not weights.is_file():
-            sub = load_recipe(self.options.codec_recipe, preset=self.options.codec_preset)
-            if sub.task != "codec":
-                raise ConfigError(f"task_args.codec_recipe={self.options.codec_recipe!r} is a {sub.task!r} recipe, "
-                                  "not a codec one")
-            done = (where / "checkpoints" / "LATEST").is_file()
-            print(f"sepkit: training the codec prerequisite {sub.recipe} in {where}", file=sys.stderr)
-            train(sub, where, resume=done, device=str(device), progress=progress, test=False)
-            _, codec = load_trained(where)
-            codec.save(weights)
-        self.cfg.model.args["codec_weights"] = str(weights)
+    def codec(self, path) -> DAC:
+        """The codec of ``model.args.codec_weights``: a DAC weights file, or a run folder of the
+        codec task."""
+        if Path(path).is_dir():
+            _, codec = load_trained(path)
+            if not isinstance(codec, DAC):
+                raise ConfigError(f"model.args.codec_weights={str(path)!r}: the run holds a {type(codec).__name__}, "
+                                  "not a DAC codec")
+            return codec
+        return DAC.from_pretrained(path)
 
     def build_model(self) -> nn.Module:
         args = dict(self.cfg.model.args)
         path = local_file("model.args.codec_weights", args.pop("codec_weights", None))
         try:
-            codec = DAC.from_pretrained(path)
+            codec = self.codec(path)
         except (ValueError, FileNotFoundError) as exc:
             raise ConfigError(f"model.args.codec_weights={str(path)!r}: {exc}") from None
         try:

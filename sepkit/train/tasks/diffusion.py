@@ -14,10 +14,10 @@ Model arguments (``model.args``): ``config`` ("sgmse": the 65.6 M NCSN++, "small
 :class:`sepkit.models.ncsnpp.NCSNpp` argument as an override (``nf``, ``ch_mult``,
 ``placements``, ...); the SDE's ``theta``, ``sigma_min``, ``sigma_max`` and ``t_eps``; for
 Ex-Diff ``uss`` ("sad": the demo's :class:`sepkit.models.sad.SpeechActivityDetector`, trained
-first by :meth:`DiffusionTask.prepare` on the same data; "panns": a PANNs
+first as a prerequisite (:meth:`DiffusionTask.prerequisites`) on the same data; "panns": a PANNs
 ``Cnn14_DecisionLevelMax`` checkpoint), ``uss_classes`` (AudioSet indices for "panns") and
 ``uss_ckpt``, where the USS weights are read from (a sepkit run folder for "sad", set by
-:meth:`DiffusionTask.prepare` when absent; a PANNs ``.pth`` for "panns"); they are frozen and not
+the prerequisite when absent; a PANNs ``.pth`` for "panns"); they are frozen and not
 stored in this task's checkpoints.
 
 Data: ``data.dataset`` "synthetic" (one speaker in noise, with ``task_args.pauses`` silent gaps of
@@ -51,6 +51,7 @@ from ..builders import build_dataset
 from ..checkpoint import CheckpointError
 from ..config import ConfigError, config_from_dict
 from ..evaluate import items, summarize
+from ..prerequisites import Prerequisite
 from .base import Task
 from .enhancement import EnhancementTask, _have
 
@@ -193,7 +194,7 @@ def silent_frame_db(estimate: torch.Tensor, clean: torch.Tensor, hop: int = 128,
 class DiffusionOptions(DataOptions):
     """sampler: "pc" or "ode"; steps: sampler steps (30); snr, corrector_steps: the annealed
     Langevin corrector (0.5, 1); seed: sampler seed; valid_steps: sampler steps in validation
-    (None: ``steps``); perceptual: PESQ and ESTOI in evaluation; sad_steps, sad_batch, sad_lr, sad_model: how prepare trains the demo
+    (None: ``steps``); perceptual: PESQ and ESTOI in evaluation; sad_steps, sad_batch, sad_lr, sad_model: how the prerequisite trains the demo
     detector (optimizer steps, batch size, Adam learning rate, SpeechActivityDetector arguments)."""
 
     sampler: str = "pc"
@@ -268,19 +269,13 @@ class DiffusionTask(EnhancementTask):
         }
         return config_from_dict(raw, f"{cfg.recipe} (sad prerequisite)")
 
-    def prepare(self, run_dir: Path, device: torch.device, progress: bool = True) -> None:
-        """Ex-Diff with ``uss: sad`` and no ``model.args.uss_ckpt``: train the detector into
-        ``run_dir/prereq-sad`` (resumed, or reused when complete) and record its path there."""
+    def prerequisites(self) -> list[Prerequisite]:
+        """Ex-Diff with ``uss: sad`` and no ``model.args.uss_ckpt``: the speech-activity detector
+        (:meth:`sad_config`) into ``model.args.uss_ckpt``."""
         if not self.guided or self.cfg.model.args.get("uss", "sad") != "sad" or self.cfg.model.args.get("uss_ckpt"):
-            return
-        from .. import train
-
-        path = Path(run_dir) / "prereq-sad"
-        done = (path / "checkpoints" / "LATEST").is_file()
-        if progress:
-            print(f"sepkit: {'resuming' if done else 'training'} the speech-activity detector (USS stand-in) in {path}")
-        train(self.sad_config(), path, resume=done, device=str(device), progress=progress, test=False)
-        self.cfg.model.args["uss_ckpt"] = str(path)
+            return []
+        return [Prerequisite("sad", self.sad_config(), "model.args.uss_ckpt",
+                             what="the speech-activity detector, the USS stand-in")]
 
     # -- the model -----------------------------------------------------------------------
     def _extractor(self):

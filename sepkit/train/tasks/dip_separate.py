@@ -40,8 +40,9 @@ from sepkit.data import write_audio
 from sepkit.models.dip import check_sample_rates
 
 from ..builders import build_dataset, build_model
-from ..config import ConfigError, ModelConfig
+from ..config import ConfigError, ModelConfig, load_recipe
 from ..evaluate import evaluate, items
+from ..prerequisites import Prerequisite
 from ..restore import load_frontend
 from .base import config_error
 from .dip_pretrain import DEFAULT_REAL, AudioFolder, domain_dataset
@@ -103,24 +104,24 @@ class DIPSeparateTask(SeparationTask):
                               f"frontend file, {PRETRAIN!r} or null)")
 
     # -- building ------------------------------------------------------------------------
-    def prepare(self, run_dir: Path, device, progress: bool = True) -> None:
-        if self.options.real_output is None:
-            self.options.real_output = self.cfg.task_args["real_output"] = str(Path(run_dir) / "real_separated")
+    def prerequisites(self) -> list[Prerequisite]:
+        """``model.args.frontend_ckpt: pretrain``: the DIP pretraining (``task_args.pretrain_recipe``
+        and ``pretrain_preset`` at this recipe's sample rate and seed) into that argument."""
         if self.cfg.model.args.get("frontend_ckpt") != PRETRAIN:
-            return
-        from sepkit.train import load_recipe, train
+            return []
+        overrides = [f"data.sample_rate={int(self.cfg.data.sample_rate)}", f"train.seed={self.cfg.train.seed}"]
+        sub = load_recipe(self.options.pretrain_recipe, self.options.pretrain_preset, overrides)
+        if sub.task.replace("-", "_") != "dip_pretrain":
+            raise ConfigError(f"task_args.pretrain_recipe={self.options.pretrain_recipe!r} is a {sub.task} recipe, "
+                              "not dip-pretrain")
+        return [Prerequisite("dip-pretrain", sub, "model.args.frontend_ckpt", what="the DIP frontend")]
 
-        path = Path(run_dir) / "prereq-dip-pretrain"
-        if not (path / "checkpoints" / "LATEST").exists():
-            overrides = [f"data.sample_rate={int(self.cfg.data.sample_rate)}", f"train.seed={self.cfg.train.seed}"]
-            sub = load_recipe(self.options.pretrain_recipe, self.options.pretrain_preset, overrides)
-            if sub.task.replace("-", "_") != "dip_pretrain":
-                raise ConfigError(f"task_args.pretrain_recipe={self.options.pretrain_recipe!r} is a {sub.task} recipe, "
-                                  "not dip-pretrain")
-            if progress:
-                print(f"sepkit: pretraining the DIP frontend first ({sub.recipe}) in {path}", file=sys.stderr)
-            train(sub, path, device=str(device), progress=progress, test=False)
-        self.cfg.model.args["frontend_ckpt"] = str(path)
+    def real_output(self) -> Path | None:
+        """Where the separated real mixtures go: ``task_args.real_output``, else
+        ``<run>/real_separated`` (None outside a run)."""
+        if self.options.real_output:
+            return Path(self.options.real_output)
+        return Path(self.run_dir) / "real_separated" if self.run_dir is not None else None
 
     def build_model(self) -> nn.Module:
         args = dict(self.cfg.model.args)
@@ -168,7 +169,7 @@ class DIPSeparateTask(SeparationTask):
     def evaluate(self, model, dataset, progress=False, max_items=None, metrics=None):
         model.eval()
         device = self.model_device(model)
-        out_dir = Path(self.options.real_output) if self.options.real_output else None
+        out_dir = self.real_output()
         rows, written = [], 0
         for item in items(dataset, max_items, progress):
             domain = item["id"].split("/", 1)[0] if "/" in item["id"] else "synthetic"

@@ -3,10 +3,10 @@
 - ``base`` and ``concat``: the enhancement loss (``task_args.loss``, negative SI-SDR by default).
 - ``distill``: the enhancement loss plus ``distill_weight`` x the L1 distance between the
   projected encoder output and the Wav2Vec2 embeddings of the clean speech.
-- ``pretrain``: two stages. :meth:`GCRNTask.prepare` first trains the encoder and its projection
+- ``pretrain``: two stages. The prerequisite (:meth:`GCRNTask.prerequisites`) first trains the encoder and its projection
   for ``pretrain_steps`` steps to predict Wav2Vec2 embeddings (of the noisy input, or of the clean
   speech with ``pretrain_target: clean``) in ``<run>/prereq-pretrain`` (a run of this task with
-  ``stage: pretrain``; reused when it exists), records it as ``model.args.encoder_ckpt``, and the
+  ``stage: pretrain``; resumed when interrupted, reused when complete), records it as ``model.args.encoder_ckpt``, and the
   main run fine-tunes the whole GCRN from that encoder for enhancement.
 
 The Wav2Vec2 model is frozen (:meth:`GCRNTask.frozen`), left out of checkpoints and rebuilt from
@@ -41,6 +41,7 @@ from sepkit.models.streaming import StreamingEnhancer
 from ..builders import build_dataset
 from ..checkpoint import CheckpointError, read_weights, resolve_checkpoint
 from ..config import ConfigError
+from ..prerequisites import Prerequisite
 from .enhancement import EnhancementTask, _have
 
 STAGES = ("enhance", "pretrain")
@@ -53,7 +54,7 @@ class GCRNOptions:
     validation and test mixtures (the paper evaluates at -5 dB); distill_weight: weight of the
     distillation L1; pretrain_steps: steps of the pretrain variant's first stage; pretrain_target:
     whose Wav2Vec2 embeddings the first stage predicts ("noisy" input or "clean" speech); stage:
-    "enhance", or "pretrain" for the first stage's own run (set by ``prepare``); stream_chunk:
+    "enhance", or "pretrain" for the first stage's own run (set in the prerequisite); stream_chunk:
     seconds of audio per ``process`` call when ``sepkit separate --stream`` runs."""
 
     loss: str = "si_sdr"
@@ -111,25 +112,19 @@ class GCRNTask(EnhancementTask):
             raise ConfigError(f"task_args.stream_chunk={o.stream_chunk}: must be > 0 seconds")
 
     # -- building ---------------------------------------------------------------------------
-    def prepare(self, run_dir: Path, device: torch.device, progress: bool = True) -> None:
-        """pretrain variant: train the encoder stage once into ``run_dir/prereq-pretrain``."""
+    def prerequisites(self) -> list[Prerequisite]:
+        """pretrain variant: the encoder stage (a run of this task with ``stage: pretrain`` for
+        ``pretrain_steps`` steps) into ``model.args.encoder_ckpt``, unless that is given."""
         if self.variant != "pretrain" or self.options.stage != "enhance" or self.cfg.model.args.get("encoder_ckpt"):
-            return
-        from ..trainer import train
-
-        path = Path(run_dir) / "prereq-pretrain"
-        if not (path / "checkpoints" / "LATEST").exists():
-            sub = copy.deepcopy(self.cfg)
-            sub.recipe = f"{self.cfg.recipe}-pretrain"
-            sub.task_args = {**sub.task_args, "stage": "pretrain"}
-            steps = self.options.pretrain_steps
-            sub.train = dataclasses.replace(sub.train, max_steps=steps, eval_every=min(sub.train.eval_every, steps),
-                                            ckpt_every=min(sub.train.ckpt_every, steps), ema=None)
-            if progress:
-                print(f"sepkit: pretrain stage 1: the encoder learns Wav2Vec2 embeddings ({steps} steps) -> {path}",
-                      file=sys.stderr)
-            train(sub, path, device=str(device), progress=progress, test=False)
-        self.cfg.model.args["encoder_ckpt"] = str(path)
+            return []
+        sub = copy.deepcopy(self.cfg)
+        sub.recipe = f"{self.cfg.recipe}-pretrain"
+        sub.task_args = {**sub.task_args, "stage": "pretrain"}
+        steps = self.options.pretrain_steps
+        sub.train = dataclasses.replace(sub.train, max_steps=steps, eval_every=min(sub.train.eval_every, steps),
+                                        ckpt_every=min(sub.train.ckpt_every, steps), ema=None)
+        return [Prerequisite("pretrain", sub, "model.args.encoder_ckpt",
+                             what=f"stage 1: the encoder learns Wav2Vec2 embeddings, {steps} steps")]
 
     def build_model(self) -> nn.Module:
         args = dict(self.cfg.model.args)

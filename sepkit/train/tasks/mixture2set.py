@@ -3,9 +3,9 @@
 Model (``model.name: mixture2set``): :class:`SetWithTeacher`, a trainable
 :class:`sepkit.models.mixture2set.MixtureToSet` (``predictor``, ``model.args``) and a frozen
 teacher (``teacher``, from ``model.args.teacher_ckpt``: a ``speaker`` run folder or SpeechBrain's
-``embedding_model.ckpt``). With no teacher given, :meth:`prepare` trains one with the
+``embedding_model.ckpt``). With no teacher given, one is trained first as a prerequisite (:meth:`prerequisites`) with the
 ``task_args.teacher_recipe`` recipe (its ``demo`` preset by default) under
-``RUN/prereq-teacher`` and records its path in the config.
+``RUN/prereq-teacher``, its path recorded relative to the run.
 
 Training: the teacher embeds every clean source (no gradient), :class:`SetEmbeddingLoss`
 matches them to the predicted slots (Hungarian, cosine) and adds the presence BCE. Mixtures
@@ -27,7 +27,7 @@ and the cosine ``silhouette`` under the true labels, for
 * ``*_ssl``: k-means (k = speakers in the mixture) on frame-level features of a torchaudio
   Wav2Vec2 / WavLM architecture (weights from ``task_args.ssl_ckpt`` or randomly initialised),
   each cluster's mean feature labelled by the source dominating its frames;
-* ``*_sep``: a separator run (``task_args.separator_ckpt``, or one trained by :meth:`prepare`
+* ``*_sep``: a separator run (``task_args.separator_ckpt``, or one trained by :meth:`prerequisites`
   from ``task_args.separator_recipe``) separates S sources, the teacher embeds them, PIT on
   SI-SDR labels them.
 """
@@ -49,9 +49,10 @@ from sepkit.models.mixture2set import MixtureToSet, SetEmbeddingLoss
 from sepkit.models.speaker import ECAPATDNN
 
 from ..builders import synthetic_spec
-from ..config import ConfigError
+from ..config import ConfigError, load_recipe
 from ..evaluate import items as iterate_items
 from ..evaluate import summarize
+from ..prerequisites import Prerequisite
 from .base import Task
 from .speaker import collate_tensors
 
@@ -154,7 +155,7 @@ def load_teacher(path, key: str = "model.args.teacher_ckpt") -> nn.Module:
     ``embed_dim`` and ``sample_rate`` attributes, in eval mode."""
     if path is None or str(path) == "":
         raise ConfigError(f"{key} is required: a speaker run folder, or SpeechBrain's embedding_model.ckpt "
-                          "(the demo presets train one in prepare)")
+                          "(the demo presets train one first, as a prerequisite)")
     p = Path(path)
     if not p.exists():
         raise ConfigError(f"{key}={str(path)!r}: file not found")
@@ -305,13 +306,13 @@ def clustering_metrics(embeddings: list[torch.Tensor], labels: list[int], suffix
 @dataclasses.dataclass
 class Mixture2SetOptions:
     """speaker_counts: speakers per mixture, drawn uniformly; presence_weight: weight of the
-    presence BCE; teacher_recipe / teacher_preset / teacher_overrides: what :meth:`prepare`
+    presence BCE; teacher_recipe / teacher_preset / teacher_overrides: what :meth:`prerequisites`
     trains when ``model.args.teacher_ckpt`` is not given; extra_roots: more LibriMix roots
     (e.g. Libri3Mix beside data.root = Libri2Mix); baselines: evaluate the SSL + k-means and
     separate-then-embed baselines too; ssl / ssl_ckpt / ssl_layer: the SSL baseline's
     architecture ("wav2vec2" or "wavlm"), torchaudio state dict (None: random init) and layer
     (-1: last); separator_ckpt: a separation run for the separated-sources baseline, or
-    separator_recipe / separator_preset / separator_overrides to train one in :meth:`prepare`
+    separator_recipe / separator_preset / separator_overrides to train one in :meth:`prerequisites`
     (with data.n_src = S and this recipe's sample rate)."""
 
     speaker_counts: list = dataclasses.field(default_factory=lambda: [1, 2, 3])
@@ -328,25 +329,6 @@ class Mixture2SetOptions:
     separator_recipe: str | None = "convtasnet"
     separator_preset: str | None = "demo"
     separator_overrides: list = dataclasses.field(default_factory=list)
-
-
-def train_prerequisite(recipe: str, preset: str | None, overrides: list, path: Path, device, progress: bool) -> Path:
-    """Train ``recipe`` (``preset``, ``overrides``) into ``path`` unless a finished run is
-    there (a partial one is resumed). Returns ``path``."""
-    from ..checkpoint import CheckpointError, read_meta, resolve_checkpoint
-    from ..config import load_recipe
-    from ..trainer import train
-
-    cfg = load_recipe(recipe, preset, [str(o) for o in overrides])
-    try:
-        step = int(read_meta(resolve_checkpoint(path)).get("step", 0))
-    except CheckpointError:
-        step = None
-    if step is not None and step >= cfg.train.max_steps:
-        return path
-    print(f"sepkit: training the prerequisite {recipe}{'/' + preset if preset else ''} into {path}")
-    train(cfg, path, resume=step is not None, device=str(device), progress=progress, test=False)
-    return path
 
 
 class Mixture2SetTask(Task):
@@ -377,19 +359,21 @@ class Mixture2SetTask(Task):
         return {**super().model_meta(), "n_src": self.n_slots}
 
     # -- building ------------------------------------------------------------------------
-    def prepare(self, run_dir, device, progress=True) -> None:
-        run_dir = Path(run_dir)
+    def prerequisites(self) -> list[Prerequisite]:
+        """The teacher (``task_args.teacher_recipe``) into ``model.args.teacher_ckpt`` unless given;
+        with ``baselines`` and a ``separator_recipe`` but no ``separator_ckpt``, the baseline
+        separator into ``task_args.separator_ckpt``."""
+        o, needs = self.options, []
         if not self.cfg.model.args.get("teacher_ckpt"):
-            path = train_prerequisite(self.options.teacher_recipe, self.options.teacher_preset,
-                                      [f"data.sample_rate={self.sample_rate}", *self.options.teacher_overrides],
-                                      run_dir / "prereq-teacher", device, progress)
-            self.cfg.model.args["teacher_ckpt"] = str(path)
-        if self.options.baselines and not self.options.separator_ckpt and self.options.separator_recipe:
-            path = train_prerequisite(self.options.separator_recipe, self.options.separator_preset,
-                                      [f"data.n_src={self.n_slots}", f"data.sample_rate={self.sample_rate}",
-                                       *self.options.separator_overrides],
-                                      run_dir / "prereq-separator", device, progress)
-            self.cfg.task_args["separator_ckpt"] = self.options.separator_ckpt = str(path)
+            sub = load_recipe(o.teacher_recipe, o.teacher_preset,
+                              [f"data.sample_rate={self.sample_rate}", *map(str, o.teacher_overrides)])
+            needs.append(Prerequisite("teacher", sub, "model.args.teacher_ckpt", what="the speaker-embedding teacher"))
+        if o.baselines and not o.separator_ckpt and o.separator_recipe:
+            sub = load_recipe(o.separator_recipe, o.separator_preset,
+                              [f"data.n_src={self.n_slots}", f"data.sample_rate={self.sample_rate}",
+                               *map(str, o.separator_overrides)])
+            needs.append(Prerequisite("separator", sub, "task_args.separator_ckpt", what="the baseline separator"))
+        return needs
 
     def build_model(self) -> nn.Module:
         args = dict(self.cfg.model.args)

@@ -4,7 +4,7 @@ Model (``model.name``: ``convtasnet_tse`` or ``dualpath_tse``, :mod:`sepkit.mode
 :class:`TSEWithConditioner`, the trainable ``extractor`` and a frozen ``conditioner`` that
 gives the embeddings: a ``mixture2set`` run (``model.args.predictor_ckpt``: its predictor and
 its teacher), or only a teacher (``model.args.teacher_ckpt``, enrolled conditioning only). With
-neither, :meth:`prepare` trains the ``task_args.predictor_recipe`` recipe (``demo`` preset) under
+neither, the ``task_args.predictor_recipe`` recipe (``demo`` preset) is trained first as a prerequisite under
 ``RUN/prereq-mixture2set``.
 
 Conditioning (``task_args.conditioning``, used in training):
@@ -38,11 +38,12 @@ from sepkit.metrics import si_sdr, si_sdri
 from sepkit.models.tse import ConvTasNetTSE, DualPathTSE
 
 from ..builders import synthetic_spec
-from ..config import ConfigError
+from ..config import ConfigError, load_recipe
 from ..evaluate import items as iterate_items
 from ..evaluate import summarize
+from ..prerequisites import Prerequisite
 from .base import Task, scaled_to_input
-from .mixture2set import SPLITS, load_teacher, teacher_embed, train_prerequisite
+from .mixture2set import SPLITS, load_teacher, teacher_embed
 from .speaker import collate_tensors
 
 EXTRACTORS = {"convtasnet_tse": ConvTasNetTSE, "dualpath_tse": DualPathTSE}
@@ -126,7 +127,7 @@ class TSEWithConditioner(nn.Module):
 class TSEOptions:
     """conditioning: "enrolled" or "predicted" in training; speaker_counts: speakers per
     mixture; enroll_seconds: enrollment length; predictor_recipe / predictor_preset /
-    predictor_overrides: what :meth:`prepare` trains without ``model.args.predictor_ckpt`` and
+    predictor_overrides: what :meth:`prerequisites` trains without ``model.args.predictor_ckpt`` and
     ``model.args.teacher_ckpt``."""
 
     conditioning: str = "predicted"
@@ -165,13 +166,15 @@ class TSETask(Task):
     def model_meta(self) -> dict:
         return {**super().model_meta(), "n_src": 1}
 
-    def prepare(self, run_dir, device, progress=True) -> None:
-        args = self.cfg.model.args
-        if not args.get("predictor_ckpt") and not args.get("teacher_ckpt"):
-            path = train_prerequisite(self.options.predictor_recipe, self.options.predictor_preset,
-                                      [f"data.sample_rate={self.sample_rate}", *self.options.predictor_overrides],
-                                      Path(run_dir) / "prereq-mixture2set", device, progress)
-            args["predictor_ckpt"] = str(path)
+    def prerequisites(self) -> list[Prerequisite]:
+        """Without ``model.args.predictor_ckpt`` or ``teacher_ckpt``: the mixture-to-set predictor
+        (``task_args.predictor_recipe``) into ``model.args.predictor_ckpt``."""
+        args, o = self.cfg.model.args, self.options
+        if args.get("predictor_ckpt") or args.get("teacher_ckpt"):
+            return []
+        sub = load_recipe(o.predictor_recipe, o.predictor_preset,
+                          [f"data.sample_rate={self.sample_rate}", *map(str, o.predictor_overrides)])
+        return [Prerequisite("mixture2set", sub, "model.args.predictor_ckpt", what="the mixture-to-set predictor")]
 
     def build_model(self) -> nn.Module:
         args = dict(self.cfg.model.args)
@@ -189,7 +192,7 @@ class TSETask(Task):
             conditioner = load_teacher(teacher)
         else:
             raise ConfigError("model.args.predictor_ckpt (a mixture2set run) or model.args.teacher_ckpt is required "
-                              "(the demo preset trains one in prepare)")
+                              "(the demo preset trains one first, as a prerequisite)")
         conditioner.eval().requires_grad_(False)
         dim = getattr(conditioner, "teacher", conditioner).embed_dim
         try:
