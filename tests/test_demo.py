@@ -13,7 +13,7 @@ from sepkit.cli import main
 from sepkit.data import read_audio
 from sepkit.train import EnhancementTask, SeparationTask, load_recipe, make_task, train
 from sepkit.train.report import REPORT_KEYS, draw_report, median_item, read_history
-from sepkit.train.tasks.base import scaled_to_input
+from sepkit.train.tasks.common import scaled_to_input
 
 matplotlib_image = pytest.importorskip("matplotlib.image")
 

@@ -440,7 +440,7 @@ def test_dip_separate_refuses_a_frontend_at_another_rate(tmp_path):
 
 def test_audio_folders_pair_two_domains(tmp_path):
     from sepkit.data import write_audio
-    from sepkit.train.tasks.dip_pretrain import AudioFolder, TwoDomains, collate_domains
+    from sepkit.data.folders import AudioFolder, TwoDomains, collate_domains
 
     for i, seconds in enumerate((0.3, 1.0, 0.8)):
         write_audio(tmp_path / "real" / f"r{i}.wav", torch.rand(int(16000 * seconds)) - 0.5, 16000)

@@ -285,7 +285,7 @@ def test_missing_uss_weights_are_a_clear_error(tmp_path):
 
 def test_sgmse_task_metrics_and_pauses():
     from sepkit.train import make_task
-    from sepkit.train.tasks.diffusion import si_sir_sar, silent_frame_db
+    from sepkit.metrics.activity import si_sir_sar, silent_frame_db
 
     task = make_task(tiny_recipe("sgmse", pauses=1, pause_range=[0.1, 0.1]))
     item = task.dataset("test")[0]

@@ -249,7 +249,8 @@ def test_kmeans_recovers_separated_clusters_deterministically():
 def test_task_data_and_training_step():
     from sepkit.models.speaker import ECAPATDNN
     from sepkit.train import load_recipe
-    from sepkit.train.tasks.mixture2set import Mixture2SetTask, SetWithTeacher, clustering_metrics
+    from sepkit.models.mixture2set import SetWithTeacher
+    from sepkit.train.tasks.mixture2set import Mixture2SetTask, clustering_metrics
 
     cfg = load_recipe("mixture2set", "demo", ["data.segment=0.5"])
     task = Mixture2SetTask(cfg)
@@ -284,7 +285,7 @@ def test_librimix_sets_read_speakers_from_the_ids(tmp_path):
     import csv
 
     from sepkit.data import write_audio
-    from sepkit.train.tasks.mixture2set import LibriMixSets
+    from sepkit.data.speakers import LibriMixSets
 
     roots = []
     for ids in (["19-198-0001_26-495-0000", "26-495-0001_32-21631-0002"], ["19-198-0003_26-495-0004_32-21631-0005"]):

@@ -8,13 +8,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_gcrn import _tiny_recipe
 
 from sepkit.cli import main
 from sepkit.errors import CheckpointError
 from sepkit.train import load_trained, read_meta, resolve_checkpoint, train
 from sepkit.train import trainer as trainer_module
-
-from test_gcrn import _tiny_recipe
 
 
 def _recipe(*more):

@@ -194,7 +194,8 @@ def test_aam_softmax_margin_and_training():
 
 
 def test_speaker_task_data_and_eer():
-    from sepkit.train.tasks.speaker import SpeakerUtterances, equal_error_rate
+    from sepkit.data.speakers import SpeakerUtterances
+    from sepkit.train.tasks.speaker import equal_error_rate
 
     ds = SpeakerUtterances(6, 8000, (0.5, 0.5), 3, "dev")
     assert [int(ds[i]["speaker"]) for i in range(6)] == [0, 1, 2, 0, 1, 2]

@@ -85,7 +85,8 @@ def _tse_task_and_model():
     from sepkit.models.mixture2set import MixtureToSet
     from sepkit.models.speaker import ECAPATDNN
     from sepkit.train import load_recipe
-    from sepkit.train.tasks.tse import TSETask, TSEWithConditioner
+    from sepkit.models.tse import TSEWithConditioner
+    from sepkit.train.tasks.tse import TSETask
 
     torch.manual_seed(0)
     cfg = load_recipe("tse", "demo")

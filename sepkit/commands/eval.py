@@ -29,11 +29,11 @@ def run(args) -> int:
     import torch
 
     from sepkit.train import CheckpointError, ConfigError, load_recipe, load_trained, make_task, resolve_checkpoint
-    from sepkit.train.prerequisites import run_folder_of
-    from sepkit.train.restore import saved_config
     from sepkit.train.checks import check_output_dir, resolve_device
     from sepkit.train.config import apply_overrides
     from sepkit.train.evaluate import format_summary, summarize, write_rows
+    from sepkit.train.prerequisites import run_folder_of
+    from sepkit.train.restore import saved_config
 
     overrides = list(args.overrides or [])
     recipe = args.recipe

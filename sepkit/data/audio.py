@@ -27,6 +27,9 @@ __all__ = [
 
 from sepkit.errors import AudioError  # noqa: E402  (re-exported)
 
+#: the audio files sepkit reads from folders
+AUDIO_SUFFIXES = (".wav", ".flac")
+
 
 def _soundfile():
     import soundfile

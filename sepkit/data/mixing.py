@@ -60,3 +60,20 @@ def collate(items: list[dict]) -> dict:
     if "sources" in items[0]:
         out["sources"] = torch.stack([it["sources"] for it in items])
     return out
+
+
+def collate_tensors(items: list[dict]) -> dict:
+    """Stack every tensor field of equal-shape items; other fields become lists."""
+    out = {}
+    for key in items[0]:
+        values = [it[key] for it in items]
+        if isinstance(values[0], torch.Tensor):
+            shapes = {tuple(v.shape) for v in values}
+            if len(shapes) != 1:
+                raise InputError(f"collate: field {key!r} differs in shape across items {sorted(shapes)}; "
+                                 "crop the items (data.segment) or use batch size 1")
+            out[key] = torch.stack(values)
+        else:
+            out[key] = values
+    return out
+

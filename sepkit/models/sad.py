@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from sepkit.errors import InputError
+from sepkit.metrics.activity import activity_labels
 
 __all__ = ["SpeechActivityDetector", "activity_labels"]
 
@@ -25,22 +26,6 @@ def _check_wave(op: str, wave) -> None:
     if not isinstance(wave, torch.Tensor) or wave.dim() != 2 or not wave.is_floating_point():
         shape = tuple(wave.shape) if isinstance(wave, torch.Tensor) else type(wave).__name__
         raise InputError(f"{op}: wave must be a float (B, T) tensor, got {shape}")
-
-
-def activity_labels(clean: torch.Tensor, hop_length: int = 128, win_length: int = 512,
-                    threshold_db: float = -35.0) -> torch.Tensor:
-    """Frame labels (B, 1 + T // hop_length) in {0, 1}: 1 where the frame energy of the clean
-    speech (B, T) (a Hann window of ``win_length`` centred on sample ``k * hop_length``) lies
-    within ``threshold_db`` of the utterance's loudest frame; all zero for silent utterances."""
-    _check_wave("activity_labels", clean)
-    x = F.pad(clean.float()[:, None], (win_length // 2, win_length // 2))
-    frames = x.unfold(-1, win_length, hop_length)[:, 0]  # (B, N, win)
-    window = torch.hann_window(win_length, periodic=True, device=clean.device)
-    energy = (frames * window).square().sum(-1)
-    db = 10 * torch.log10(energy + 1e-10)
-    top = db.amax(dim=-1, keepdim=True)
-    labels = (db > top + threshold_db) & (top > -80.0)
-    return labels.float()[:, : 1 + clean.shape[-1] // hop_length]
 
 
 class SpeechActivityDetector(nn.Module):

@@ -27,7 +27,7 @@ from sepkit.errors import InputError
 from sepkit.files import load_state_dict_file
 
 __all__ = ["LogMelFilterbank", "ECAPATDNN", "AAMSoftmax", "TDNNBlock", "SERes2NetBlock",
-           "AttentiveStatisticsPooling", "load_state_dict_file"]
+           "AttentiveStatisticsPooling", "load_state_dict_file", "SpeakerClassifier"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -438,3 +438,17 @@ class AAMSoftmax(nn.Module):
         onehot = F.one_hot(labels, self.n_classes).to(cos.dtype)
         logits = self.scale * (onehot * phi + (1 - onehot) * cos)
         return F.cross_entropy(logits, labels)
+
+
+class SpeakerClassifier(nn.Module):
+    """ECAPA-TDNN ``embedder`` plus an AAM-softmax ``head``: ``forward(wave (B, T)) -> (B, D)``
+    embeddings; ``loss(wave, labels)`` the AAM-softmax loss."""
+
+    def __init__(self, n_classes: int, margin: float = 0.2, scale: float = 30.0, **ecapa_args):
+        super().__init__()
+        self.embedder = ECAPATDNN(**ecapa_args)
+        self.head = AAMSoftmax(self.embedder.embed_dim, n_classes, margin, scale)
+
+    def forward(self, wave: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        return self.embedder(wave, lengths)
+

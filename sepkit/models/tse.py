@@ -25,12 +25,13 @@ from sepkit.nn import CrossAttention
 from sepkit.nn.checkpoint import check_checkpointing, run_block
 from sepkit.nn.norm import make_norm
 
+from .mixture2set import teacher_embed
 from .separators.base import Decoder, Encoder, as_waveform_batch, frame_padding, mask_activation
 from .separators.conv_tasnet import TemporalBlock
 from .separators.dprnn import DPRNNBlock
 from .separators.dual_path import overlap_add, segment
 
-__all__ = ["FiLM", "ConvTasNetTSE", "DualPathTSE", "check_embedding"]
+__all__ = ["FiLM", "ConvTasNetTSE", "DualPathTSE", "check_embedding", "TSEWithConditioner"]
 
 
 def check_embedding(owner: str, embedding, batch: int, dim: int) -> torch.Tensor:
@@ -200,3 +201,51 @@ class DualPathTSE(_WaveTSE):
             x = cond(block(x), e)
         x = overlap_add(self.prelu(x), self.hop_size, frames)
         return mask_activation(self.mask_act, self.to_mask(x))
+
+
+class TSEWithConditioner(nn.Module):
+    """``extractor`` (trainable) and ``conditioner`` (frozen: a mixture2set model with
+    ``predictor`` and ``teacher``, or a bare teacher)."""
+
+    def __init__(self, extractor: nn.Module, conditioner: nn.Module, sample_rate: int):
+        super().__init__()
+        self.extractor, self.conditioner, self.sample_rate = extractor, conditioner, sample_rate
+
+    @property
+    def teacher(self) -> nn.Module:
+        return getattr(self.conditioner, "teacher", self.conditioner)
+
+    @property
+    def has_predictor(self) -> bool:
+        return hasattr(self.conditioner, "predictor")
+
+    @property
+    def n_slots(self) -> int:
+        return self.conditioner.predictor.n_slots if self.has_predictor else 0
+
+    @torch.no_grad()
+    def enrolled(self, enrollment: torch.Tensor) -> torch.Tensor:
+        """(B, T_e) enrollment utterances -> (B, D) teacher embeddings (centred like the
+        predictor's targets when the conditioner is a mixture2set model)."""
+        if hasattr(self.conditioner, "embed"):
+            return self.conditioner.embed(enrollment)
+        return teacher_embed(self.teacher, enrollment, self.sample_rate)
+
+    @torch.no_grad()
+    def slots(self, mixture: torch.Tensor):
+        """(B, T) -> predicted set (embeddings (B, S, D), presence logits (B, S))."""
+        if not self.has_predictor:
+            raise InputError("this TSE model has no set predictor (trained with a teacher only): "
+                             "predicted conditioning and --target-slot need model.args.predictor_ckpt")
+        return self.conditioner.predictor(mixture)
+
+    @torch.no_grad()
+    def predicted(self, mixture: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+        """The predicted slot most cosine-similar to ``reference`` (B, D): (B, D)."""
+        emb = self.slots(mixture).embeddings
+        k = torch.einsum("bsd,bd->bs", emb, F.normalize(reference, dim=-1)).argmax(1)
+        return emb[torch.arange(emb.shape[0], device=emb.device), k]
+
+    def forward(self, mixture: torch.Tensor, embedding: torch.Tensor) -> torch.Tensor:
+        return self.extractor(mixture, embedding)
+

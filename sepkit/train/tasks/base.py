@@ -11,7 +11,6 @@ it with ``task: <module>`` and passes its options in ``task_args`` (checked agai
 from __future__ import annotations
 
 import dataclasses
-import os
 import sys
 from pathlib import Path
 
@@ -197,36 +196,3 @@ class Task:
         return p.device if p is not None else torch.device("cpu")
 
 
-def scaled_to_input(estimates: torch.Tensor, mixture: torch.Tensor) -> torch.Tensor:
-    """``estimates`` (S, T) or (T,), each scaled by its least-squares fit to ``mixture`` (T,):
-    ``|<e, x>| / ||e||^2`` (the sign kept; RMS matching to ``x / sqrt(S)`` for an estimate
-    orthogonal to it; silent estimates unchanged).
-
-    Models trained with a scale-invariant loss leave the level of their outputs free; this puts
-    each at its share of the input's level without looking at a reference (a good estimate
-    ``c * s_k`` of a source of ``x = sum_k s_k`` comes back as about ``s_k``); no estimate
-    comes out louder than the input, and scale-invariant metrics are unchanged."""
-    est = estimates.reshape(-1, estimates.shape[-1]).double()
-    mix = mixture.reshape(-1).double()
-    if est.shape[-1] != mix.shape[-1]:
-        return estimates
-    energy = est.pow(2).sum(-1)
-    fit = (est @ mix).abs() / energy.clamp_min(1e-30)
-    rms = (mix.pow(2).sum() / est.shape[0] / energy.clamp_min(1e-30)).sqrt()
-    gain = torch.where(energy == 0, torch.ones_like(fit), torch.where(fit == 0, rms, fit))
-    return (est * gain[:, None]).to(estimates.dtype).reshape(estimates.shape)
-
-
-def config_error(key: str, value, allowed: str) -> ConfigError:
-    """The one-line config error: key, value and what is allowed."""
-    return ConfigError(f"{key}={value!r}: {allowed}")
-
-
-def local_file(key: str, path: str | os.PathLike | None) -> Path:
-    """A path a recipe key names, checked to exist (ConfigError naming the key otherwise)."""
-    if path is None or str(path) == "":
-        raise ConfigError(f"{key} is required: give {key}=PATH")
-    p = Path(path)
-    if not p.exists():
-        raise ConfigError(f"{key}={str(path)!r}: file not found")
-    return p

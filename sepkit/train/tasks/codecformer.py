@@ -46,7 +46,7 @@ from ..config import ConfigError, load_recipe
 from ..evaluate import items, summarize
 from ..prerequisites import Prerequisite
 from ..restore import load_trained
-from .base import local_file
+from .common import local_file
 from .separation import SeparationTask
 
 MODEL_ARGS = ("codec_weights", "d_model", "nhead", "dim_feedforward", "n_layers", "dropout", "quantize", "max_frames",

@@ -32,16 +32,16 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-import math
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from sepkit.data import resample
+from sepkit.data.pauses import WithPauses
 from sepkit.errors import InputError
+from sepkit.metrics.activity import si_sir_sar, silent_frame_db
 from sepkit.models.ncsnpp import NCSNPP_CONFIGS, NCSNpp, build_ncsnpp
 from sepkit.models.panns import SPEECH_CLASSES
 from sepkit.models.sad import SpeechActivityDetector, activity_labels
@@ -53,7 +53,8 @@ from ..config import ConfigError, config_from_dict
 from ..evaluate import items, summarize
 from ..prerequisites import Prerequisite
 from .base import Task
-from .enhancement import EnhancementTask, _have
+from .common import have_module
+from .enhancement import EnhancementTask
 
 DATASETS = ("synthetic", "voicebank", "musdb")
 MODELS = ("sgmse", "exdiff")
@@ -67,46 +68,6 @@ _SPLIT_CODE = {"train": 1, "valid": 2, "test": 3}
 # ------------------------------------------------------------------------------------------
 # data
 # ------------------------------------------------------------------------------------------
-
-class WithPauses(torch.utils.data.Dataset):
-    """Cuts ``pauses`` silent gaps (``pause_range`` seconds, 10 ms raised-cosine edges) into the
-    clean speech of an enhancement data set and the same speech in its mixture, so that
-    ``mixture - sources[0]`` (the noise) is unchanged. Deterministic per (seed, split, index)."""
-
-    def __init__(self, dataset, sample_rate: int, pauses: int, pause_range, seed: int, split: str):
-        self.dataset, self.sample_rate, self.pauses = dataset, sample_rate, pauses
-        self.pause_range, self.seed, self.split = tuple(pause_range), seed, split
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def set_epoch(self, epoch: int) -> None:
-        if hasattr(self.dataset, "set_epoch"):
-            self.dataset.set_epoch(epoch)
-
-    def gate(self, index: int, length: int) -> torch.Tensor:
-        rng = np.random.default_rng([self.seed, _SPLIT_CODE.get(self.split, 0), index, 7])
-        gate = np.ones(length)
-        fade = max(1, int(0.01 * self.sample_rate))
-        ramp = 0.5 - 0.5 * np.cos(np.pi * np.arange(fade) / fade)  # 0 -> 1
-        for _ in range(self.pauses):
-            n = int(rng.uniform(*self.pause_range) * self.sample_rate)
-            if n + 2 * fade >= length:
-                continue
-            s = int(rng.integers(0, length - n - 2 * fade))
-            gate[s:s + fade] = np.minimum(gate[s:s + fade], ramp[::-1])
-            gate[s + fade:s + fade + n] = 0.0
-            gate[s + fade + n:s + 2 * fade + n] = np.minimum(gate[s + fade + n:s + 2 * fade + n], ramp)
-        return torch.from_numpy(gate).float()
-
-    def __getitem__(self, index: int) -> dict:
-        item = dict(self.dataset[index])
-        clean = item["sources"][:1]
-        gated = clean * self.gate(index, clean.shape[-1])
-        item["mixture"] = item["mixture"] - clean[0] + gated[0]
-        item["sources"] = gated
-        return item
-
 
 @dataclasses.dataclass
 class DataOptions:
@@ -152,39 +113,6 @@ def check_data(task: Task) -> None:
 # ------------------------------------------------------------------------------------------
 # metrics
 # ------------------------------------------------------------------------------------------
-
-def si_sir_sar(estimate: torch.Tensor, clean: torch.Tensor, noise: torch.Tensor, eps: float = 1e-10) -> tuple[float, float]:
-    """Scale-invariant SIR and SAR (dB) of ``estimate`` (T,) against the target ``clean`` and the
-    interference ``noise``: the estimate's projection on span(clean, noise) splits into the
-    target part (its projection on clean) and the interference part; the rest is artefact."""
-    s, n, e = (x.double() - x.double().mean() for x in (clean, noise, estimate))
-    basis = torch.stack([s, n], dim=1)  # (T, 2)
-    from sepkit.metrics.sdr import spd_solve
-
-    coef = spd_solve(basis.T @ basis, (basis.T @ e)[:, None])[:, 0]  # normal equations, by Cholesky
-    target = (e @ s) / (s @ s + eps) * s
-    proj = basis @ coef
-    interf, artif = proj - target, e - proj
-    sir = 10 * math.log10((float(target @ target) + eps) / (float(interf @ interf) + eps))
-    sar = 10 * math.log10((float(proj @ proj) + eps) / (float(artif @ artif) + eps))
-    return sir, sar
-
-
-def silent_frame_db(estimate: torch.Tensor, clean: torch.Tensor, hop: int = 128, win: int = 512) -> float:
-    """Mean power of ``estimate`` (T,) over the frames where ``clean`` is silent (more than 35 dB
-    under its loudest frame), in dB relative to the clean speech's mean power over its active
-    frames; NaN when no frame is silent."""
-    active = activity_labels(clean[None].float(), hop, win)[0].bool()
-    if bool(active.all()) or not bool(active.any()):
-        return float("nan")
-
-    def frame_power(x):
-        x = F.pad(x.float()[None, None], (win // 2, win // 2))[0, 0]
-        return x.unfold(-1, win, hop)[: active.shape[0]].square().mean(-1)
-
-    ref = float(frame_power(clean)[active].mean())
-    return 10 * math.log10((float(frame_power(estimate)[~active].mean()) + 1e-12) / (ref + 1e-12))
-
 
 # ------------------------------------------------------------------------------------------
 # the diffusion task
@@ -347,13 +275,13 @@ class DiffusionTask(EnhancementTask):
 
         row = {"si_sdr": float(si_sdr(estimate, clean)), "si_sdri": float(si_sdri(estimate, clean, noisy))}
         if full and self.options.perceptual:
-            if _have("pesq") and self.sample_rate in (8000, 16000):
+            if have_module("pesq") and self.sample_rate in (8000, 16000):
                 try:
                     row["pesq"] = float(pesq(estimate.float(), clean.float(), self.sample_rate,
                                              mode="wb" if self.sample_rate == 16000 else "nb"))
                 except ValueError:
                     row["pesq"] = float("nan")
-            if _have("pystoi"):
+            if have_module("pystoi"):
                 row["estoi"] = float(estoi(estimate, clean, self.sample_rate))
         if full:
             row["si_sir"], row["si_sar"] = si_sir_sar(estimate[0], clean[0], (noisy - clean)[0])

@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from sepkit.data import write_audio
+from sepkit.data.folders import AudioFolder, PrefixedSets
 from sepkit.models.dip import check_sample_rates
 
 from ..builders import build_dataset, build_model
@@ -44,8 +45,7 @@ from ..config import ConfigError, ModelConfig, load_recipe
 from ..evaluate import evaluate, items
 from ..prerequisites import Prerequisite
 from ..restore import load_frontend
-from .base import config_error
-from .dip_pretrain import DEFAULT_REAL, AudioFolder, domain_dataset
+from .common import DEFAULT_REAL, config_error, domain_dataset
 from .separation import SeparationTask
 
 FRONTEND_KEYS = ("frontend_ckpt", "frontend_config")
@@ -67,25 +67,6 @@ class DIPSeparateOptions:
     write_real: int = 4
     pretrain_recipe: str = "dip-pretrain"
     pretrain_preset: str | None = "demo"
-
-
-class _Prefixed(torch.utils.data.Dataset):
-    """The synthetic test set then the real one, ids prefixed "synthetic/" and "real/"."""
-
-    def __init__(self, parts: list[tuple[str, object]]):
-        self.parts = parts
-
-    def __len__(self) -> int:
-        return sum(len(ds) for _, ds in self.parts)
-
-    def __getitem__(self, index: int) -> dict:
-        for name, ds in self.parts:
-            if index < len(ds):
-                item = dict(ds[index])
-                item["id"] = f"{name}/{item['id']}"
-                return item
-            index -= len(ds)
-        raise IndexError(index)
 
 
 class DIPSeparateTask(SeparationTask):
@@ -153,7 +134,7 @@ class DIPSeparateTask(SeparationTask):
                 raise ConfigError(f"task_args.real_root={self.options.real_root!r}: {exc}") from None
         else:
             real = domain_dataset(self, "real", "test")
-        return _Prefixed([("synthetic", build_dataset(self.cfg.data, "test", self.cfg.train.seed)), ("real", real)])
+        return PrefixedSets([("synthetic", build_dataset(self.cfg.data, "test", self.cfg.train.seed)), ("real", real)])
 
     # -- separation ----------------------------------------------------------------------
     def separate(self, model: nn.Module, mixture: torch.Tensor) -> torch.Tensor:

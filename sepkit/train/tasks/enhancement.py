@@ -14,7 +14,6 @@ or :meth:`build_model`.
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import sys
 
 import torch
@@ -27,7 +26,8 @@ from sepkit.metrics import estoi, pesq, si_sdr, si_sdri
 from ..builders import build_dataset, build_model
 from ..config import ConfigError
 from ..evaluate import items, summarize
-from .base import Task, scaled_to_input
+from .base import Task
+from .common import have_module, scaled_to_input
 
 
 @dataclasses.dataclass
@@ -37,10 +37,6 @@ class EnhancementOptions:
 
     loss: str = "si_sdr"
     perceptual: bool = True
-
-
-def _have(module: str) -> bool:
-    return importlib.util.find_spec(module) is not None
 
 
 class EnhancementTask(Task):
@@ -91,16 +87,16 @@ class EnhancementTask(Task):
         """Metrics of one utterance: ``estimate``, ``clean``, ``noisy`` (1, T), float64 on the CPU."""
         row = {"si_sdr": float(si_sdr(estimate, clean)), "si_sdri": float(si_sdri(estimate, clean, noisy))}
         if full and self.options.perceptual:
-            if _have("pesq") and self.sample_rate in (8000, 16000):
+            if have_module("pesq") and self.sample_rate in (8000, 16000):
                 mode = "wb" if self.sample_rate == 16000 else "nb"
                 row["pesq"] = float(pesq(estimate.float(), clean.float(), self.sample_rate, mode=mode))
-            if _have("pystoi"):
+            if have_module("pystoi"):
                 row["estoi"] = float(estoi(estimate, clean, self.sample_rate))
         return row
 
     @torch.no_grad()
     def evaluate(self, model, dataset, progress=False, max_items=None, full: bool = True, **options):
-        if full and self.options.perceptual and not (_have("pesq") and _have("pystoi")):
+        if full and self.options.perceptual and not (have_module("pesq") and have_module("pystoi")):
             print("sepkit: PESQ/ESTOI skipped (pip install 'sepkit[eval]' to report them)", file=sys.stderr)
         model.eval()
         device = self.model_device(model)

@@ -42,7 +42,8 @@ from ..builders import build_dataset
 from ..checkpoint import CheckpointError, read_weights, resolve_checkpoint
 from ..config import ConfigError
 from ..prerequisites import Prerequisite
-from .enhancement import EnhancementTask, _have
+from .common import have_module
+from .enhancement import EnhancementTask
 
 STAGES = ("enhance", "pretrain")
 
@@ -210,7 +211,7 @@ class GCRNTask(EnhancementTask):
 
     def metrics(self, estimate, clean, noisy, full: bool = True) -> dict:
         row = super().metrics(estimate, clean, noisy, full)
-        if full and self.options.perceptual and _have("pystoi"):
+        if full and self.options.perceptual and have_module("pystoi"):
             row["stoi"] = float(stoi(estimate, clean, self.sample_rate))
         return row
 

@@ -1,6 +1,6 @@
 """The ``mixture2set`` task: predict the set of speaker embeddings of a mixture from the mixture.
 
-Model (``model.name: mixture2set``): :class:`SetWithTeacher`, a trainable
+Model (``model.name: mixture2set``): :class:`~sepkit.models.mixture2set.SetWithTeacher`, a trainable
 :class:`sepkit.models.mixture2set.MixtureToSet` (``predictor``, ``model.args``) and a frozen
 teacher (``teacher``, from ``model.args.teacher_ckpt``: a ``speaker`` run folder or SpeechBrain's
 ``embedding_model.ckpt``). With no teacher given, one is trained first as a prerequisite (:meth:`prerequisites`) with the
@@ -34,19 +34,17 @@ and the cosine ``silhouette`` under the true labels, for
 from __future__ import annotations
 
 import dataclasses
-import re
-from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
-from sepkit.data import LibriMix, resample
-from sepkit.data.synth import MixtureSpec, make_speakers, split_code, synth_mixture
+from sepkit.data import resample
+from sepkit.data.mixing import collate_tensors
+from sepkit.data.speakers import LibriMixSets, SpeakerSetMixtures
 from sepkit.errors import InputError
 from sepkit.metrics.clustering import adjusted_rand_index, kmeans, normalized_mutual_info, silhouette_score
-from sepkit.models.mixture2set import MixtureToSet, SetEmbeddingLoss
-from sepkit.models.speaker import ECAPATDNN
+from sepkit.models.mixture2set import SetEmbeddingLoss, SetWithTeacher
 
 from ..builders import synthetic_spec
 from ..config import ConfigError, load_recipe
@@ -54,175 +52,14 @@ from ..evaluate import items as iterate_items
 from ..evaluate import summarize
 from ..prerequisites import Prerequisite
 from .base import Task
-from .speaker import collate_tensors
-
-SPLITS = {"train": "train", "valid": "dev", "test": "test"}
-
+from .common import SPLITS, load_teacher
 
 # --------------------------------------------------------------------------------------------
 # Data
 
 
-class SpeakerSetMixtures(torch.utils.data.Dataset):
-    """Synthetic mixtures of 1..S speakers with speaker labels, deterministic by
-    ``(seed, split, index)``. The speaker count of each item is drawn from ``speaker_counts``.
-
-    Args:
-        num_examples: items.
-        spec: :class:`MixtureSpec` (its ``n_src`` is ignored: counts come from ``speaker_counts``).
-        speaker_counts: allowed numbers of speakers.
-        n_slots: S, sources are zero-padded to it.
-        split: "train", "dev" or "test" (disjoint speaker pools).
-        num_speakers: size of the split's pool.
-        seed: base seed.
-    """
-
-    def __init__(self, num_examples: int, spec: MixtureSpec, speaker_counts, n_slots: int, split: str,
-                 num_speakers: int = 100, seed: int = 0):
-        counts = [int(c) for c in speaker_counts]
-        if not counts or min(counts) < 1 or max(counts) > n_slots:
-            raise InputError(f"SpeakerSetMixtures: speaker_counts must lie in [1, {n_slots}], got {counts}")
-        self.num_examples, self.spec, self.counts, self.n_slots = num_examples, spec, counts, n_slots
-        self.split, self.seed, self.sample_rate = split, seed, spec.sample_rate
-        self.speakers = make_speakers(max(num_speakers, n_slots), seed, split)
-        self.index_of = {s.id: i for i, s in enumerate(self.speakers)}
-
-    def __len__(self) -> int:
-        return self.num_examples
-
-    def rng(self, index: int) -> np.random.Generator:
-        return np.random.default_rng([self.seed, split_code(self.split), index, 0x5E7])
-
-    def __getitem__(self, index: int) -> dict:
-        if not 0 <= index < self.num_examples:
-            raise IndexError(f"SpeakerSetMixtures: index {index} out of range for {self.num_examples}")
-        rng = self.rng(index)
-        n = self.counts[int(rng.integers(len(self.counts)))]
-        rec = synth_mixture(dataclasses.replace(self.spec, n_src=n), self.speakers, rng)
-        return pad_item(torch.from_numpy(rec["mixture"]), torch.from_numpy(rec["sources"]),
-                        [self.index_of[s] for s in rec["speakers"]], self.n_slots, f"{self.split}-{index:06d}")
-
-
-def pad_item(mixture: torch.Tensor, sources: torch.Tensor, speakers: list[int], n_slots: int, item_id: str) -> dict:
-    n = sources.shape[0]
-    padded = torch.zeros(n_slots, mixture.shape[-1])
-    padded[:n] = sources
-    labels = torch.full((n_slots,), -1, dtype=torch.long)
-    labels[:n] = torch.tensor(speakers, dtype=torch.long)
-    return {"mixture": mixture, "sources": padded, "n_speakers": torch.tensor(n), "speakers": labels, "id": item_id}
-
-
-class LibriMixSets(torch.utils.data.Dataset):
-    """LibriMix roots (e.g. Libri2Mix and Libri3Mix) as speaker-set items; the speaker of each
-    source is the first field of its utterance id (``<speaker>-<chapter>-<utterance>``, joined by
-    ``_`` in the mixture id)."""
-
-    def __init__(self, roots: list[str], split: str, n_slots: int, **librimix_args):
-        self.parts = [LibriMix(r, split, **librimix_args) for r in roots]
-        self.n_slots = n_slots
-        names = set()
-        for part in self.parts:
-            if part.n_src > n_slots:
-                raise InputError(f"LibriMixSets: {part.root} has {part.n_src} sources, more than {n_slots} slots")
-            for row in part.rows:
-                names.update(self.speaker_names(row["mixture_ID"]))
-        self.vocab = {name: i for i, name in enumerate(sorted(names))}
-        self.offsets = np.cumsum([0] + [len(p) for p in self.parts])
-
-    @staticmethod
-    def speaker_names(mixture_id: str) -> list[str]:
-        return [u.split("-")[0] for u in re.split(r"_(?=\d)", mixture_id)]
-
-    def __len__(self) -> int:
-        return int(self.offsets[-1])
-
-    def __getitem__(self, index: int) -> dict:
-        k = int(np.searchsorted(self.offsets, index, side="right") - 1)
-        item = self.parts[k][index - int(self.offsets[k])]
-        names = self.speaker_names(item["id"])
-        if len(names) != item["sources"].shape[0]:
-            raise InputError(f"LibriMixSets: cannot read {item['sources'].shape[0]} speaker ids from {item['id']!r}")
-        return pad_item(item["mixture"], item["sources"], [self.vocab[n] for n in names], self.n_slots, item["id"])
-
-
 # --------------------------------------------------------------------------------------------
 # Teacher and model
-
-
-def load_teacher(path, key: str = "model.args.teacher_ckpt") -> nn.Module:
-    """A frozen embedding teacher: a ``speaker`` run or checkpoint folder, or a SpeechBrain
-    ``embedding_model.ckpt`` file. Returns a module ``wave (B, T) -> (B, D)`` with
-    ``embed_dim`` and ``sample_rate`` attributes, in eval mode."""
-    if path is None or str(path) == "":
-        raise ConfigError(f"{key} is required: a speaker run folder, or SpeechBrain's embedding_model.ckpt "
-                          "(the demo presets train one first, as a prerequisite)")
-    p = Path(path)
-    if not p.exists():
-        raise ConfigError(f"{key}={str(path)!r}: file not found")
-    if p.is_dir():
-        from ..restore import load_trained
-
-        _, model = load_trained(p)
-        teacher = getattr(model, "embedder", model)
-    else:
-        teacher = ECAPATDNN.from_speechbrain(p)
-    if not hasattr(teacher, "embed_dim"):
-        raise ConfigError(f"{key}={str(path)!r} is not a speaker-embedding model")
-    return teacher.eval().requires_grad_(False)
-
-
-def teacher_embed(teacher: nn.Module, waves: torch.Tensor, sample_rate: int) -> torch.Tensor:
-    """(N, T) waves at ``sample_rate`` -> (N, D) teacher embeddings (resampled to its rate)."""
-    rate = int(getattr(teacher, "sample_rate", sample_rate))
-    with torch.no_grad():
-        return teacher(resample(waves, sample_rate, rate)).float()
-
-
-class SetWithTeacher(nn.Module):
-    """``predictor`` (:class:`MixtureToSet`) and a frozen ``teacher``; ``forward`` is the
-    predictor's.
-
-    The targets are the teacher's embeddings minus ``teacher_mean`` (D,), a running mean of
-    the teacher's embeddings over the training sources (momentum ``center_momentum``, like a
-    BatchNorm statistic; saved with the predictor). A teacher trained briefly with a margin
-    softmax puts every embedding near one common direction (different speakers at cosine
-    0.87 for the demo teacher, 0.66 within a speaker vs -0.08 across speakers once centred);
-    a cosine target is informative only after centring. ``center_momentum=0`` turns it off.
-    """
-
-    def __init__(self, teacher: nn.Module, sample_rate: int, center_momentum: float = 0.01, **predictor_args):
-        super().__init__()
-        if not 0.0 <= center_momentum <= 1.0:
-            raise InputError(f"SetWithTeacher: center_momentum must be in [0, 1], got {center_momentum}")
-        self.teacher = teacher
-        self.sample_rate, self.center_momentum = sample_rate, center_momentum
-        self.predictor = MixtureToSet(embed_dim=teacher.embed_dim, sample_rate=sample_rate, **predictor_args)
-        self.register_buffer("teacher_mean", torch.zeros(teacher.embed_dim))
-        self.register_buffer("mean_initialised", torch.tensor(False))
-
-    def forward(self, mixture: torch.Tensor, lengths: torch.Tensor | None = None):
-        return self.predictor(mixture, lengths)
-
-    def embed(self, waves: torch.Tensor, update: bool = False) -> torch.Tensor:
-        """(N, T) single-speaker waves -> (N, D) centred teacher embeddings; ``update`` moves
-        the running mean first (training)."""
-        e = teacher_embed(self.teacher, waves, self.sample_rate).to(self.teacher_mean.device)
-        if update and self.center_momentum > 0 and e.shape[0]:
-            with torch.no_grad():
-                if not bool(self.mean_initialised):
-                    self.teacher_mean.copy_(e.mean(0))
-                    self.mean_initialised.fill_(True)
-                else:
-                    self.teacher_mean.lerp_(e.mean(0), self.center_momentum)
-        return e - self.teacher_mean if self.center_momentum > 0 else e
-
-    def targets(self, sources: torch.Tensor, n_speakers: torch.Tensor, update: bool = False) -> torch.Tensor:
-        """(B, S, T) padded sources -> (B, S, D) centred teacher embeddings (zeros at padding)."""
-        B, S, _ = sources.shape
-        valid = torch.arange(S, device=sources.device)[None, :] < n_speakers[:, None]
-        out = torch.zeros(B, S, self.teacher.embed_dim, device=sources.device)
-        out[valid] = self.embed(sources[valid], update).to(out.device)
-        return out
 
 
 # --------------------------------------------------------------------------------------------

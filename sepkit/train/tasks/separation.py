@@ -18,7 +18,8 @@ from sepkit.metrics import si_sdri
 from ..builders import build_dataset, build_loss, build_model
 from ..evaluate import METRICS, evaluate, summarize
 from ..inference import separate_waveform
-from .base import Task, scaled_to_input
+from .base import Task
+from .common import scaled_to_input
 
 
 class SeparationTask(Task):

@@ -10,7 +10,7 @@ validation and test use other utterances of the same speakers (closed-set accura
 monitor) plus an open-set check on unseen speakers: ``eer``, the equal error rate of cosine
 scoring over all utterance pairs of the ``test`` speaker pool.
 
-Model (``model.name: ecapa``): :class:`SpeakerClassifier`, an
+Model (``model.name: ecapa``): :class:`~sepkit.models.speaker.SpeakerClassifier`, an
 :class:`sepkit.models.speaker.ECAPATDNN` (``model.args``, sample rate from ``data``) and an
 :class:`~sepkit.models.speaker.AAMSoftmax` head (``task_args.margin``, ``task_args.scale``).
 """
@@ -22,9 +22,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from sepkit.data.synth import MixtureSpec, make_speakers, split_code, synth_mixture
+from sepkit.data.mixing import collate_tensors
+from sepkit.data.speakers import SpeakerUtterances
 from sepkit.errors import InputError
-from sepkit.models.speaker import ECAPATDNN, AAMSoftmax
+from sepkit.models.speaker import SpeakerClassifier
 
 from ..config import ConfigError
 from ..evaluate import items as iterate_items
@@ -43,66 +44,6 @@ class SpeakerOptions:
     scale: float = 30.0
     noise: bool = False
     num_open_set: int = 64
-
-
-class SpeakerUtterances(torch.utils.data.Dataset):
-    """Synthetic single-speaker utterances with speaker labels, deterministic by
-    ``(seed, split, index)``.
-
-    Item ``i`` is spoken by speaker ``i % num_speakers`` of the ``pool`` split's speakers (so
-    every class appears equally often); ``split`` only changes the utterances drawn. Items:
-    ``wave`` (T,) float32, ``speaker`` int64 index into the pool, ``speaker_id`` its name, ``id``.
-    """
-
-    def __init__(self, num_examples: int, sample_rate: int, duration: tuple[float, float], num_speakers: int,
-                 split: str, pool: str = "train", seed: int = 0, noise: bool = False):
-        if num_examples < 1:
-            raise InputError(f"SpeakerUtterances: num_examples must be >= 1, got {num_examples}")
-        self.num_examples, self.split, self.seed = num_examples, split, seed
-        self.speakers = make_speakers(num_speakers, seed, pool)
-        self.spec = MixtureSpec(sample_rate=sample_rate, n_src=1, min_duration=duration[0], max_duration=duration[1],
-                                noise=noise, snr_range=(5.0, 20.0))
-
-    def __len__(self) -> int:
-        return self.num_examples
-
-    def __getitem__(self, index: int) -> dict:
-        if not 0 <= index < self.num_examples:
-            raise IndexError(f"SpeakerUtterances: index {index} out of range for {self.num_examples}")
-        label = index % len(self.speakers)
-        rng = np.random.default_rng([self.seed, split_code(self.split), index, 0x5EED])
-        rec = synth_mixture(self.spec, [self.speakers[label]], rng)
-        return {"wave": torch.from_numpy(rec["mixture"]), "speaker": torch.tensor(label, dtype=torch.long),
-                "speaker_id": rec["speakers"][0], "id": f"{self.split}-{index:06d}"}
-
-
-def collate_tensors(items: list[dict]) -> dict:
-    """Stack every tensor field of equal-shape items; other fields become lists."""
-    out = {}
-    for key in items[0]:
-        values = [it[key] for it in items]
-        if isinstance(values[0], torch.Tensor):
-            shapes = {tuple(v.shape) for v in values}
-            if len(shapes) != 1:
-                raise InputError(f"collate: field {key!r} differs in shape across items {sorted(shapes)}; "
-                                 "crop the items (data.segment) or use batch size 1")
-            out[key] = torch.stack(values)
-        else:
-            out[key] = values
-    return out
-
-
-class SpeakerClassifier(nn.Module):
-    """ECAPA-TDNN ``embedder`` plus an AAM-softmax ``head``: ``forward(wave (B, T)) -> (B, D)``
-    embeddings; ``loss(wave, labels)`` the AAM-softmax loss."""
-
-    def __init__(self, n_classes: int, margin: float = 0.2, scale: float = 30.0, **ecapa_args):
-        super().__init__()
-        self.embedder = ECAPATDNN(**ecapa_args)
-        self.head = AAMSoftmax(self.embedder.embed_dim, n_classes, margin, scale)
-
-    def forward(self, wave: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
-        return self.embedder(wave, lengths)
 
 
 def equal_error_rate(embeddings: torch.Tensor, labels: torch.Tensor) -> float:

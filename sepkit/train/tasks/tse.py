@@ -1,7 +1,7 @@
 """The ``tse`` task: target speaker extraction conditioned on a speaker embedding.
 
 Model (``model.name``: ``convtasnet_tse`` or ``dualpath_tse``, :mod:`sepkit.models.tse`):
-:class:`TSEWithConditioner`, the trainable ``extractor`` and a frozen ``conditioner`` that
+:class:`~sepkit.models.tse.TSEWithConditioner`, the trainable ``extractor`` and a frozen ``conditioner`` that
 gives the embeddings: a ``mixture2set`` run (``model.args.predictor_ckpt``: its predictor and
 its teacher), or only a teacher (``model.args.teacher_ckpt``, enrolled conditioning only). With
 neither, the ``task_args.predictor_recipe`` recipe (``demo`` preset) is trained first as a prerequisite under
@@ -25,102 +25,27 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from sepkit.data import resample
-from sepkit.data.synth import MixtureSpec, make_speakers, split_code, synth_mixture, synth_utterance
+from sepkit.data.mixing import collate_tensors
+from sepkit.data.speakers import TSEMixtures
 from sepkit.errors import InputError
 from sepkit.losses import si_sdr_loss
 from sepkit.metrics import si_sdr, si_sdri
-from sepkit.models.tse import ConvTasNetTSE, DualPathTSE
+from sepkit.models.tse import ConvTasNetTSE, DualPathTSE, TSEWithConditioner
 
 from ..builders import synthetic_spec
 from ..config import ConfigError, load_recipe
 from ..evaluate import items as iterate_items
 from ..evaluate import summarize
 from ..prerequisites import Prerequisite
-from .base import Task, scaled_to_input
-from .mixture2set import SPLITS, load_teacher, teacher_embed
-from .speaker import collate_tensors
+from .base import Task
+from .common import SPLITS, load_teacher, scaled_to_input
 
 EXTRACTORS = {"convtasnet_tse": ConvTasNetTSE, "dualpath_tse": DualPathTSE}
 CONDITIONINGS = ("enrolled", "predicted")
-
-
-class TSEMixtures(torch.utils.data.Dataset):
-    """Synthetic target-speaker items, deterministic by ``(seed, split, index)``: a mixture of
-    ``speaker_counts`` speakers, its first source as ``target`` and an ``enrollment``
-    utterance of the same speaker (another draw, ``enroll_samples`` long)."""
-
-    def __init__(self, num_examples: int, spec: MixtureSpec, speaker_counts, split: str, num_speakers: int,
-                 enroll_samples: int, seed: int = 0):
-        self.num_examples, self.spec, self.counts = num_examples, spec, [int(c) for c in speaker_counts]
-        self.split, self.seed, self.enroll_samples = split, seed, enroll_samples
-        self.speakers = make_speakers(max(num_speakers, max(self.counts)), seed, split)
-        self.by_id = {s.id: s for s in self.speakers}
-
-    def __len__(self) -> int:
-        return self.num_examples
-
-    def __getitem__(self, index: int) -> dict:
-        if not 0 <= index < self.num_examples:
-            raise IndexError(f"TSEMixtures: index {index} out of range for {self.num_examples}")
-        rng = np.random.default_rng([self.seed, split_code(self.split), index, 0x75E])
-        n = self.counts[int(rng.integers(len(self.counts)))]
-        rec = synth_mixture(dataclasses.replace(self.spec, n_src=n), self.speakers, rng)
-        enroll = synth_utterance(self.by_id[rec["speakers"][0]], self.enroll_samples, self.spec.sample_rate, rng)
-        return {"mixture": torch.from_numpy(rec["mixture"]), "target": torch.from_numpy(rec["sources"][0]),
-                "enrollment": torch.from_numpy(enroll.astype(np.float32)), "id": f"{self.split}-{index:06d}"}
-
-
-class TSEWithConditioner(nn.Module):
-    """``extractor`` (trainable) and ``conditioner`` (frozen: a mixture2set model with
-    ``predictor`` and ``teacher``, or a bare teacher)."""
-
-    def __init__(self, extractor: nn.Module, conditioner: nn.Module, sample_rate: int):
-        super().__init__()
-        self.extractor, self.conditioner, self.sample_rate = extractor, conditioner, sample_rate
-
-    @property
-    def teacher(self) -> nn.Module:
-        return getattr(self.conditioner, "teacher", self.conditioner)
-
-    @property
-    def has_predictor(self) -> bool:
-        return hasattr(self.conditioner, "predictor")
-
-    @property
-    def n_slots(self) -> int:
-        return self.conditioner.predictor.n_slots if self.has_predictor else 0
-
-    @torch.no_grad()
-    def enrolled(self, enrollment: torch.Tensor) -> torch.Tensor:
-        """(B, T_e) enrollment utterances -> (B, D) teacher embeddings (centred like the
-        predictor's targets when the conditioner is a mixture2set model)."""
-        if hasattr(self.conditioner, "embed"):
-            return self.conditioner.embed(enrollment)
-        return teacher_embed(self.teacher, enrollment, self.sample_rate)
-
-    @torch.no_grad()
-    def slots(self, mixture: torch.Tensor):
-        """(B, T) -> predicted set (embeddings (B, S, D), presence logits (B, S))."""
-        if not self.has_predictor:
-            raise InputError("this TSE model has no set predictor (trained with a teacher only): "
-                             "predicted conditioning and --target-slot need model.args.predictor_ckpt")
-        return self.conditioner.predictor(mixture)
-
-    @torch.no_grad()
-    def predicted(self, mixture: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
-        """The predicted slot most cosine-similar to ``reference`` (B, D): (B, D)."""
-        emb = self.slots(mixture).embeddings
-        k = torch.einsum("bsd,bd->bs", emb, F.normalize(reference, dim=-1)).argmax(1)
-        return emb[torch.arange(emb.shape[0], device=emb.device), k]
-
-    def forward(self, mixture: torch.Tensor, embedding: torch.Tensor) -> torch.Tensor:
-        return self.extractor(mixture, embedding)
 
 
 @dataclasses.dataclass
