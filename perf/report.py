@@ -6,7 +6,7 @@ A smoke run's results (``python -m perf --smoke``: ``facts["smoke"]`` true, ever
 :data:`SMOKE_MARK`) say so in every file and are never written into perf/results/, read into the
 README's table nor merged. ``python -m perf.report`` rewrites the README's performance table from every JSON in
 perf/results/: per op, mode and size, sepkit's median against each baseline's, then the
-DESIGN.md targets (:func:`targets`) met or missed. ``python -m perf.report --from DIR`` first
+docs/DESIGN.md targets (:func:`targets`) met or missed. ``python -m perf.report --from DIR`` first
 merges a folder that ``python -m perf.gpu_check`` returned (its ``results.json``, ``results.md``,
 ``summary.md`` and ``plots.tar``) into perf/results/ under ``<stamp>-<gpu>`` names.
 """
@@ -335,7 +335,7 @@ def _model_targets(rows: list[dict]) -> list[dict]:
 
 
 def targets(rows: list[dict]) -> list[dict]:
-    """Every DESIGN.md performance target evaluated on result rows of one run.
+    """Every docs/DESIGN.md performance target evaluated on result rows of one run.
 
     Each item: target, value (a ratio, a percentage, "yes"/"no", or None when not measured),
     goal, verdict ("met", "MISSED" or "not measured") and where (the shape it was read at).
@@ -350,7 +350,7 @@ def targets(rows: list[dict]) -> list[dict]:
 
 
 def targets_table(items: list[dict]) -> str:
-    lines = ["| target (DESIGN.md) | measured | goal | verdict | where |", "|---|---|---|---|---|"]
+    lines = ["| target (docs/DESIGN.md) | measured | goal | verdict | where |", "|---|---|---|---|---|"]
     for t in items:
         v = t["value"]
         if isinstance(v, float):
@@ -363,7 +363,7 @@ def readme_table(results_dir: Path = RESULTS) -> str:
     """The README's table: the newest results file per op, or 'not yet measured on a GPU'.
 
     Kernel ops come first in :data:`OPS` order, then any model-level benchmark op found, then
-    the DESIGN.md targets read off the newest results file.
+    the docs/DESIGN.md targets read off the newest results file.
     """
     newest = {}
     latest = None

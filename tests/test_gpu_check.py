@@ -50,7 +50,7 @@ def test_dry_run_invokes_every_stage_or_says_why_not(dry):
         assert stage["status"] != "not run" and (stage["status"] == "pass" or stage["detail"])
     assert record["facts"]["dry_run"] is True and record["facts"]["imports"]["torch"] is True
     # the printed table: stages, targets, what was skipped for time
-    assert "| kernel-tests | pass |" in proc.stdout and "| target (DESIGN.md) |" in proc.stdout
+    assert "| kernel-tests | pass |" in proc.stdout and "| target (docs/DESIGN.md) |" in proc.stdout
     assert "Skipped for time:" in proc.stdout
     assert {t["verdict"] for t in record["targets"]} == {"not measured"}
 
