@@ -82,6 +82,13 @@ class Task:
     def build_model(self) -> nn.Module:
         raise NotImplementedError
 
+    def initialize(self, model: nn.Module) -> None:
+        """Start the weights of a fresh run from pretrained ones (e.g. a ``task_args.init`` file).
+
+        Called by the trainer after :meth:`build_model`, before the EMA copies the weights, only
+        when a run starts (not on ``--resume``, not when a checkpoint is rebuilt), so the file is
+        needed once. Default: nothing (the model keeps its initialisation)."""
+
     def dataset(self, which: str):
         """The ``which`` ("train", "valid" or "test") data set: items are dicts of tensors and an
         ``id``."""
