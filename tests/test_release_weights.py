@@ -290,3 +290,209 @@ def test_exdiff_fine_tunes_from_a_converted_release(release, tmp_path):
     own = trained.backbone.state_dict()
     assert all((own[k] - v).abs().max() < 1e-6 for k, v in start.items())  # it started there (lr 1e-9)
     assert any(k.startswith("mid_cross.") for k in own)
+
+
+# ----------------------------------------------------------- wav2vec2 / HuBERT weights, three layouts
+
+def torchaudio_to_fairseq(state: dict) -> dict:
+    """A torchaudio Wav2Vec2Model state dict under fairseq's names (the inverse of torchaudio's
+    import mapping), with weight_g / weight_v as fairseq stores the positional convolution."""
+    import re
+
+    rules = [
+        (r"feature_extractor\.conv_layers\.(\d+)\.conv\.weight", r"feature_extractor.conv_layers.\1.0.weight"),
+        (r"feature_extractor\.conv_layers\.0\.layer_norm\.(weight|bias)", r"feature_extractor.conv_layers.0.2.\1"),
+        (r"encoder\.feature_projection\.projection\.(.+)", r"post_extract_proj.\1"),
+        (r"encoder\.feature_projection\.layer_norm\.(.+)", r"layer_norm.\1"),
+        (r"encoder\.transformer\.pos_conv_embed\.conv\.bias", r"encoder.pos_conv.0.bias"),
+        (r"encoder\.transformer\.pos_conv_embed\.conv\.parametrizations\.weight\.original0", r"encoder.pos_conv.0.weight_g"),
+        (r"encoder\.transformer\.pos_conv_embed\.conv\.parametrizations\.weight\.original1", r"encoder.pos_conv.0.weight_v"),
+        (r"encoder\.transformer\.layer_norm\.(.+)", r"encoder.layer_norm.\1"),
+        (r"encoder\.transformer\.layers\.(\d+)\.attention\.(.+)", r"encoder.layers.\1.self_attn.\2"),
+        (r"encoder\.transformer\.layers\.(\d+)\.layer_norm\.(.+)", r"encoder.layers.\1.self_attn_layer_norm.\2"),
+        (r"encoder\.transformer\.layers\.(\d+)\.feed_forward\.intermediate_dense\.(.+)", r"encoder.layers.\1.fc1.\2"),
+        (r"encoder\.transformer\.layers\.(\d+)\.feed_forward\.output_dense\.(.+)", r"encoder.layers.\1.fc2.\2"),
+        (r"encoder\.transformer\.layers\.(\d+)\.final_layer_norm\.(.+)", r"encoder.layers.\1.final_layer_norm.\2"),
+    ]
+    out = {}
+    for k, v in state.items():
+        new = next(re.sub(p, r, k) for p, r in rules if re.fullmatch(p, k))
+        out[new] = v.clone()
+    return out
+
+
+def torchaudio_to_huggingface(state: dict, prefix: str = "") -> dict:
+    """The same weights as a transformers Wav2Vec2Model / HubertModel stores them (optionally
+    under the ``wav2vec2.`` prefix of a ForPreTraining / ForCTC model)."""
+    out = {}
+    for k, v in state.items():
+        if k.startswith("encoder.feature_projection."):
+            k = k[len("encoder."):]
+        elif k.startswith("encoder.transformer."):
+            k = "encoder." + k[len("encoder.transformer."):]
+        k = k.replace("parametrizations.weight.original0", "weight_g").replace("parametrizations.weight.original1", "weight_v")
+        out[prefix + k] = v.clone()
+    return out
+
+
+def pretraining_heads(cfg, gen) -> dict:
+    """wav2vec2's pretraining-only tensors (fairseq names), random."""
+    gv = cfg.groups * cfg.num_vars
+    return {"mask_emb": torch.rand(cfg.d_model, generator=gen),
+            "quantizer.vars": torch.rand(1, gv, cfg.codevector_dim // cfg.groups, generator=gen),
+            "quantizer.weight_proj.weight": torch.randn(gv, cfg.conv_channels, generator=gen),
+            "quantizer.weight_proj.bias": torch.randn(gv, generator=gen),
+            "project_q.weight": torch.randn(cfg.final_dim, cfg.codevector_dim, generator=gen),
+            "project_q.bias": torch.randn(cfg.final_dim, generator=gen),
+            "final_proj.weight": torch.randn(cfg.final_dim, cfg.d_model, generator=gen),
+            "final_proj.bias": torch.randn(cfg.final_dim, generator=gen)}
+
+
+#: a small member of wav2vec2 base's family (group-norm extractor, post-norm transformer)
+SMALL_W2V = dict(conv_channels=32, d_model=48, n_layers=2, n_heads=4, ffn_dim=64, final_dim=16, codevector_dim=16,
+                 num_vars=8, pos_conv_kernel=16, pos_conv_groups=4, dropout=0.0, dropout_input=0.0,
+                 dropout_features=0.0)
+
+
+def small_frontend():
+    from sepkit.models.dip import DIPFrontend
+
+    return DIPFrontend("small", **SMALL_W2V)
+
+
+def torchaudio_model(frontend, seed: int):
+    """torchaudio's Wav2Vec2Model of ``frontend``'s architecture, random weights."""
+    import torchaudio
+
+    torch.manual_seed(seed)
+    return perturbed(torchaudio.models.wav2vec2_model(**frontend.wav2vec2_arguments(), aux_num_out=None), seed=seed)
+
+
+def test_dip_base_equals_torchaudio_wav2vec2_base():
+    import torchaudio
+
+    from sepkit.models.dip import DIPFrontend
+
+    torch.manual_seed(3)
+    ref = perturbed(torchaudio.models.wav2vec2_base(), seed=3, scale=0.02)
+    wave = torch.randn(1, 4800, generator=torch.Generator().manual_seed(4)) * 0.1   # 15 frames, no padding
+    frontend = DIPFrontend.from_wav2vec2(ref.state_dict(), "base", dropout=0.0, dropout_input=0.0)
+    with torch.no_grad():
+        want = ref(wave)[0]                                                        # (B, T', 768)
+        got = frontend.eval()(wave).transpose(1, 2)
+    assert want.abs().max() > 0.5
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+
+
+def test_dip_frontend_equals_torchaudio_in_every_layout(tmp_path):
+    from safetensors.torch import save_file
+
+    frontend = small_frontend()
+    ref = torchaudio_model(frontend, seed=3)
+    state = ref.state_dict()
+    gen = torch.Generator().manual_seed(4)
+    wave = torch.randn(2, 6400, generator=gen) * 0.1                  # 20 frames, no padding
+    with torch.no_grad():
+        want = ref(wave)[0]                                           # (B, T', d): the last layer
+    assert want.abs().max() > 0.5
+    heads = pretraining_heads(frontend.config, gen)
+    hf = torchaudio_to_huggingface(state, "wav2vec2.")
+    hf.update({"wav2vec2.masked_spec_embed": heads["mask_emb"], "quantizer.codevectors": heads["quantizer.vars"],
+               "quantizer.weight_proj.weight": heads["quantizer.weight_proj.weight"],
+               "quantizer.weight_proj.bias": heads["quantizer.weight_proj.bias"],
+               "project_q.weight": heads["project_q.weight"], "project_q.bias": heads["project_q.bias"],
+               "project_hid.weight": heads["final_proj.weight"], "project_hid.bias": heads["final_proj.bias"]})
+    (tmp_path / "hf").mkdir()
+    save_file(hf, str(tmp_path / "hf" / "model.safetensors"))
+    torch.save({"model": {**torchaudio_to_fairseq(state), **heads}}, tmp_path / "wav2vec_small_model.pt")
+    sources = {"torchaudio": (state, 4), "fairseq": (tmp_path / "wav2vec_small_model.pt", 0),
+               "huggingface": (tmp_path / "hf", 0)}
+    for layout, (source, n_fresh) in sources.items():
+        frontend = small_frontend()
+        fresh = frontend.load_wav2vec2(source)
+        assert len(fresh) == n_fresh, (layout, fresh)
+        with torch.no_grad():
+            got = frontend.eval()(wave).transpose(1, 2)
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5, msg=lambda m: f"{layout}: {m}")
+        if not n_fresh:
+            own = frontend.state_dict()
+            assert torch.equal(own["quantizer.codebook"], heads["quantizer.vars"])
+            assert torch.equal(own["final_proj.weight"], heads["final_proj.weight"])
+            assert torch.equal(own["mask_emb"], heads["mask_emb"]) and int(own["quantizer.num_updates"]) == 0
+
+
+def test_dip_frontend_takes_hubert_and_refuses_other_variants(tmp_path):
+    import torchaudio
+
+    from sepkit.models.dip import DIPFrontend
+
+    frontend = small_frontend()
+    hubert = torchaudio_model(frontend, seed=5)   # HuBERT base's network is wav2vec2 base's
+    gen = torch.Generator().manual_seed(6)
+    fairseq = torchaudio_to_fairseq(hubert.state_dict())
+    d = frontend.config.d_model
+    fairseq.update(mask_emb=torch.rand(d, generator=gen), label_embs_concat=torch.randn(504, 16, generator=gen),
+                   **{"final_proj.weight": torch.randn(16, d, generator=gen), "final_proj.bias": torch.zeros(16)})
+    fresh = frontend.load_wav2vec2(fairseq)
+    assert fresh == ("quantizer", "project_q", "final_proj")
+    assert torch.equal(frontend.mask_emb.detach(), fairseq["mask_emb"])
+    wave = torch.randn(1, 4800, generator=gen) * 0.1
+    with torch.no_grad():
+        torch.testing.assert_close(frontend.eval()(wave).transpose(1, 2), hubert(wave)[0], rtol=1e-5, atol=1e-5)
+    large = torchaudio.models.wav2vec2_model(**{**frontend.wav2vec2_arguments(), "extractor_mode": "layer_norm",
+                                                "extractor_conv_bias": True}, aux_num_out=None)
+    with pytest.raises(CheckpointError, match="conv_layers.0.conv.bias|layer_norm"):
+        small_frontend().load_wav2vec2(large.state_dict())
+    with pytest.raises(CheckpointError, match="different model"):
+        DIPFrontend.from_wav2vec2(hubert.state_dict(), "small")
+    with pytest.raises(CheckpointError, match="layout"):
+        small_frontend().load_wav2vec2({"fc.weight": torch.zeros(2, 2)})
+    torch.save({"model": {}, "args": Unrelated()}, tmp_path / "fairseq_with_config.pt")
+    with pytest.raises(CheckpointError, match=r"needs the Python object .*Unrelated"):
+        small_frontend().load_wav2vec2(tmp_path / "fairseq_with_config.pt")
+    with pytest.raises(FileNotFoundError):
+        small_frontend().load_wav2vec2(tmp_path / "absent.pt")
+
+
+def test_gcrn_ssl_model_reads_every_layout(tmp_path):
+    from safetensors.torch import save_file
+
+    from sepkit.models.gcrn import build_ssl_model
+
+    tiny = dict(extractor_conv_layer_config=[(32, 10, 5)] + [(32, 3, 2)] * 4 + [(32, 2, 2)] * 2,
+                encoder_embed_dim=48, encoder_pos_conv_kernel=16, encoder_pos_conv_groups=4, encoder_num_layers=2,
+                encoder_num_heads=4, encoder_ff_interm_features=64)
+    ref = perturbed(build_ssl_model(tiny, seed=1), seed=8, scale=0.05)
+    state = ref.state_dict()
+    torch.save(torchaudio_to_fairseq(state), tmp_path / "fairseq.pt")
+    (tmp_path / "hf").mkdir()
+    save_file(torchaudio_to_huggingface(state), str(tmp_path / "hf" / "model.safetensors"))
+    (tmp_path / "hf" / "config.json").write_text('{"hidden_size": 48, "num_attention_heads": 4}')
+    torch.save(state, tmp_path / "torchaudio.pt")
+    wave = torch.randn(1, 4000, generator=torch.Generator().manual_seed(9)) * 0.1
+    with torch.no_grad():
+        want = ref.extract_features(wave)[0][-1]
+    for path in ("torchaudio.pt", "fairseq.pt", "hf"):
+        model = build_ssl_model(tiny, tmp_path / path, seed=2)
+        with torch.no_grad():
+            torch.testing.assert_close(model.extract_features(wave)[0][-1], want, rtol=1e-5, atol=1e-5)
+    (tmp_path / "hf" / "config.json").write_text('{"hidden_size": 48, "num_attention_heads": 8}')
+    with pytest.raises(CheckpointError, match="num_attention_heads=8"):
+        build_ssl_model(tiny, tmp_path / "hf", seed=2)
+
+
+def test_dip_pretrain_starts_from_task_args_init(tmp_path):
+    from sepkit.train import ConfigError, make_task
+    from sepkit.train.config import load_recipe
+
+    cfg = load_recipe("dip-pretrain", preset="demo", overrides=[f"task_args.init={tmp_path / 'w2v.pt'}"])
+    task = make_task(cfg)
+    model = task.build_model()
+    with pytest.raises(ConfigError, match="task_args.init=.*no file"):
+        task.initialize(model)
+    ref = torchaudio_model(model, seed=10)
+    torch.save(ref.state_dict(), tmp_path / "w2v.pt")
+    task.initialize(model)
+    wave = torch.randn(1, 3200, generator=torch.Generator().manual_seed(11)) * 0.1
+    with torch.no_grad():
+        torch.testing.assert_close(model.eval()(wave).transpose(1, 2), ref.eval()(wave)[0], rtol=1e-5, atol=1e-5)

@@ -25,6 +25,13 @@ Model: ``model.name: dip``, ``model.args``: :class:`sepkit.models.dip.DIPFronten
 The quantizer's temperature advances once per optimizer update (every ``train.grad_accum``
 training steps) and is saved with the weights.
 
+Starting from released weights: ``task_args.init`` names wav2vec2 or HuBERT weights (a file or
+a transformers model folder in torchaudio's, fairseq's or Hugging Face's layout,
+:meth:`sepkit.models.dip.DIPFrontend.load_wav2vec2`) that start a fresh run, as the DIP paper
+starts from wav2vec2 base; ``model.args`` must describe that architecture (``config: base``).
+The pretraining-only parts the file lacks (a torchaudio file has none of them; HuBERT no
+quantizer) keep their initialisation. Not read again on ``--resume``.
+
 Validation (monitor ``mpc``, lower is better), in eval mode with masks and negatives drawn from
 a fixed seed: ``mpc`` = mean of ``mpc_real`` and ``mpc_synthetic`` (contrastive + diversity),
 ``perplexity`` of the codebooks, and the cross-domain discrepancy of the unmasked cues (what a
@@ -69,7 +76,8 @@ class DIPPretrainOptions:
     module docstring); real_synthetic: generator settings of the stand-in real domain over
     data.synthetic; held_out: valid/test files of a folder (null: 5 %, at least one);
     valid_seed: seed of validation's masks and negatives; cache_items: keep the training pairs in
-    memory once drawn (for small demo sets, where generating mixtures costs more than the step)."""
+    memory once drawn (for small demo sets, where generating mixtures costs more than the step);
+    init: released wav2vec2 / HuBERT weights that start the run (see the module docstring)."""
 
     alpha: float = 10.0
     mmd: str = "frames"
@@ -84,6 +92,7 @@ class DIPPretrainOptions:
     held_out: int | None = None
     valid_seed: int = 0
     cache_items: bool = False
+    init: str | None = None
 
 
 class AudioFolder(torch.utils.data.Dataset):
@@ -248,6 +257,16 @@ class DIPPretrainTask(Task):
             return DIPFrontend(**args)
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"model.args: {exc}") from None
+
+    def initialize(self, model: nn.Module) -> None:
+        """``task_args.init``: load the released wav2vec2 / HuBERT weights into the frontend."""
+        path = self.options.init
+        if not path:
+            return
+        try:
+            model.load_wav2vec2(path, what=f"task_args.init={path!r}")
+        except FileNotFoundError as exc:
+            raise ConfigError(f"task_args.init={path!r}: {exc}") from None
 
     def dataset(self, which: str):
         cache = self.options.cache_items and which == "train"
