@@ -45,6 +45,11 @@ dropout equals ``dropout`` (wav2vec2 base: 0); no dropout on attention probabili
 attention kernel has none); the diversity term averages the codebook probabilities over every
 valid step (wav2vec2: over the masked ones).
 
+Released weights: :meth:`DIPFrontend.from_wav2vec2` / :meth:`DIPFrontend.load_wav2vec2` take
+wav2vec2 base or HuBERT base in torchaudio's, fairseq's or Hugging Face's layout
+(:mod:`sepkit.models.wav2vec2_weights`), the pretraining-only parts from the file where it has
+them; on equal weights the frontend's output is torchaudio's ``wav2vec2_base``'s (unpadded input).
+
 Configurations (:data:`DIP_CONFIGS`): ``"base"`` = wav2vec2 base (12 layers, d 768, 12 heads,
 FFN 3072, final dim 256, 95.04 M parameters); ``"small"`` for CPU runs (128 conv channels, 4
 layers, d 256, 4 heads, FFN 1024, final dim 128, about 4.2 M). Any field can be overridden by
