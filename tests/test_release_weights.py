@@ -77,10 +77,10 @@ def test_release_score_equals_the_sgmse_package():
 
 
 def test_release_pc_trajectory_equals_the_sgmse_package():
+    ref, ours = sgmse_pair()  # skips without the sgmse package
     from sgmse.sampling import get_pc_sampler
     from sgmse.sdes import OUVESDE as ReleaseSDE
 
-    ref, ours = sgmse_pair()
     model = SGMSE(ours, parametrisation="score", time_grid="sgmse")
     y = spec(1, 64, 8, 3)
     visited = {"release": [], "sepkit": []}
