@@ -27,7 +27,7 @@ COMMANDS = {
     "eval": "evaluate a checkpoint on a recipe's test set",
     "separate": "separate audio files with a trained checkpoint",
     "demo": "train, evaluate and run a recipe's demo end to end; writes a report and a picture",
-    "convert": "convert a published separator checkpoint (torchaudio, SpeechBrain, Asteroid) to a sepkit checkpoint",
+    "convert": "convert a published separator (torchaudio, SpeechBrain, Asteroid) or SGMSE+ checkpoint to a sepkit checkpoint",
 }
 
 

@@ -1,9 +1,10 @@
-"""``sepkit convert --from torchaudio|speechbrain|asteroid PATH --out DIR``: a published
-separator checkpoint as a sepkit checkpoint folder.
+"""``sepkit convert --from torchaudio|speechbrain|asteroid|sgmse PATH --out DIR``: a published
+separator or SGMSE+ checkpoint as a sepkit checkpoint folder.
 
 PATH is a local file or folder (nothing downloads): torchaudio, the ``CONVTASNET_BASE_LIBRI2MIX``
 weights file (a ConvTasNet state dict); speechbrain, a Sepformer model folder (hyperparams.yaml,
-encoder.ckpt, masknet.ckpt, decoder.ckpt); asteroid, a ConvTasNet or DPRNNTasNet model file.
+encoder.ckpt, masknet.ckpt, decoder.ckpt); asteroid, a ConvTasNet or DPRNNTasNet model file;
+sgmse, an SGMSE+ Lightning ``.ckpt`` (its EMA weights; the diffusion task's config).
 Everything loads with ``weights_only=True`` and the YAML is read as plain data. DIR receives
 ``model.safetensors``, ``meta.json`` and ``config.yaml``, written atomically, for
 ``sepkit separate --ckpt DIR`` and ``sepkit eval --ckpt DIR``.
@@ -12,8 +13,8 @@ from __future__ import annotations
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("path", help="the published checkpoint: a file (torchaudio, asteroid) or a folder (speechbrain)")
-    parser.add_argument("--from", dest="source", required=True, choices=("torchaudio", "speechbrain", "asteroid"),
+    parser.add_argument("path", help="the published checkpoint: a file (torchaudio, asteroid, sgmse) or a folder (speechbrain)")
+    parser.add_argument("--from", dest="source", required=True, choices=("torchaudio", "speechbrain", "asteroid", "sgmse"),
                         help="where the checkpoint was published")
     parser.add_argument("--out", required=True, help="the sepkit checkpoint folder to write")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing checkpoint folder")
@@ -25,5 +26,6 @@ def run(args) -> int:
 
     out = convert_published(args.source, args.path, args.out, overwrite=args.overwrite)
     meta = read_meta(out)
-    print(f"{args.path} ({args.source}) -> {out}: {meta['model']}, {meta['n_src']} sources at {meta['sample_rate']} Hz")
+    what = f"{meta['n_src']} sources" if meta.get("task") == "separation" else f"task {meta.get('task')}"
+    print(f"{args.path} ({args.source}) -> {out}: {meta['model']}, {what} at {meta['sample_rate']} Hz")
     return 0

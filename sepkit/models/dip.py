@@ -45,6 +45,11 @@ dropout equals ``dropout`` (wav2vec2 base: 0); no dropout on attention probabili
 attention kernel has none); the diversity term averages the codebook probabilities over every
 valid step (wav2vec2: over the masked ones).
 
+Released weights: :meth:`DIPFrontend.from_wav2vec2` / :meth:`DIPFrontend.load_wav2vec2` take
+wav2vec2 base or HuBERT base in torchaudio's, fairseq's or Hugging Face's layout
+(:mod:`sepkit.models.wav2vec2_weights`), the pretraining-only parts from the file where it has
+them; on equal weights the frontend's output is torchaudio's ``wav2vec2_base``'s (unpadded input).
+
 Configurations (:data:`DIP_CONFIGS`): ``"base"`` = wav2vec2 base (12 layers, d 768, 12 heads,
 FFN 3072, final dim 256, 95.04 M parameters); ``"small"`` for CPU runs (128 conv channels, 4
 layers, d 256, 4 heads, FFN 1024, final dim 128, about 4.2 M). Any field can be overridden by
@@ -56,13 +61,14 @@ import json
 import math
 import os
 import pickle
+import re
 from dataclasses import asdict, dataclass, fields, replace
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sepkit.errors import InputError, InputTypeError
+from sepkit.errors import CheckpointError, InputError, InputTypeError
 from sepkit.files import load_strict
 from sepkit.losses.contrastive import Branch, MICLoss, MPCLoss, diversity_loss
 from sepkit.nn import TransformerBlock
@@ -612,10 +618,108 @@ class DIPFrontend(nn.Module):
         load_strict(self, state_dict, f"DIPFrontend: the checkpoint is not of this configuration (d_model="
                                       f"{c.d_model}, n_layers={c.n_layers}, conv_channels={c.conv_channels})")
 
+    # -- released wav2vec2 / HuBERT weights -------------------------------------------------
+
+    #: the pretraining-only parts (module prefixes) a wav2vec2 / HuBERT file may lack
+    PRETRAINING_PARTS = ("mask_emb", "quantizer", "project_q", "final_proj")
+
+    @classmethod
+    def from_wav2vec2(cls, path_or_state, config: "str | DIPConfig | dict" = "base", backend: str | None = None,
+                      **overrides) -> "DIPFrontend":
+        """A frontend of ``config`` (wav2vec2 base by default) holding released wav2vec2 or
+        HuBERT weights: :meth:`load_wav2vec2` on a new :class:`DIPFrontend`."""
+        frontend = cls(config, backend=backend, **overrides)
+        frontend.load_wav2vec2(path_or_state)
+        return frontend
+
+    def wav2vec2_arguments(self) -> dict:
+        """This architecture as ``torchaudio.models.wav2vec2_model`` arguments (wav2vec2's
+        group-norm feature extractor without convolution biases, post-norm transformer)."""
+        c = self.config
+        return dict(
+            extractor_mode="group_norm",
+            extractor_conv_layer_config=[(c.conv_channels, k, s) for k, s in zip(c.conv_kernels, c.conv_strides)],
+            extractor_conv_bias=False, encoder_embed_dim=c.d_model, encoder_projection_dropout=c.dropout_input,
+            encoder_pos_conv_kernel=c.pos_conv_kernel, encoder_pos_conv_groups=c.pos_conv_groups,
+            encoder_num_layers=c.n_layers, encoder_num_heads=c.n_heads, encoder_attention_dropout=0.0,
+            encoder_ff_interm_features=c.ffn_dim, encoder_ff_interm_dropout=c.dropout, encoder_dropout=c.dropout,
+            encoder_layer_norm_first=False, encoder_layer_drop=0.0)
+
+    def load_wav2vec2(self, path_or_state, what: str | None = None) -> tuple[str, ...]:
+        """Load released wav2vec2 or HuBERT weights into this frontend, strictly.
+
+        Args:
+            path_or_state: a state dict in torchaudio's, fairseq's or Hugging Face's layout, or a
+                file / transformers model folder holding one
+                (:mod:`sepkit.models.wav2vec2_weights`; read without running code).
+            what: how messages name the source (default: the path).
+        Returns:
+            the pretraining-only parts (:attr:`PRETRAINING_PARTS`) that the file lacks and that
+            keep their initialisation: all of them for a torchaudio file; the quantizer,
+            ``project_q`` and ``final_proj`` for HuBERT (its heads predict cluster labels, not
+            quantized targets); none for a wav2vec2 pretraining checkpoint.
+        Raises:
+            CheckpointError: keys or shapes of another architecture (named), NaN weights, a
+            file that needs code execution. FileNotFoundError: no such path.
+        """
+        from .wav2vec2_weights import torchaudio_layout
+
+        what = what or (str(path_or_state) if isinstance(path_or_state, (str, os.PathLike)) else "the wav2vec2 weights")
+        ta, extra, layout = torchaudio_layout(path_or_state, self.wav2vec2_arguments(), what)
+        if layout is None:
+            raise CheckpointError(f"{what}: not a wav2vec2 / HuBERT state dict in torchaudio's, fairseq's or Hugging "
+                                  "Face's layout (no feature projection found)")
+        state = {**_dip_from_torchaudio(ta, what), **extra}
+        if any(k.startswith("quantizer.") for k in extra):
+            state["quantizer.num_updates"] = torch.zeros((), dtype=torch.int64)  # a fresh temperature schedule
+        fresh = tuple(p for p in self.PRETRAINING_PARTS if not any(k == p or k.startswith(p + ".") for k in state))
+        load_strict(self, state, f"{what} holds weights of a different model", exclude=fresh)
+        return fresh
+
     def extra_repr(self) -> str:
         c = self.config
         return (f"d_model={c.d_model}, n_layers={c.n_layers}, n_heads={c.n_heads}, ffn_dim={c.ffn_dim}, "
                 f"conv_channels={c.conv_channels}, sample_rate={c.sample_rate}")
+
+
+_TORCHAUDIO_NAMES = (
+    (r"feature_extractor\.conv_layers\.(\d+)\.conv\.weight", r"local_encoder.convs.\1.weight"),
+    (r"feature_extractor\.conv_layers\.0\.layer_norm\.(weight|bias)", r"local_encoder.norm.\1"),
+    (r"encoder\.feature_projection\.layer_norm\.(weight|bias)", r"feature_norm.\1"),
+    (r"encoder\.feature_projection\.projection\.(weight|bias)", r"post_extract_proj.\1"),
+    (r"encoder\.transformer\.pos_conv_embed\.conv\.(.+)", r"context.pos_conv.conv.\1"),
+    (r"encoder\.transformer\.layer_norm\.(weight|bias)", r"context.layer_norm.\1"),
+    (r"encoder\.transformer\.layers\.(\d+)\.attention\.out_proj\.(weight|bias)", r"context.layers.\1.self_attn.out_proj.\2"),
+    (r"encoder\.transformer\.layers\.(\d+)\.layer_norm\.(weight|bias)", r"context.layers.\1.norm1.\2"),
+    (r"encoder\.transformer\.layers\.(\d+)\.feed_forward\.intermediate_dense\.(weight|bias)", r"context.layers.\1.linear1.\2"),
+    (r"encoder\.transformer\.layers\.(\d+)\.feed_forward\.output_dense\.(weight|bias)", r"context.layers.\1.linear2.\2"),
+    (r"encoder\.transformer\.layers\.(\d+)\.final_layer_norm\.(weight|bias)", r"context.layers.\1.norm2.\2"),
+)
+
+
+def _dip_from_torchaudio(state: dict, what: str) -> dict:
+    """A torchaudio ``Wav2Vec2Model`` state dict under :class:`DIPFrontend`'s names: the same
+    tensors, with each layer's q, k and v projections concatenated into ``in_proj_*``."""
+    out, qkv = {}, {}
+    for key, value in state.items():
+        found = re.fullmatch(r"encoder\.transformer\.layers\.(\d+)\.attention\.([qkv])_proj\.(weight|bias)", key)
+        if found:
+            qkv[(found.group(1), found.group(3), found.group(2))] = value
+            continue
+        for pattern, name in _TORCHAUDIO_NAMES:
+            if re.fullmatch(pattern, key):
+                out[re.sub(pattern, name, key)] = value
+                break
+        else:
+            raise CheckpointError(f"{what}: {key} has no place in the DIP frontend (another wav2vec2 variant: the "
+                                  "frontend is wav2vec2 base's architecture)")
+    for layer, kind in sorted({(layer, kind) for layer, kind, _ in qkv}):
+        try:
+            out[f"context.layers.{layer}.self_attn.in_proj_{kind}"] = torch.cat(
+                [qkv[(layer, kind, p)] for p in "qkv"])
+        except KeyError:
+            raise CheckpointError(f"{what}: layer {layer} lacks one of its q/k/v projections") from None
+    return out
 
 
 def describe_config(cfg: DIPConfig) -> str:

@@ -47,12 +47,14 @@ class ExDiff(SGMSE):
         extractor: ``wave (B, T) at the model's rate -> (B, frames, D)``; run without gradients
             (it is pretrained and frozen). A module is registered as the submodule ``extractor``.
         frame_rate: the extractor's frames per second (read from ``extractor.frame_rate`` when None).
-        sde, representation, t_eps: as :class:`SGMSE`.
+        sde, representation, t_eps, parametrisation, time_grid: as :class:`SGMSE` (an Ex-Diff
+            fine-tuned from a released SGMSE+ model keeps the release's "score" and "sgmse").
     """
 
     def __init__(self, backbone: NCSNpp, extractor: Callable[[torch.Tensor], torch.Tensor], frame_rate: float | None = None,
-                 sde: OUVESDE | None = None, representation: SpecRepresentation | None = None, t_eps: float = 0.03):
-        super().__init__(backbone, sde, representation, t_eps)
+                 sde: OUVESDE | None = None, representation: SpecRepresentation | None = None, t_eps: float = 0.03,
+                 parametrisation: str = "noise", time_grid: str = "uniform"):
+        super().__init__(backbone, sde, representation, t_eps, parametrisation, time_grid)
         if getattr(backbone, "latent_dim", None) is None:
             raise InputError("ExDiff: the backbone has no cross-attention; build it with latent_dim = the latent width")
         if not callable(extractor):

@@ -33,7 +33,8 @@ Configurations:
 
 Variants (``variant=``), all on torchaudio's ``Wav2Vec2Model`` architecture (``ssl_config="base"``
 is Wav2Vec2 Base; a dict gives :func:`torchaudio.models.wav2vec2_model` arguments), weights from
-``ssl_ckpt`` (a torchaudio-format state dict) or, without it, a random initialisation seeded by
+``ssl_ckpt`` (wav2vec2 or HuBERT weights in torchaudio's, fairseq's or Hugging Face's layout) or,
+without it, a random initialisation seeded by
 ``ssl_seed`` (so a rebuilt model gets the same random SSL model):
 
 - ``"base"``: GCRN alone. Causal.
@@ -67,7 +68,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from sepkit.errors import InputError, InputTypeError
-from sepkit.files import load_state_dict_file, load_strict
+from sepkit.files import load_strict
 from sepkit.kernels import stft_mask
 
 __all__ = ["GCRN", "GCRN_CONFIGS", "VARIANTS", "count_parameters", "macs_per_second", "build_ssl_model"]
@@ -228,10 +229,23 @@ class GroupedLSTM(nn.Module):
         return x, (torch.cat(hs, 0), torch.cat(cs, 0))
 
 
+def ssl_state_dict(path: str | os.PathLike, kwargs: dict) -> dict:
+    """The weights at ``path`` (a file or a transformers model folder; wav2vec2 or HuBERT in
+    torchaudio's, fairseq's or Hugging Face's layout, :mod:`sepkit.models.wav2vec2_weights`) as a
+    torchaudio ``Wav2Vec2Model`` state dict of the architecture ``kwargs``
+    (``wav2vec2_model`` arguments); a dict of no known layout comes back unchanged. Read without
+    running code (FileNotFoundError, or CheckpointError for a file that needs code)."""
+    from .wav2vec2_weights import torchaudio_layout
+
+    state, _, _ = torchaudio_layout(Path(path), kwargs, "GCRN: ssl_ckpt")
+    return state
+
+
 def build_ssl_model(ssl_config: str | dict = "base", ssl_ckpt: str | os.PathLike | None = None, seed: int = 0) -> nn.Module:
     """A torchaudio ``Wav2Vec2Model`` (``"base"`` or a dict of ``wav2vec2_model`` arguments), with
-    weights from ``ssl_ckpt`` (a torchaudio-format state dict, loaded with ``weights_only=True``)
-    or randomly initialised from ``seed``. Returned frozen, in eval mode."""
+    weights from ``ssl_ckpt`` (wav2vec2 or HuBERT weights in torchaudio's, fairseq's or Hugging
+    Face's layout, :func:`ssl_state_dict`; read with ``weights_only=True`` or safetensors) or
+    randomly initialised from ``seed``. Returned frozen, in eval mode."""
     from torchaudio.models import wav2vec2_model
 
     if ssl_config == "base":
@@ -251,7 +265,7 @@ def build_ssl_model(ssl_config: str | dict = "base", ssl_ckpt: str | os.PathLike
         model = wav2vec2_model(**kwargs)
     if ssl_ckpt is not None:
         path = Path(ssl_ckpt)
-        state = load_state_dict_file(path, "GCRN: ssl_ckpt")
+        state = ssl_state_dict(path, kwargs)
         load_strict(model, state, f"GCRN: ssl_ckpt {str(path)!r} is not a torchaudio Wav2Vec2Model state dict of "
                                   "this ssl_config")
     model.eval()

@@ -308,6 +308,11 @@ class NCSNpp(nn.Module):
         backend: attention backend of every attention layer (None: automatic).
         checkpointing: "none" (default) or "blocks": recompute each residual / attention block in the
             backward pass (:mod:`sepkit.nn.checkpoint`).
+        scale_by_time: divide the output pyramid by t before the output 1x1 convolution (False).
+            The released SGMSE+ networks are built so (their ``scale_by_sigma`` with sigma = t; the
+            bias of the output layer is not scaled), and their score is minus the output
+            (:class:`sepkit.models.sgmse.SGMSE` with ``parametrisation="score"``); sepkit's own
+            parametrisation leaves it off and divides by std(t) outside the network.
 
     ``frame_multiple`` (2^(levels-1)) is the multiple N (and F) must be.
     """
@@ -316,7 +321,8 @@ class NCSNpp(nn.Module):
                  attn_resolutions: Sequence[int] = (16,), n_freq: int = 256, dropout: float = 0.0,
                  fir_kernel: Sequence[float] = (1, 3, 3, 1), fourier_scale: float = 16.0, attn_heads: int = 1,
                  latent_dim: int | None = None, placements: Sequence[str | int] = ("bottleneck",),
-                 cross_heads: int = 4, pe_dim: int = 64, backend: str | None = None, checkpointing: str = "none"):
+                 cross_heads: int = 4, pe_dim: int = 64, backend: str | None = None, checkpointing: str = "none",
+                 scale_by_time: bool = False):
         super().__init__()
         ch_mult = tuple(int(m) for m in ch_mult)
         if nf < 4 or nf % 4 or not ch_mult or min(ch_mult) < 1 or num_res_blocks < 1:
@@ -338,6 +344,7 @@ class NCSNpp(nn.Module):
         if latent_dim is not None and not placements:
             raise InputError("NCSNpp: latent_dim is set but placements is empty; give at least one placement")
         self.placements = placements
+        self.scale_by_time = bool(scale_by_time)
         temb_dim = 4 * nf
         channels = 4  # x.real, x.imag, y.real, y.imag
 
@@ -473,6 +480,8 @@ class NCSNpp(nn.Module):
             out = skip if out is None else self.pyramid_up(out) + skip
             if level.upsample is not None:
                 h = self._run(level.upsample, h, temb)
+        if self.scale_by_time:
+            out = out / t.float().reshape(-1, 1, 1, 1).to(out.dtype)
         out = self.output_layer(out)  # (B, 2, F, N)
         return torch.complex(out[:, 0].float(), out[:, 1].float())[:, None]
 

@@ -35,7 +35,14 @@ from sepkit.files import load_strict
 __all__ = ["Cnn14", "PannsLatent", "SPEECH_CLASSES", "VOCAL_CLASSES"]
 
 #: AudioSet class indices of speech: Speech, Male speech, Female speech, Child speech,
-#: Conversation, Narration/monologue.
+#: Conversation, Narration/monologue. The ontology's other two children of Speech are left out
+#: on purpose: Babbling (6) is an infant's pre-speech vocalising and Speech synthesizer (7)
+#: machine-made speech; neither is the talker Ex-Diff enhances (natural speech of adults and
+#: children, VoiceBank-DEMAND's read speech), and a guide that fires on them would mark as target
+#: what the enhancer should treat as interference (a baby or a synthetic voice in the
+#: background). The parent class Speech (0) still responds to speech-like sound of any kind.
+#: The latent width is the number of classes: ``model.args.uss_classes`` chooses others (a model
+#: trained with one choice needs the same one).
 SPEECH_CLASSES = (0, 1, 2, 3, 4, 5)
 #: AudioSet class indices of vocals: Singing, Male singing, Female singing, Child singing.
 VOCAL_CLASSES = (27, 32, 33, 34)

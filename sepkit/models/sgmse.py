@@ -33,9 +33,16 @@ from torch import nn
 from sepkit.errors import InputError, InputTypeError
 from sepkit.kernels import compress_spec, decompress_spec
 
-__all__ = ["SpecRepresentation", "OUVESDE", "dsm_loss", "pc_sampler", "ode_sampler", "SGMSE", "SAMPLERS"]
+__all__ = ["SpecRepresentation", "OUVESDE", "dsm_loss", "pc_sampler", "ode_sampler", "SGMSE", "SAMPLERS",
+           "PARAMETRISATIONS", "TIME_GRIDS"]
 
 SAMPLERS = ("pc", "ode")
+#: how the score follows from the network output D: "noise" (sepkit's, ``-D / std(t)``) or
+#: "score" (``-D``: the network scales itself, as the released SGMSE+ models do)
+PARAMETRISATIONS = ("noise", "score")
+#: step sizes of the predictor on ``t_i = linspace(1, t_eps, N)``: "uniform" (sepkit's, ``1 / N``
+#: every step) or "sgmse" (the SGMSE+ release's, ``t_i - t_{i+1}``, and ``t_eps`` for the last)
+TIME_GRIDS = ("uniform", "sgmse")
 ScoreFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
@@ -226,12 +233,14 @@ def _bar(progress: bool, steps: int, desc: str):
 @torch.no_grad()
 def pc_sampler(score_fn: ScoreFn, sde: OUVESDE, y: torch.Tensor, steps: int = 30, snr: float = 0.5,
                corrector_steps: int = 1, t_eps: float = 0.03, denoise: bool = True, seed: int | None = None,
-               progress: bool = False) -> torch.Tensor:
+               progress: bool = False, time_grid: str = "uniform") -> torch.Tensor:
     """Predictor-corrector sampling of the reverse SDE from ``x_T ~ N(y, std(1)^2)``.
 
     At each of ``steps`` times ``t_i = linspace(1, t_eps, steps)``: ``corrector_steps`` annealed
     Langevin steps (step size ``2 (snr std(t))^2``), then one reverse-diffusion predictor step
-    ``x <- x - (f - g^2 score) dt + g sqrt(dt) z`` with ``dt = 1 / steps``.
+    ``x <- x - (f - g^2 score) dt + g sqrt(dt) z`` with ``dt = 1 / steps`` (``time_grid="uniform"``)
+    or ``dt = t_i - t_{i+1}``, ``t_eps`` for the last step (``"sgmse"``, the SGMSE+ release's:
+    the steps add up to 1).
 
     Args:
         score_fn: ``(x_t, t (B,), y) -> score`` on complex (B, 1, F, N) spectrograms.
@@ -239,6 +248,7 @@ def pc_sampler(score_fn: ScoreFn, sde: OUVESDE, y: torch.Tensor, steps: int = 30
         denoise: return the last noise-free mean rather than the last noisy sample.
         seed: seeds the sampler's own generator (same seed, same output); None uses the global RNG.
         progress: show a tqdm bar over the steps.
+        time_grid: the predictor's step sizes, one of :data:`TIME_GRIDS`.
 
     Returns:
         the enhanced spectrogram, like ``y``.
@@ -247,13 +257,18 @@ def pc_sampler(score_fn: ScoreFn, sde: OUVESDE, y: torch.Tensor, steps: int = 30
     steps = _steps("pc_sampler", steps, t_eps)
     if snr <= 0 or corrector_steps < 0:
         raise InputError(f"pc_sampler: need snr > 0 and corrector_steps >= 0, got {snr}, {corrector_steps}")
+    if time_grid not in TIME_GRIDS:
+        raise InputError(f"pc_sampler: time_grid must be one of {TIME_GRIDS}, got {time_grid!r}")
     g = _generator(seed, y.device)
     x = sde.prior_sampling(y, g)
     x_mean = x
     times = torch.linspace(sde.T, t_eps, steps, device=y.device)
-    dt = 1.0 / steps
     bar = _bar(progress, steps, "pc sampler")
     for i in range(steps):
+        if time_grid == "uniform":
+            dt = 1.0 / steps
+        else:
+            dt = float(times[i] - times[i + 1]) if i + 1 < steps else float(times[-1])
         t = times[i].expand(y.shape[0])
         std = sde.std(t).reshape(-1, 1, 1, 1)
         for _ in range(corrector_steps):
@@ -299,22 +314,35 @@ class SGMSE(nn.Module):
 
     The network ``backbone(x_t, y, t, **cond)`` takes complex (B, 1, F, N) spectrograms and
     times (B,) and returns a complex (B, 1, F, N) output ``D``; the score is ``-D / std(t)`` (the
-    network predicts the normalised noise). Its frame count must be a multiple of
-    ``backbone.frame_multiple``: spectrograms are zero-padded at the end to the next multiple.
+    network predicts the normalised noise; ``parametrisation="noise"``) or ``-D``
+    (``"score"``: the released SGMSE+ models, whose network divides by t itself,
+    :class:`~sepkit.models.ncsnpp.NCSNpp` with ``scale_by_time=True``). Its frame count must be a
+    multiple of ``backbone.frame_multiple``: spectrograms are zero-padded at the end to the next
+    multiple.
 
     Args:
         backbone: the score network (e.g. :class:`sepkit.models.ncsnpp.NCSNpp`).
         sde: the SDE (``OUVESDE()`` when None).
         representation: the STFT (``SpecRepresentation()`` when None).
         t_eps: smallest diffusion time in training and sampling (0.03).
+        parametrisation: one of :data:`PARAMETRISATIONS` ("noise", sepkit's, for training from
+            scratch; "score" for the released weights, :mod:`sepkit.models.sgmse_release`).
+        time_grid: the predictor's step sizes, one of :data:`TIME_GRIDS` ("uniform", sepkit's;
+            "sgmse" the release's), see :func:`pc_sampler`.
 
     Waveforms are peak-normalised by the noisy input (``y / max|y|``) before the STFT and scaled
     back after; sampling rate ``representation.sample_rate``.
     """
 
     def __init__(self, backbone: nn.Module, sde: OUVESDE | None = None,
-                 representation: SpecRepresentation | None = None, t_eps: float = 0.03):
+                 representation: SpecRepresentation | None = None, t_eps: float = 0.03,
+                 parametrisation: str = "noise", time_grid: str = "uniform"):
         super().__init__()
+        if parametrisation not in PARAMETRISATIONS:
+            raise InputError(f"SGMSE: parametrisation must be one of {PARAMETRISATIONS}, got {parametrisation!r}")
+        if time_grid not in TIME_GRIDS:
+            raise InputError(f"SGMSE: time_grid must be one of {TIME_GRIDS}, got {time_grid!r}")
+        self.parametrisation, self.time_grid = parametrisation, time_grid
         self.backbone = backbone
         self.sde = sde if sde is not None else OUVESDE()
         self.representation = representation if representation is not None else SpecRepresentation()
@@ -329,6 +357,8 @@ class SGMSE(nn.Module):
     def score(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor, **cond) -> torch.Tensor:
         """Score of p(x_t | y) at complex x (B, 1, F, N), t (B,), y like x."""
         out = self.backbone(x, y, t, **cond)
+        if self.parametrisation == "score":
+            return -out
         return -out / self.sde.std(t).reshape(-1, 1, 1, 1)
 
     def _pad(self, spec: torch.Tensor) -> torch.Tensor:
@@ -379,7 +409,8 @@ class SGMSE(nn.Module):
             return self.score(x, t, yy, **cond)
 
         if sampler == "pc":
-            x = pc_sampler(score_fn, self.sde, y, steps, snr, corrector_steps, self.t_eps, seed=seed, progress=progress)
+            x = pc_sampler(score_fn, self.sde, y, steps, snr, corrector_steps, self.t_eps, seed=seed, progress=progress,
+                           time_grid=self.time_grid)
         else:
             x = ode_sampler(score_fn, self.sde, y, steps, self.t_eps, seed=seed, progress=progress)
         n = self.representation.frames(noisy.shape[-1])

@@ -295,6 +295,7 @@ def train(cfg: RecipeConfig, run_dir: str | os.PathLike, resume: bool = False, d
         records = _broadcast(records, world)
         for r in records:
             task.set_argument(r["arg"], str((run_dir / r["path"]).resolve()))
+    task.derive_arguments()
     cfg = task.cfg
     if ckpt is not None:
         check_resumable(read_meta(ckpt), portable(task.model_meta(), records), ckpt, cfg.recipe)
@@ -302,7 +303,10 @@ def train(cfg: RecipeConfig, run_dir: str | os.PathLike, resume: bool = False, d
 
     train_ds = _built("data (train)", lambda: task.dataset("train"))
     valid_ds = _built("data (valid)", lambda: task.dataset("valid"))
-    model = _built("model.args", task.build_model).to(device)
+    model = _built("model.args", task.build_model)
+    if ckpt is None:
+        task.initialize(model)
+    model = model.to(device)
     frozen = tuple(task.frozen(model))
     freeze(model, frozen)
     groups = [dict(g, params=[p for p in g["params"] if p.requires_grad]) for g in task.param_groups(model)]

@@ -82,6 +82,12 @@ class Task:
         effects): a declared argument that is set is no longer declared."""
         return []
 
+    def derive_arguments(self) -> None:
+        """Fill in recipe arguments that follow from files the recipe names (e.g. the network
+        size of a ``task_args.init`` checkpoint) before the model is built for training; what it
+        sets is saved with the checkpoints, so rebuilding a trained model never repeats it.
+        Called by the trainer on every rank after the prerequisites. Default: nothing."""
+
     def set_argument(self, arg: str, value) -> None:
         """Set ``model.args.KEY`` or ``task_args.KEY`` of the recipe (and the parsed options)."""
         key = arg.rsplit(".", 1)[1]
@@ -95,6 +101,13 @@ class Task:
 
     def build_model(self) -> nn.Module:
         raise NotImplementedError
+
+    def initialize(self, model: nn.Module) -> None:
+        """Start the weights of a fresh run from pretrained ones (e.g. a ``task_args.init`` file).
+
+        Called by the trainer after :meth:`build_model`, before the EMA copies the weights, only
+        when a run starts (not on ``--resume``, not when a checkpoint is rebuilt), so the file is
+        needed once. Default: nothing (the model keeps its initialisation)."""
 
     def dataset(self, which: str):
         """The ``which`` ("train", "valid" or "test") data set: items are dicts of tensors and an

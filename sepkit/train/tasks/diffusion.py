@@ -18,7 +18,17 @@ first as a prerequisite (:meth:`DiffusionTask.prerequisites`) on the same data; 
 ``Cnn14_DecisionLevelMax`` checkpoint), ``uss_classes`` (AudioSet indices for "panns") and
 ``uss_ckpt``, where the USS weights are read from (a sepkit run folder for "sad", set by
 the prerequisite when absent; a PANNs ``.pth`` for "panns"); they are frozen and not
-stored in this task's checkpoints.
+stored in this task's checkpoints. ``parametrisation`` and ``time_grid``
+(:class:`sepkit.models.sgmse.SGMSE`) and the network's ``scale_by_time`` keep sepkit's defaults
+("noise", "uniform", false) for training from scratch; a converted SGMSE+ release
+(``sepkit convert --from sgmse``) sets "score", "sgmse" and true.
+
+Starting from released weights: ``task_args.init`` names a sepkit checkpoint folder of this task
+(a converted SGMSE+ release, or a run: its EMA weights when it kept them). Its NCSN++, SDE and
+parametrisation arguments replace this recipe's (:meth:`DiffusionTask.derive_arguments`, so the saved
+config rebuilds the model), and its weights start a fresh run (:meth:`DiffusionTask.initialize`);
+an Ex-Diff model takes the backbone from an SGMSE+ one and starts its cross-attention blocks
+fresh (their output projections are zero, so the guided model starts as the unguided one).
 
 Data: ``data.dataset`` "synthetic" (one speaker in noise, with ``task_args.pauses`` silent gaps of
 ``pause_range`` seconds cut into the speech so that there are reference-silent frames),
@@ -45,7 +55,7 @@ from sepkit.metrics.activity import si_sir_sar, silent_frame_db
 from sepkit.models.ncsnpp import NCSNPP_CONFIGS, NCSNpp, build_ncsnpp
 from sepkit.models.panns import SPEECH_CLASSES
 from sepkit.models.sad import SpeechActivityDetector, activity_labels
-from sepkit.models.sgmse import OUVESDE, SAMPLERS, SGMSE, SpecRepresentation
+from sepkit.models.sgmse import OUVESDE, PARAMETRISATIONS, SAMPLERS, SGMSE, TIME_GRIDS, SpecRepresentation
 
 from ..builders import build_dataset
 from ..checkpoint import CheckpointError
@@ -60,6 +70,7 @@ DATASETS = ("synthetic", "voicebank", "musdb")
 MODELS = ("sgmse", "exdiff")
 USS = ("sad", "panns")
 _SDE_ARGS = ("theta", "sigma_min", "sigma_max", "t_eps")
+_SCORE_ARGS = ("parametrisation", "time_grid")
 _GUIDE_ARGS = ("uss", "uss_classes", "uss_ckpt")
 _NCSNPP_ARGS = tuple(p for p in inspect.signature(NCSNpp).parameters if p != "latent_dim")
 _SPLIT_CODE = {"train": 1, "valid": 2, "test": 3}
@@ -123,7 +134,9 @@ class DiffusionOptions(DataOptions):
     """sampler: "pc" or "ode"; steps: sampler steps (30); snr, corrector_steps: the annealed
     Langevin corrector (0.5, 1); seed: sampler seed; valid_steps: sampler steps in validation
     (None: ``steps``); perceptual: PESQ and ESTOI in evaluation; sad_steps, sad_batch, sad_lr, sad_model: how the prerequisite trains the demo
-    detector (optimizer steps, batch size, Adam learning rate, SpeechActivityDetector arguments)."""
+    detector (optimizer steps, batch size, Adam learning rate, SpeechActivityDetector arguments);
+    init: a sepkit checkpoint folder of this task whose weights start the run (see the module
+    docstring)."""
 
     sampler: str = "pc"
     steps: int = 30
@@ -136,6 +149,7 @@ class DiffusionOptions(DataOptions):
     sad_batch: int = 8
     sad_lr: float = 3e-3
     sad_model: dict = dataclasses.field(default_factory=dict)
+    init: str | None = None
 
 
 class DiffusionTask(EnhancementTask):
@@ -158,7 +172,8 @@ class DiffusionTask(EnhancementTask):
         name = self.cfg.model.name.lower()
         if name not in MODELS:
             raise ConfigError(f"model.name={self.cfg.model.name!r}: the diffusion task builds one of {MODELS}")
-        allowed = set(_NCSNPP_ARGS) | set(_SDE_ARGS) | {"config"} | (set(_GUIDE_ARGS) if self.guided else set())
+        allowed = (set(_NCSNPP_ARGS) | set(_SDE_ARGS) | set(_SCORE_ARGS) | {"config"}
+                   | (set(_GUIDE_ARGS) if self.guided else set()))
         bad = sorted(set(args) - allowed)
         if bad:
             raise ConfigError(f"model.args: unknown key(s) {bad} for model {name!r}; allowed: {sorted(allowed)}")
@@ -166,6 +181,10 @@ class DiffusionTask(EnhancementTask):
             raise ConfigError(f"model.args.config={args['config']!r}: must be one of {sorted(NCSNPP_CONFIGS)}")
         if self.guided and args.get("uss", "sad") not in USS:
             raise ConfigError(f"model.args.uss={args['uss']!r}: must be one of {USS}")
+        if args.get("parametrisation", "noise") not in PARAMETRISATIONS:
+            raise ConfigError(f"model.args.parametrisation={args['parametrisation']!r}: must be one of {PARAMETRISATIONS}")
+        if args.get("time_grid", "uniform") not in TIME_GRIDS:
+            raise ConfigError(f"model.args.time_grid={args['time_grid']!r}: must be one of {TIME_GRIDS}")
         if o.sampler not in SAMPLERS:
             raise ConfigError(f"task_args.sampler={o.sampler!r}: must be one of {SAMPLERS}")
         for key in ("steps", "sad_steps", "sad_batch"):
@@ -197,6 +216,12 @@ class DiffusionTask(EnhancementTask):
         }
         return config_from_dict(raw, f"{cfg.recipe} (sad prerequisite)")
 
+    def derive_arguments(self) -> None:
+        """With ``task_args.init``: take its network, SDE and parametrisation arguments into
+        ``model.args`` (see :meth:`adopt_init`)."""
+        if self.options.init:
+            self.adopt_init(progress=True)
+
     def prerequisites(self) -> list[Prerequisite]:
         """Ex-Diff with ``uss: sad`` and no ``model.args.uss_ckpt``: the speech-activity detector
         (:meth:`sad_config`) into ``model.args.uss_ckpt``."""
@@ -204,6 +229,62 @@ class DiffusionTask(EnhancementTask):
             return []
         return [Prerequisite("sad", self.sad_config(), "model.args.uss_ckpt",
                              what="the speech-activity detector, the USS stand-in")]
+
+    # -- starting from released weights ---------------------------------------------------
+    _INIT_ARGS = tuple(a for a in _NCSNPP_ARGS if a not in ("backend", "checkpointing", "placements", "cross_heads",
+                                                            "pe_dim")) + _SDE_ARGS + _SCORE_ARGS + ("config",)
+
+    def _init_checkpoint(self):
+        """(checkpoint folder, its config) of ``task_args.init``; ConfigError naming the key."""
+        from ..checkpoint import resolve_checkpoint
+        from ..restore import read_config
+
+        key = f"task_args.init={self.options.init!r}"
+        try:
+            ckpt = resolve_checkpoint(self.options.init)
+            cfg = read_config(ckpt)
+        except CheckpointError as exc:
+            raise ConfigError(f"{key}: {exc}") from None
+        if cfg.task != self.name or cfg.model.name.lower() not in MODELS:
+            raise ConfigError(f"{key} holds a {cfg.task} / {cfg.model.name} checkpoint; give one of the diffusion "
+                              f"task (model {' or '.join(MODELS)}), e.g. from `sepkit convert --from sgmse`")
+        if int(cfg.data.sample_rate) != self.sample_rate:
+            raise ConfigError(f"{key} runs at {cfg.data.sample_rate} Hz, this recipe at {self.sample_rate} Hz "
+                              f"(data.sample_rate)")
+        return ckpt, cfg
+
+    def adopt_init(self, progress: bool = False) -> None:
+        """Replace this recipe's network, SDE and parametrisation arguments with those of
+        ``task_args.init`` (the weights define the model; Ex-Diff keeps its guidance and
+        cross-attention arguments)."""
+        _, cfg = self._init_checkpoint()
+        theirs = {k: v for k, v in cfg.model.args.items() if k in self._INIT_ARGS}
+        args = self.cfg.model.args
+        for k in self._INIT_ARGS:
+            args.pop(k, None)
+        args.update(theirs)
+        if progress:
+            print(f"sepkit: starting from {self.options.init} (its network and SDE arguments: "
+                  f"{', '.join(f'{k}={v}' for k, v in sorted(theirs.items()))})")
+
+    def initialize(self, model: nn.Module) -> None:
+        """With ``task_args.init``: load its weights (EMA when the run kept them) into ``model``;
+        Ex-Diff's cross-attention blocks and extractor keep their own (fresh, frozen) weights
+        when the checkpoint has none."""
+        if not self.options.init:
+            return
+        from sepkit.files import load_strict
+        from sepkit.models.ncsnpp import LatentCrossAttention
+
+        from ..checkpoint import read_meta, read_weights
+
+        ckpt, _ = self._init_checkpoint()
+        name = "ema.safetensors" if read_meta(ckpt).get("ema") else "model.safetensors"
+        state = read_weights(ckpt, name)
+        fresh = tuple(n for n, m in model.named_modules() if isinstance(m, LatentCrossAttention)
+                      and not any(k.startswith(n + ".") for k in state))
+        load_strict(model, state, f"task_args.init {ckpt / name} holds weights of a different model",
+                    exclude=self.frozen(model) + fresh)
 
     # -- the model -----------------------------------------------------------------------
     def _extractor(self):
@@ -238,6 +319,7 @@ class DiffusionTask(EnhancementTask):
     def build_model(self) -> nn.Module:
         args = dict(self.cfg.model.args)
         sde_args = {k: args.pop(k) for k in _SDE_ARGS if k in args}
+        score_args = {k: args.pop(k) for k in _SCORE_ARGS if k in args}
         for k in _GUIDE_ARGS:
             args.pop(k, None)
         config = args.pop("config", "sgmse")
@@ -245,12 +327,12 @@ class DiffusionTask(EnhancementTask):
         sde = OUVESDE(N=self.options.steps, **sde_args)
         rep = SpecRepresentation(sample_rate=self.sample_rate)
         if not self.guided:
-            return SGMSE(build_ncsnpp(config, **args), sde, rep, t_eps)
+            return SGMSE(build_ncsnpp(config, **args), sde, rep, t_eps, **score_args)
         from sepkit.models.exdiff import ExDiff
 
         dim = 1 if self.cfg.model.args.get("uss", "sad") == "sad" else len(self.cfg.model.args.get("uss_classes", SPEECH_CLASSES))
         backbone = build_ncsnpp(config, latent_dim=dim, **args)  # first: the same seed, the same start as sgmse
-        return ExDiff(backbone, self._extractor(), sde=sde, representation=rep, t_eps=t_eps)
+        return ExDiff(backbone, self._extractor(), sde=sde, representation=rep, t_eps=t_eps, **score_args)
 
     def frozen(self, model: nn.Module) -> tuple[str, ...]:
         return ("extractor",) if self.guided else ()

@@ -25,6 +25,13 @@ Model: ``model.name: dip``, ``model.args``: :class:`sepkit.models.dip.DIPFronten
 The quantizer's temperature advances once per optimizer update (every ``train.grad_accum``
 training steps) and is saved with the weights.
 
+Starting from released weights: ``task_args.init`` names wav2vec2 or HuBERT weights (a file or
+a transformers model folder in torchaudio's, fairseq's or Hugging Face's layout,
+:meth:`sepkit.models.dip.DIPFrontend.load_wav2vec2`) that start a fresh run, as the DIP paper
+starts from wav2vec2 base; ``model.args`` must describe that architecture (``config: base``).
+The pretraining-only parts the file lacks (a torchaudio file has none of them; HuBERT no
+quantizer) keep their initialisation. Not read again on ``--resume``.
+
 Validation (monitor ``mpc``, lower is better), in eval mode with masks and negatives drawn from
 a fixed seed: ``mpc`` = mean of ``mpc_real`` and ``mpc_synthetic`` (contrastive + diversity),
 ``perplexity`` of the codebooks, and the cross-domain discrepancy of the unmasked cues (what a
@@ -41,16 +48,15 @@ import dataclasses
 import torch
 from torch import nn
 
-from sepkit.data.folders import AudioFolder, TwoDomains, collate_domains
+from sepkit.data.folders import TwoDomains, collate_domains
 from sepkit.errors import InputError
 from sepkit.models.dip import MMD_MODES, DIPFrontend, DIPPretrainLoss
 
 from ..config import ConfigError
 from ..evaluate import items
 from .base import Task
-from .common import DEFAULT_REAL, config_error, domain_dataset, real_data
+from .common import DEFAULT_REAL, config_error, domain_dataset
 
-AUDIO_SUFFIXES = (".wav", ".flac")
 MODEL_NAMES = ("dip", "dip-frontend", "dip_frontend")
 #: frames per domain that validation's frame-level MMD uses at most (evenly spaced)
 MAX_MMD_FRAMES = 4000
@@ -65,7 +71,8 @@ class DIPPretrainOptions:
     module docstring); real_synthetic: generator settings of the stand-in real domain over
     data.synthetic; held_out: valid/test files of a folder (null: 5 %, at least one);
     valid_seed: seed of validation's masks and negatives; cache_items: keep the training pairs in
-    memory once drawn (for small demo sets, where generating mixtures costs more than the step)."""
+    memory once drawn (for small demo sets, where generating mixtures costs more than the step);
+    init: released wav2vec2 / HuBERT weights that start the run (see the module docstring)."""
 
     alpha: float = 10.0
     mmd: str = "frames"
@@ -80,6 +87,7 @@ class DIPPretrainOptions:
     held_out: int | None = None
     valid_seed: int = 0
     cache_items: bool = False
+    init: str | None = None
 
 
 class DIPPretrainTask(Task):
@@ -122,6 +130,16 @@ class DIPPretrainTask(Task):
             return DIPFrontend(**args)
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"model.args: {exc}") from None
+
+    def initialize(self, model: nn.Module) -> None:
+        """``task_args.init``: load the released wav2vec2 / HuBERT weights into the frontend."""
+        path = self.options.init
+        if not path:
+            return
+        try:
+            model.load_wav2vec2(path, what=f"task_args.init={path!r}")
+        except FileNotFoundError as exc:
+            raise ConfigError(f"task_args.init={path!r}: {exc}") from None
 
     def dataset(self, which: str):
         cache = self.options.cache_items and which == "train"
