@@ -52,6 +52,26 @@ def _env_backend() -> str | None:
     return value
 
 
+def check_environment(device: torch.device | str) -> None:
+    """Check ``SEPKIT_BACKEND`` for a run on ``device`` before any work: BackendError for a value
+    that is not a backend, or for ``triton`` where it cannot run (no Triton, CPU tensors without
+    the interpreter, CUDA tensors with it)."""
+    if _env_backend() != "triton":
+        return
+    device = torch.device(device)
+    if not HAS_TRITON:
+        reason = "triton is not installed"
+    elif device.type == "cpu" and not INTERPRET:
+        reason = "Triton runs on the CPU only in its interpreter (TRITON_INTERPRET=1 set before importing sepkit)"
+    elif device.type == "cuda" and INTERPRET:
+        reason = "TRITON_INTERPRET=1 is set, so kernels run in the interpreter, which needs CPU tensors"
+    elif device.type not in ("cpu", "cuda"):
+        reason = f"Triton kernels do not run on device type {device.type!r}"
+    else:
+        return
+    raise BackendError(f"SEPKIT_BACKEND=triton cannot run on {device}: {reason}; unset it or set SEPKIT_BACKEND=auto")
+
+
 def device_reasons(tensors: Iterable[torch.Tensor]) -> list[str]:
     """Reasons the Triton path cannot run on the devices of ``tensors`` (empty if it can)."""
     reasons = []

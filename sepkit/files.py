@@ -8,6 +8,7 @@ result renamed from one would stay private. :func:`umask_mode` gives it the mode
 from __future__ import annotations
 
 import os
+import pickle
 import re
 import shutil
 import tempfile
@@ -133,6 +134,19 @@ def load_failure(err: Exception) -> str:
     lines = [line.strip() for line in text.splitlines()]
     first = next((line for line in lines if line and not any(n in line for n in noise)), "")
     return f"{type(err).__name__}: {first[:200]}" if first else type(err).__name__
+
+
+def load_torch_file(path, what: str, map_location="cpu"):
+    """``torch.load(path, weights_only=True)`` of a file a user named; whatever stops it (a pickle
+    that needs code, which is refused and never run; a text file, a WAV, a truncated file) is an
+    InputError naming ``what``, the path and the reason."""
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise InputError(f"{what}: {str(path)!r} cannot be loaded with weights_only=True and is refused (files that "
+                         f"need code execution are never run; {load_failure(err)})") from None
+    except Exception as err:  # noqa: BLE001 - torch.load raises KeyError, IndexError, ... on foreign bytes
+        raise InputError(f"{what}: {str(path)!r} is not a readable torch file ({load_failure(err)})") from None
 
 
 def load_state_dict_file(path, what: str = "checkpoint") -> dict:

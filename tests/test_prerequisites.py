@@ -11,7 +11,7 @@ import torch
 from test_gcrn import _tiny_recipe
 
 from sepkit.cli import main
-from sepkit.errors import CheckpointError
+from sepkit.errors import CheckpointError, ConfigError
 from sepkit.train import load_trained, read_meta, resolve_checkpoint, train
 from sepkit.train import trainer as trainer_module
 
@@ -107,8 +107,10 @@ def test_a_run_folder_moves_with_its_prerequisites(tmp_path, monkeypatch):
 def test_resume_of_a_folder_without_a_run_is_refused(tmp_path):
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("my own file")
-    with pytest.raises(CheckpointError, match="holds no sepkit run to resume"):
+    with pytest.raises(ConfigError, match="a non-empty folder that is not a sepkit run"):
         train(_recipe(), tmp_path / "mine", resume=True, progress=False, test=False)
+    with pytest.raises(CheckpointError, match="holds no sepkit run to resume"):
+        train(_recipe(), tmp_path / "empty", resume=True, progress=False, test=False)
     assert sorted(p.name for p in (tmp_path / "mine").iterdir()) == ["notes.txt"]
 
 

@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import math
 import os
-import pickle
 from typing import NamedTuple, Sequence
 
 import torch
@@ -44,6 +43,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from sepkit.errors import InputError
+from sepkit.files import load_torch_file
 from sepkit.kernels import snake
 from sepkit.nn import Snake
 
@@ -446,13 +446,7 @@ class DAC(nn.Module):
         path = os.fspath(path)
         if not os.path.isfile(path):
             raise FileNotFoundError(f"DAC.from_pretrained: no weights file at {path!r}")
-        try:
-            blob = torch.load(path, map_location=map_location, weights_only=True)
-        except pickle.UnpicklingError as err:
-            raise InputError(f"DAC.from_pretrained: {path!r} cannot be read with weights_only=True (it needs code "
-                             f"execution, or is not a torch file); sepkit refuses such files: {err}") from None
-        except (RuntimeError, EOFError, OSError) as err:
-            raise InputError(f"DAC.from_pretrained: {path!r} is not a readable torch weights file: {err}") from None
+        blob = load_torch_file(path, "DAC.from_pretrained", map_location)
         if not isinstance(blob, dict) or "state_dict" not in blob:
             keys = sorted(blob)[:8] if isinstance(blob, dict) else type(blob).__name__
             raise InputError(f"DAC.from_pretrained: {path!r} has no 'state_dict' key (found {keys}); expected "

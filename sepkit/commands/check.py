@@ -10,6 +10,10 @@ import os
 import subprocess
 import sys
 
+#: the ops the self-test covers (kept here so that the arguments are checked before any kernel is
+#: defined; a test checks it against sepkit.kernels.selftest)
+OPS = ("snake", "stft_mask", "mmd", "nce", "attention")
+
 
 def add_arguments(parser) -> None:
     parser.add_argument("--op", action="append", help="check only this op (repeatable)")
@@ -28,9 +32,21 @@ def _table(rows) -> str:
     return "\n".join(lines)
 
 
+def check_arguments(args) -> None:
+    """--op names a known op, --seed fits a 64-bit generator seed (ConfigError otherwise)."""
+    from sepkit.errors import ConfigError
+
+    unknown = [op for op in args.op or [] if op not in OPS]
+    if unknown:
+        raise ConfigError(f"--op={unknown[0]!r}: not an op of the self-test; choose from {', '.join(OPS)}")
+    if not 0 <= args.seed < 2 ** 63:
+        raise ConfigError(f"--seed={args.seed}: must be an integer in [0, 2**63 - 1]")
+
+
 def run(args) -> int:
     import torch
 
+    check_arguments(args)
     cuda = torch.cuda.is_available()
     if not cuda and os.environ.get("TRITON_INTERPRET", "0") in ("", "0") and "sepkit.kernels" not in sys.modules:
         env = dict(os.environ, TRITON_INTERPRET="1")

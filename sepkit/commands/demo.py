@@ -55,13 +55,18 @@ def add_arguments(parser) -> None:
 
 
 def output_folder(out: str | Path, resume: bool) -> Path:
-    """``out`` checked: new, empty, or (with ``resume``) anything; FileExistsError otherwise."""
-    from sepkit.train.checks import check_output_dir
+    """``out`` checked: new or empty, or (with ``resume``) the folder of an interrupted demo;
+    FileExistsError otherwise (nothing in it is touched)."""
+    from sepkit.train.checks import check_output_dir, is_run_folder
 
     path = check_output_dir(out)
-    if path.is_dir() and any(path.iterdir()) and not resume:
-        raise FileExistsError(f"--out {path} exists and is not empty; pass --resume to continue an interrupted "
-                              "demo there, or choose another --out (nothing was touched)")
+    if path.is_dir() and any(path.iterdir()):
+        if not resume:
+            raise FileExistsError(f"--out {path} exists and is not empty; pass --resume to continue an interrupted "
+                                  "demo there, or choose another --out (nothing was touched)")
+        if not is_run_folder(path):
+            raise FileExistsError(f"--out {path} is not empty and holds no demo run; --resume continues an interrupted "
+                                  "demo only (nothing was touched)")
     return path
 
 
@@ -86,10 +91,11 @@ def save_example(folder: Path, example: dict, sample_rate: int) -> dict:
 def run(args) -> int:
     import torch
 
-    from sepkit.train import load_recipe, load_trained, resolve_checkpoint, train
+    from sepkit.train import load_recipe, load_trained, make_task, resolve_checkpoint, train
     from sepkit.train.checkpoint import CheckpointError
     from sepkit.train.checks import resolve_device
     from sepkit.train.evaluate import format_summary, summarize, write_rows
+    from sepkit.train.trainer import require_items
     from sepkit.train.report import (
         build_report,
         draw_report,
@@ -107,11 +113,12 @@ def run(args) -> int:
     recipe = recipe or DEFAULT_RECIPE
     cfg = load_recipe(recipe, "demo", overrides)
     name = Path(recipe).stem if recipe.endswith((".yaml", ".yml")) else recipe
-    out = output_folder(args.out or f"runs/demo-{name}", args.resume)
     device = resolve_device(args.device)
+    out = output_folder(args.out or f"runs/demo-{name}", args.resume)
     progress = not args.no_progress
     stages = {}
 
+    require_items(make_task(cfg).dataset("test"), "test")  # the demo evaluates on it: checked before training
     resume = args.resume and (out / "checkpoints" / "LATEST").exists()
     print(f"[1/4] training {cfg.recipe} ({cfg.task} task, {cfg.train.max_steps} steps on {device}) into {out}"
           + (" (resuming)" if resume else ""), flush=True)

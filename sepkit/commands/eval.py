@@ -57,6 +57,9 @@ def run(args) -> int:
         raise ConfigError(f"data.sample_rate={cfg.data.sample_rate}: the checkpoint's model runs at "
                           f"{saved.data.sample_rate} Hz; evaluate on data at that rate (data.sample_rate="
                           f"{saved.data.sample_rate})")
+    if cfg.data.n_src != saved.data.n_src:
+        raise ConfigError(f"data.n_src={cfg.data.n_src}: the checkpoint's model makes {saved.data.n_src} sources; "
+                          f"evaluate on data with that many (data.n_src={saved.data.n_src})")
     csv_path = Path(args.csv) if args.csv else ckpt / f"eval_{args.split}.csv"
     if csv_path.exists() and not args.overwrite:
         raise FileExistsError(f"{csv_path} exists; pass --overwrite to replace it or --csv PATH (nothing was written)")

@@ -40,6 +40,15 @@ def run(args) -> int:
         print(f"sepkit perf: no perf/ folder beside the installed sepkit ({root}); run it from a source checkout "
               "installed with `pip install -e .`", file=sys.stderr)
         return 2
+    from sepkit.errors import ConfigError
+    from sepkit.train.checks import check_output_dir
+
+    known = sorted(p.stem[len("bench_"):] for p in (root / "perf").glob("bench_*.py"))
+    unknown = [op for op in args.op or [] if op not in known]
+    if unknown:
+        raise ConfigError(f"--op={unknown[0]!r}: no such benchmark; choose from {', '.join(known)}")
+    if args.out:
+        check_output_dir(args.out)  # an existing file, or a folder that cannot be made, is refused here
     argv = [sys.executable, "-m", "perf"]
     for op in args.op or []:
         argv += ["--op", op]

@@ -136,7 +136,7 @@ class Codecformer(nn.Module):
 
     def encode(self, mixture: torch.Tensor) -> torch.Tensor:
         """(B, T) mixture at ``sample_rate`` -> pre-quantization latents z (B, latent_dim, F), no gradient."""
-        mixture = as_waveform_batch("Codecformer", mixture)
+        mixture = as_waveform_batch("Codecformer", mixture, self)
         with torch.no_grad():
             return self.codec.encode(self.to_codec_rate(mixture)[:, None])
 
@@ -166,7 +166,7 @@ class Codecformer(nn.Module):
 
     def forward(self, mixture: torch.Tensor) -> torch.Tensor:
         """mixture (B, T) or (B, 1, T) at ``sample_rate`` -> estimated sources (B, S, T) at ``sample_rate``."""
-        mixture = as_waveform_batch("Codecformer", mixture)
+        mixture = as_waveform_batch("Codecformer", mixture, self)
         return self.decode(self.separate_latents(self.encode(mixture)), mixture.shape[-1])
 
     @torch.no_grad()

@@ -60,7 +60,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import pickle
 import re
 from dataclasses import asdict, dataclass, fields, replace
 
@@ -69,7 +68,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from sepkit.errors import CheckpointError, InputError, InputTypeError
-from sepkit.files import load_strict
+from sepkit.files import load_strict, load_torch_file
 from sepkit.losses.contrastive import Branch, MICLoss, MPCLoss, diversity_loss
 from sepkit.nn import TransformerBlock
 from sepkit.nn.checkpoint import check_checkpointing, run_block
@@ -801,13 +800,7 @@ def _read_frontend_file(path: str):
                 raise InputError(f"load_frontend: {path!r} has an unreadable frontend config") from None
             return {"format": CHECKPOINT_FORMAT, "config": config, "state_dict": state}
         return state
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        raise InputError(f"load_frontend: {path!r} cannot be loaded as weights only (it needs code execution "
-                         f"or is not a torch file); refused: {str(err).splitlines()[0]}") from None
-    except (RuntimeError, EOFError, OSError) as err:
-        raise InputError(f"load_frontend: {path!r} is not a readable torch checkpoint: {err}") from None
+    return load_torch_file(path, "load_frontend")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -130,7 +130,7 @@ class MixtureToSet(nn.Module):
 
     def frames(self, mixture: torch.Tensor, lengths: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Encoder output (B, L, d_model) and valid frame counts (B,) (None when ``lengths`` is)."""
-        wave = as_waveform_batch("MixtureToSet", mixture)
+        wave = as_waveform_batch("MixtureToSet", mixture, self)
         if lengths is not None:
             lengths = torch.as_tensor(lengths, device=wave.device).long()
             if lengths.shape != (wave.shape[0],) or bool((lengths < 1).any()) or bool((lengths > wave.shape[1]).any()):

@@ -118,6 +118,26 @@ class LogMelFilterbank(nn.Module):
         return torch.clamp(1 + lengths.long() // self.hop_length, 1, frames)
 
 
+def check_lengths(owner: str, lengths, batch: int, samples: int) -> None:
+    """``lengths`` (B,): numbers of valid samples, integers in [1, ``samples``]; an InputError
+    naming the convention otherwise (SpeechBrain passes relative lengths in (0, 1]: multiply
+    them by T)."""
+    if lengths is None:
+        return
+    if not isinstance(lengths, torch.Tensor):
+        lengths = torch.as_tensor(lengths)
+    if tuple(lengths.shape) != (batch,):
+        raise InputError(f"{owner}: lengths must have shape ({batch},), got {tuple(lengths.shape)}")
+    if lengths.is_floating_point() or lengths.is_complex() or lengths.dtype == torch.bool:
+        raise InputError(f"{owner}: lengths are numbers of valid samples (an integer tensor, each in [1, {samples}]), "
+                         f"got dtype {lengths.dtype}; relative lengths in (0, 1] (SpeechBrain's convention) must be "
+                         f"multiplied by T = {samples} and rounded")
+    low, high = int(lengths.min()), int(lengths.max())
+    if low < 1 or high > samples:
+        raise InputError(f"{owner}: lengths must lie in [1, {samples}] (the input's length in samples), got values "
+                         f"from {low} to {high}")
+
+
 def masked_mean(feats: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
     """Mean over dim 1 of (B, F, C) features, over the first ``lengths[b]`` frames: (B, 1, C)."""
     if lengths is None:
@@ -310,6 +330,13 @@ class ECAPATDNN(nn.Module):
         self.asp_bn = _BatchNorm(2 * channels[-1])
         self.fc = _Conv(2 * channels[-1], lin_neurons)
 
+    @property
+    def min_samples(self) -> int:
+        """The shortest input in samples: every "same" reflect padding needs more frames than
+        it pads (frames = 1 + T // hop_length)."""
+        pad = max((m.pad for m in self.modules() if isinstance(m, _Conv)), default=0)
+        return max(2, pad * self.features.hop_length)
+
     # -- loading ------------------------------------------------------------------------------
 
     @staticmethod
@@ -383,6 +410,12 @@ class ECAPATDNN(nn.Module):
         Returns (B, lin_neurons): log-Mel features, sentence mean normalisation, embedding."""
         if isinstance(wave, torch.Tensor) and wave.dim() == 3 and wave.shape[1] == 1:
             wave = wave[:, 0]
+        if isinstance(wave, torch.Tensor) and wave.dim() == 2:
+            check_lengths("ECAPATDNN", lengths, wave.shape[0], wave.shape[-1])
+            if wave.shape[-1] < self.min_samples:
+                raise InputError(f"ECAPATDNN: the input must be at least {self.min_samples} samples long "
+                                 f"({1000 * self.min_samples / self.features.sample_rate:g} ms at "
+                                 f"{self.features.sample_rate} Hz), got {wave.shape[-1]}")
         feats = self.features(wave, lengths)
         frames = self.features._frame_lengths(lengths, feats.shape[0], feats.shape[1])
         return self.embed_features(feats, frames)

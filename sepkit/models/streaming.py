@@ -71,6 +71,15 @@ class StreamingEnhancer:
     """
 
     def __init__(self, model: nn.Module, step=None):
+        if not isinstance(model, nn.Module):
+            raise InputTypeError(f"StreamingEnhancer: model must be a GCRN module (an nn.Module with step(), win_length "
+                                 f"and hop_length), got {type(model).__name__}")
+        if step is None and not callable(getattr(model, "step", None)):
+            raise InputTypeError(f"StreamingEnhancer: {type(model).__name__} has no step() method; pass step= or a "
+                                 "causal GCRN")
+        for attr in ("win_length", "hop_length"):
+            if not isinstance(getattr(model, attr, None), int):
+                raise InputTypeError(f"StreamingEnhancer: {type(model).__name__} has no integer {attr}")
         if not getattr(model, "causal", True):
             raise InputError(f"StreamingEnhancer: the model ({getattr(model, 'variant', type(model).__name__)}) is "
                              f"not causal and cannot stream")

@@ -72,7 +72,7 @@ class _WaveTSE(nn.Module):
     def forward(self, mixture: torch.Tensor, embedding: torch.Tensor) -> torch.Tensor:
         """mixture (B, T) or (B, 1, T), embedding (B, emb_dim) (or (emb_dim,)) -> target (B, T)."""
         name = type(self).__name__
-        wave = as_waveform_batch(name, mixture)
+        wave = as_waveform_batch(name, mixture, self)
         e = check_embedding(name, embedding, wave.shape[0], self.emb_dim).to(wave.dtype)
         length = wave.shape[-1]
         left, right, _ = frame_padding(length, self.encoder.kernel_size, self.encoder.stride)

@@ -38,7 +38,11 @@ def synthetic_spec(data: DataConfig, which: str, segment: float | None, n_src: i
         spec = MixtureSpec(sample_rate=data.sample_rate, n_src=data.n_src if n_src is None else n_src, **opts)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"data.synthetic: {exc}") from None
-    return spec, int(counts[_SYNTH_SIZES[which]]), num_speakers
+    key = _SYNTH_SIZES[which]
+    size = counts[key]
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise ConfigError(f"data.synthetic.{key}={size!r}: must be an integer >= 1 (the {which} set's size)")
+    return spec, size, num_speakers
 
 
 def _synthetic(data: DataConfig, which: str, segment: float | None, seed: int) -> SyntheticMixtures:

@@ -29,6 +29,7 @@ from pathlib import Path
 from sepkit.errors import CheckpointError, ConfigError
 
 from .checkpoint import read_meta, resolve_checkpoint
+from .checks import mark_run_folder
 from .config import RecipeConfig
 
 ARG_SECTIONS = ("model.args.", "task_args.")
@@ -143,6 +144,7 @@ def ensure_prerequisites(task, run_dir: str | Path, device, progress: bool = Tru
         if state is None or state[1] < p.config.train.max_steps:
             verb = "training" if state is None else f"resuming (at step {state[1]} of {p.config.train.max_steps})"
             print(f"sepkit: {verb} the prerequisite {p.name} ({label}) in {path}", file=sys.stderr)
+            mark_run_folder(run_dir, task.cfg.recipe, task.name)  # the run has started
             train(p.config, path, resume=state is not None, device=str(device), progress=progress, test=False)
             state = _state(path)
         else:

@@ -38,7 +38,7 @@ from .checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from .checks import check_output_dir, resolve_device
+from .checks import check_run_folder, is_run_folder, mark_run_folder, resolve_device
 from .config import ConfigError, RecipeConfig, check_ranges
 from .ema import EMA
 from .evaluate import format_summary, summarize, write_rows
@@ -230,6 +230,13 @@ def check_resumable(saved: dict, now: dict, ckpt: Path, recipe: str) -> None:
                                   "with the recipe it was trained with")
 
 
+def require_items(dataset, which: str) -> None:
+    """ConfigError when the ``which`` data set is empty (before any training)."""
+    if len(dataset) == 0:
+        raise ConfigError(f"data (the {which} set): no items; check the data section (e.g. "
+                          f"data.synthetic.num_{which}, data.{which}_split or data.root)")
+
+
 def resume_point(run_dir: Path) -> Path | None:
     """The checkpoint ``--resume`` continues from: the newest of ``run_dir``; None for a run
     interrupted before its first checkpoint (it starts from the beginning; its prerequisites
@@ -237,9 +244,7 @@ def resume_point(run_dir: Path) -> Path | None:
     run_dir = Path(run_dir)
     if (run_dir / "checkpoints" / "LATEST").is_file():
         return resolve_checkpoint(run_dir)
-    started = run_dir.is_dir() and (any(run_dir.glob("prereq-*")) or (run_dir / "metrics.csv").is_file()
-                                    or (run_dir / "checkpoints").is_dir())
-    if not started:
+    if not is_run_folder(run_dir):
         raise CheckpointError(f"--resume: {run_dir} holds no sepkit run to resume (nothing was saved there); "
                               "drop --resume to start one")
     print(f"sepkit train: {run_dir} has no checkpoint yet (interrupted before the first one); starting from "
@@ -273,7 +278,7 @@ def train(cfg: RecipeConfig, run_dir: str | os.PathLike, resume: bool = False, d
     """
     check_train_config(cfg)
     task = make_task(cfg)
-    check_output_dir(run_dir)
+    check_run_folder(run_dir, resume)
     rank, world, local_rank = _distributed()
     main = rank == 0
     device = resolve_device(device, local_rank)
@@ -290,20 +295,34 @@ def train(cfg: RecipeConfig, run_dir: str | os.PathLike, resume: bool = False, d
                               "another --out (nothing was overwritten)")
     ckpt = resume_point(run_dir) if resume else None
     task.run_dir = run_dir
+    task.derive_arguments()
+    needs = task.prerequisites()
+    if ckpt is not None:  # refused before any work, prerequisites included
+        planned = [{"arg": p.arg, "path": p.folder} for p in needs]
+        check_resumable(read_meta(ckpt), portable(task.model_meta(), planned), ckpt, cfg.recipe)
+    # the data first, and the model when no prerequisite feeds it, so that a broken set or a wrong
+    # argument fails before anything trains; the model starts from the random state after the
+    # data sets, as it always did
+    torch.manual_seed(cfg.train.seed)
+    train_ds = _built("data (train)", lambda: task.dataset("train"))
+    valid_ds = _built("data (valid)", lambda: task.dataset("valid"))
+    test_ds = _built("data (test)", lambda: task.dataset("test")) if test and main else None
+    for which, ds in (("train", train_ds), ("valid", valid_ds), ("test", test_ds)):
+        if ds is not None:
+            require_items(ds, which)
+    model = None
+    if not any(p.arg.startswith("model.args.") for p in needs):
+        model = _built("model.args", task.build_model)
+    rng = torch.get_rng_state()
     records = ensure_prerequisites(task, run_dir, device, progress) if main else None
     if world > 1:
         records = _broadcast(records, world)
         for r in records:
             task.set_argument(r["arg"], str((run_dir / r["path"]).resolve()))
-    task.derive_arguments()
     cfg = task.cfg
-    if ckpt is not None:
-        check_resumable(read_meta(ckpt), portable(task.model_meta(), records), ckpt, cfg.recipe)
-    torch.manual_seed(cfg.train.seed)
-
-    train_ds = _built("data (train)", lambda: task.dataset("train"))
-    valid_ds = _built("data (valid)", lambda: task.dataset("valid"))
-    model = _built("model.args", task.build_model)
+    torch.set_rng_state(rng)
+    if model is None:
+        model = _built("model.args", task.build_model)
     if ckpt is None:
         task.initialize(model)
     model = model.to(device)
@@ -339,8 +358,8 @@ def train(cfg: RecipeConfig, run_dir: str | os.PathLike, resume: bool = False, d
         stepper = DistributedDataParallel(stepper, device_ids=[device.index] if device.type == "cuda" else None,
                                           find_unused_parameters=cfg.train.find_unused_parameters)
 
-    run_dir.mkdir(parents=True, exist_ok=True)
     if main:
+        mark_run_folder(run_dir, cfg.recipe, task.name)  # the first file a run writes
         clean_stale(ckpt_root)
     meta = dict(portable(task.model_meta(), records), prerequisites=records)
     saved_config = portable(cfg.to_dict(), records)
@@ -451,7 +470,6 @@ def train(cfg: RecipeConfig, run_dir: str | os.PathLike, resume: bool = False, d
         bar.close()
     result = {"step": step, "valid": last_valid, "lr": [g["lr"] for g in optimizer.param_groups]}
     if test and main:
-        test_ds = task.dataset("test")
         with torch.no_grad(), averaged():
             rows = task.evaluate(model, test_ds, progress=progress)
         write_rows(run_dir / "test_metrics.csv", rows)

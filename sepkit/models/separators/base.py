@@ -41,12 +41,25 @@ ENCODER_PADDINGS = ("cover", "none")
 MASK_ACTIVATIONS = ("relu", "sigmoid", "softmax", "linear")
 
 
-def as_waveform_batch(name: str, mixture: torch.Tensor) -> torch.Tensor:
-    """Validate a (B, T) or (B, 1, T) floating-point waveform batch and return it as (B, T)."""
+def as_waveform_batch(name: str, mixture: torch.Tensor, model: nn.Module | None = None) -> torch.Tensor:
+    """Validate a (B, T) or (B, 1, T) floating-point waveform batch and return it as (B, T).
+
+    With ``model``: the batch must be on the device of the model's weights and, outside
+    autocast, of their dtype (an InputTypeError naming both otherwise, not an error from inside
+    a convolution)."""
     if not isinstance(mixture, torch.Tensor):
         raise InputTypeError(f"{name}: mixture must be a torch.Tensor, got {type(mixture).__name__}")
     if not mixture.is_floating_point():
         raise InputTypeError(f"{name}: mixture must be a floating-point waveform, got dtype {mixture.dtype}")
+    weight = next(model.parameters(), None) if model is not None else None
+    if weight is not None:
+        if mixture.device != weight.device:
+            raise InputTypeError(f"{name}: mixture is on {mixture.device} but the model's weights are on "
+                                 f"{weight.device}; move one of them (tensor.to(device) or model.to(device))")
+        if mixture.dtype != weight.dtype and not torch.is_autocast_enabled(mixture.device.type):
+            raise InputTypeError(f"{name}: mixture has dtype {mixture.dtype} but the model's weights are "
+                                 f"{weight.dtype}; pass mixture.to({weight.dtype}) (or convert the model, or use "
+                                 "torch.autocast)")
     if mixture.dim() == 3 and mixture.shape[1] == 1:
         mixture = mixture[:, 0]
     if mixture.dim() != 2:
@@ -214,7 +227,7 @@ class MaskSeparator(nn.Module):
 
     def encode(self, mixture: torch.Tensor, frontend_features: torch.Tensor | None = None) -> torch.Tensor:
         """Encoder output (with the frontend's contribution when present): (B, N, F)."""
-        wave = as_waveform_batch(type(self).__name__, mixture)
+        wave = as_waveform_batch(type(self).__name__, mixture, self)
         left, right, _ = self._frame_padding(wave.shape[-1])
         w = self.encoder(F.pad(wave, (left, right)))
         return self._add_frontend(wave, w, frontend_features)
@@ -243,7 +256,7 @@ class MaskSeparator(nn.Module):
         ``frontend_features``: optional (B, F_fe, T') features added through the adapter (see the
         module docstring); requires ``frontend_dim`` at construction.
         """
-        length = as_waveform_batch(type(self).__name__, mixture).shape[-1]
+        length = as_waveform_batch(type(self).__name__, mixture, self).shape[-1]
         left = self._frame_padding(length)[0]
         w = self.encode(mixture, frontend_features)
         masks = self.masker(w)  # (B, S, N, F)

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from sepkit.data.folders import AudioFolder
-from sepkit.errors import ConfigError
+from sepkit.errors import ConfigError, InputError
 from sepkit.models.speaker import ECAPATDNN
 
 from ..builders import build_dataset
@@ -80,13 +80,16 @@ def load_teacher(path, key: str = "model.args.teacher_ckpt") -> nn.Module:
     p = Path(path)
     if not p.exists():
         raise ConfigError(f"{key}={str(path)!r}: file not found")
-    if p.is_dir():
-        from ..restore import load_trained
+    try:
+        if p.is_dir():
+            from ..restore import load_trained
 
-        _, model = load_trained(p)
-        teacher = getattr(model, "embedder", model)
-    else:
-        teacher = ECAPATDNN.from_speechbrain(p)
+            _, model = load_trained(p)
+            teacher = getattr(model, "embedder", model)
+        else:
+            teacher = ECAPATDNN.from_speechbrain(p)
+    except (InputError, FileNotFoundError) as exc:
+        raise ConfigError(f"{key}={str(path)!r}: {str(exc).splitlines()[0]}") from None
     if not hasattr(teacher, "embed_dim"):
         raise ConfigError(f"{key}={str(path)!r} is not a speaker-embedding model")
     return teacher.eval().requires_grad_(False)

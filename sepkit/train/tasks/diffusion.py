@@ -192,6 +192,7 @@ class DiffusionTask(EnhancementTask):
                 raise ConfigError(f"task_args.{key}={getattr(o, key)}: must be a positive integer")
         if o.valid_steps is not None and o.valid_steps < 1:
             raise ConfigError(f"task_args.valid_steps={o.valid_steps}: must be a positive integer or null")
+        self.check_network()
         if o.snr <= 0 or o.corrector_steps < 0:
             raise ConfigError(f"task_args.snr={o.snr}, corrector_steps={o.corrector_steps}: need snr > 0, corrector_steps >= 0")
 
@@ -315,6 +316,18 @@ class DiffusionTask(EnhancementTask):
         except ValueError as exc:
             raise CheckpointError(f"model.args.uss_ckpt={path!r}: {exc}") from None
         return PannsLatent(cnn, tuple(args.get("uss_classes", SPEECH_CLASSES)), self.sample_rate)
+
+    def check_network(self) -> None:
+        """Build the NCSN++ of ``model.args`` on the meta device (no memory, no weights): a wrong
+        argument (e.g. ``placements``) is a ConfigError now, before any prerequisite trains."""
+        args = {k: v for k, v in self.cfg.model.args.items()
+                if k not in _SDE_ARGS + _SCORE_ARGS + _GUIDE_ARGS + ("config",)}
+        latent = {"latent_dim": 1} if self.guided else {}
+        try:
+            with torch.device("meta"):
+                build_ncsnpp(self.cfg.model.args.get("config", "sgmse"), **latent, **args)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"model.args: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
 
     def build_model(self) -> nn.Module:
         args = dict(self.cfg.model.args)
