@@ -410,7 +410,7 @@ class ECAPATDNN(nn.Module):
         Returns (B, lin_neurons): log-Mel features, sentence mean normalisation, embedding."""
         if isinstance(wave, torch.Tensor) and wave.dim() == 3 and wave.shape[1] == 1:
             wave = wave[:, 0]
-        if isinstance(wave, torch.Tensor) and wave.dim() == 2:
+        if isinstance(wave, torch.Tensor) and wave.dim() == 2 and wave.is_floating_point():
             check_lengths("ECAPATDNN", lengths, wave.shape[0], wave.shape[-1])
             if wave.shape[-1] < self.min_samples:
                 raise InputError(f"ECAPATDNN: the input must be at least {self.min_samples} samples long "
