@@ -85,7 +85,7 @@ MAX_FILES, MAX_FILE_BYTES = 8, 16 * 2**20
 #: Imports to look for: (distribution, module, extra) of setup.py's requirements.
 DEPENDENCIES = (
     ("torch", "torch", "runtime"), ("triton", "triton", "runtime"), ("torchaudio", "torchaudio", "runtime"),
-    ("einops", "einops", "runtime"), ("numpy", "numpy", "runtime"), ("pyyaml", "yaml", "runtime"),
+    ("numpy", "numpy", "runtime"), ("pyyaml", "yaml", "runtime"),
     ("safetensors", "safetensors", "runtime"), ("soundfile", "soundfile", "runtime"), ("scipy", "scipy", "runtime"),
     ("tqdm", "tqdm", "runtime"), ("pytest", "pytest", "dev"), ("hypothesis", "hypothesis", "dev"),
     ("mir_eval", "mir_eval", "dev"), ("nvidia-ml-py", "pynvml", "perf"), ("matplotlib", "matplotlib", "perf"),
