@@ -1,7 +1,7 @@
 """One run of the GPU check: the time budget and the stages' caps, child processes killed at their
 cap, the stages' records, and the output folder, rewritten after every stage (so an interrupted
-run still leaves something) and kept inside the output limits (:class:`Limits`:
-what the machine that ran the check can send back).
+run still leaves something) and kept inside the output limits (:class:`Limits`: what can come
+back from the machine that ran the check).
 """
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ MIN_STAGE_S = 8
 #: Default output limits: files in the output folder, bytes per file (``--max-files``,
 #: ``--max-file-mib``).
 MAX_FILES, MAX_FILE_BYTES = 8, 16 * 2**20
-#: The files a run writes, most wanted first (what the limits keep first).
+#: The files a run writes (:func:`enforce_limits` keeps these before any other file).
 OUTPUT_FILES = ("summary.md", "gpu_check.json", "results.json", "results.md", "pytest.txt", "logs.tar.gz",
                 "plots.tar")
 
@@ -50,6 +50,8 @@ def _size(nbytes: int) -> str:
 
 @dataclass
 class Stage:
+    """One stage's record: its cap and time (seconds), its result and what it says about it."""
+
     name: str
     cap_s: float
     status: str = "not run"     # pass, FAIL, skipped, skipped for time, partial
