@@ -30,7 +30,6 @@ setup(
         "torch>=2.5",
         "triton>=3.2; platform_system == 'Linux'",
         "torchaudio>=2.5",
-        "einops>=0.7",
         "numpy>=1.24",
         "pyyaml>=6.0",
         "safetensors>=0.4",

@@ -42,16 +42,6 @@ def _flops(n: int, m: int, d: int) -> tuple[float, float]:
     return fwd, fwd + 4.0 * d * (n + m) ** 2
 
 
-def _peak(ctx, fn, **common) -> None:
-    try:
-        peak = ctx.peak_memory(fn)
-    except torch.cuda.OutOfMemoryError:
-        ctx.empty_cache()
-        ctx.record(metric="oom", unit="", p50=float("nan"), **common)
-        return
-    ctx.record(metric="peak_memory", unit="MiB", p50=peak / 2**20, **common)
-
-
 def run(ctx) -> None:
     sizes = ctx.sizes(full=[1024, 4096, 16384, 65536], quick=[4096], smoke=[64])
     dims = ctx.sizes(full=[64, 256], quick=[256], smoke=[16])
@@ -69,20 +59,8 @@ def run(ctx) -> None:
                 "cdist": cdist_mmd,
                 "cdist.compile": compiled,
             }
-            for name, fn in providers.items():
-                if fn is None:
-                    continue
-                xg, yg = x.detach().requires_grad_(), y.detach().requires_grad_()
-                fwd = (lambda f, a, b: lambda: f(a, b))(fn, x, y)
-                full = (lambda f, xg, yg: lambda: torch.autograd.grad(f(xg, yg), (xg, yg)))(fn, xg, yg)
-                common = dict(op="mmd", provider=name, x_name="N=M", x_value=n, config=config)
-                try:
-                    ctx.record_time(mode="fwd", fn=fwd, flops=fwd_flops, **common)
-                    ctx.record_time(mode="full", fn=full, flops=full_flops, **common)
-                    _peak(ctx, full, mode="full", **common)
-                except Exception as exc:  # a provider that cannot run this size: say so, keep going
-                    ctx.empty_cache()
-                    ctx.note(f"mmd {name} N={n} D={d} failed: {type(exc).__name__}: {str(exc).splitlines()[0][:120]}")
-                ctx.empty_cache()
+            ctx.time_providers(providers, (x, y), op="mmd", x_name="N=M", x_value=n, config=config,
+                               work={"fwd": dict(flops=fwd_flops), "full": dict(flops=full_flops)}, peaks=("full",),
+                               label=f"N={n} D={d}")
             del x, y
             ctx.empty_cache()

@@ -39,16 +39,6 @@ def gathered_nce(context: torch.Tensor, targets: torch.Tensor, pos_idx: torch.Te
     return F.cross_entropy(logits.transpose(0, 1), target, reduction="sum")
 
 
-def _peak(ctx, fn, **common) -> None:
-    try:
-        peak = ctx.peak_memory(fn)
-    except torch.cuda.OutOfMemoryError:
-        ctx.empty_cache()
-        ctx.record(metric="oom", unit="", p50=float("nan"), **common)
-        return
-    ctx.record(metric="peak_memory", unit="MiB", p50=peak / 2**20, **common)
-
-
 def run(ctx) -> None:
     batch, k, d = ctx.sizes(full=(8, K, D), quick=(8, K, D), smoke=(2, 8, 32))
     lengths = ctx.sizes(full=[500, 1500], quick=[500], smoke=[32])
@@ -69,21 +59,8 @@ def run(ctx) -> None:
             "gathered": lambda c, t: gathered_nce(c, t, pos, neg),
             "gathered.compile": None if compiled is None else (lambda c, t: compiled(c, t, pos, neg)),
         }
-        for name, fn in providers.items():
-            if fn is None:
-                continue
-            cg, tg = context.detach().requires_grad_(), targets.detach().requires_grad_()
-            fwd = (lambda f, c, t: lambda: f(c, t))(fn, context, targets)
-            full = (lambda f, cg, tg: lambda: torch.autograd.grad(f(cg, tg), (cg, tg)))(fn, cg, tg)
-            common = dict(op="nce", provider=name, x_name="B*T", x_value=t_total, config=config)
-            try:
-                ctx.record_time(mode="fwd", fn=fwd, nbytes=fwd_bytes, **common)
-                ctx.record_time(mode="full", fn=full, nbytes=full_bytes, **common)
-                _peak(ctx, fwd, mode="fwd", **common)
-                _peak(ctx, full, mode="full", **common)
-            except Exception as exc:  # a provider that cannot run this size: say so, keep going
-                ctx.empty_cache()
-                ctx.note(f"nce {name} T={steps} failed: {type(exc).__name__}: {str(exc).splitlines()[0][:120]}")
-            ctx.empty_cache()
+        ctx.time_providers(providers, (context, targets), op="nce", x_name="B*T", x_value=t_total, config=config,
+                           work={"fwd": dict(nbytes=fwd_bytes), "full": dict(nbytes=full_bytes)}, peaks=("fwd", "full"),
+                           label=f"T={steps}")
         del context, targets
         ctx.empty_cache()

@@ -269,6 +269,49 @@ class Context:
         torch.cuda.synchronize()
         return torch.cuda.max_memory_allocated() - base
 
+    def record_peak(self, fn: Callable[[], object], **common) -> None:
+        """Record the peak memory of one call of ``fn`` (:meth:`peak_memory`, MiB), or a row of
+        ``metric="oom"`` when it runs out of device memory; ``common``: the other :meth:`record`
+        fields (op, provider, mode, x_name, x_value, config)."""
+        try:
+            peak = self.peak_memory(fn)
+        except torch.cuda.OutOfMemoryError:
+            self.empty_cache()
+            self.record(metric="oom", unit="", p50=float("nan"), **common)
+            return
+        self.record(metric="peak_memory", unit="MiB", p50=peak / 2**20, **common)
+
+    def time_providers(self, providers: dict[str, Callable | None], inputs: tuple[torch.Tensor, ...], *, op: str,
+                       x_name: str, x_value, config: dict, work: dict[str, dict], peaks: tuple[str, ...] = ("full",),
+                       label: str = "") -> None:
+        """Time and record every provider ``fn(*inputs)`` of one size (None: unavailable, skipped).
+
+        Mode "fwd" is the call on ``inputs``; mode "full" the call on leaf copies of them that
+        require grad, then ``torch.autograd.grad`` of its scalar output w.r.t. all of them. Each
+        mode is timed by :meth:`record_time` with the throughput arguments in ``work[mode]``
+        (``nbytes=`` or ``flops=``), then the peak memory of each mode in ``peaks`` is recorded
+        (:meth:`record_peak`), in that order. A provider that fails (one that cannot run this
+        size) is noted as "<op> <provider> <label> failed: ..." and the others still run; the
+        device cache is emptied after each.
+        """
+        for name, fn in providers.items():
+            if fn is None:
+                continue
+            leaves = tuple(t.detach().requires_grad_() for t in inputs)
+            calls = {"fwd": lambda f=fn: f(*inputs),
+                     "full": lambda f=fn, a=leaves: torch.autograd.grad(f(*a), a)}
+            common = dict(op=op, provider=name, x_name=x_name, x_value=x_value, config=config)
+            try:
+                for mode in ("fwd", "full"):
+                    self.record_time(mode=mode, fn=calls[mode], **work.get(mode, {}), **common)
+                for mode in peaks:
+                    self.record_peak(calls[mode], mode=mode, **common)
+            except Exception as exc:
+                self.empty_cache()
+                first = (str(exc).splitlines() or [""])[0]
+                self.note(f"{op} {name} {label} failed: {type(exc).__name__}: {first[:120]}")
+            self.empty_cache()
+
     def compile(self, fn: Callable) -> Callable:
         """``torch.compile(fn)`` (in smoke with ``backend=self.compile_backend``)."""
         if self.compile_backend == "inductor":

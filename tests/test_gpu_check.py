@@ -14,6 +14,8 @@ import pytest
 import torch
 
 from perf import gpu_check, report
+from perf.gpu import runner, workers
+from perf.gpu.stages import KERNEL_OPS, STAGES, run_check
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -41,7 +43,7 @@ def test_dry_run_invokes_every_stage_or_says_why_not(dry):
     assert "tests/test_snake.py" in stages["kernel-tests"]["detail"]
     bench = stages["kernel-bench"]
     assert bench["status"] == "skipped" and "5 modules import" in bench["detail"]
-    models = [p for p in (ROOT / "perf").glob("bench_*.py") if p.stem[len("bench_"):] not in gpu_check.KERNEL_OPS]
+    models = [p for p in (ROOT / "perf").glob("bench_*.py") if p.stem[len("bench_"):] not in KERNEL_OPS]
     model_bench = stages["model-bench"]
     assert model_bench["status"] == "skipped", model_bench
     want = f"{len(models)} modules import" if models else "no model-level"
@@ -58,8 +60,8 @@ def test_dry_run_invokes_every_stage_or_says_why_not(dry):
 def test_dry_run_output_respects_the_device_limits(dry):
     out, _ = dry
     files = [p for p in out.rglob("*") if p.is_file()]
-    assert 4 <= len(files) <= gpu_check.MAX_FILES
-    assert all(p.stat().st_size <= gpu_check.MAX_FILE_BYTES for p in files)
+    assert 4 <= len(files) <= runner.MAX_FILES
+    assert all(p.stat().st_size <= runner.MAX_FILE_BYTES for p in files)
     assert all(len(p.relative_to(out).parts) <= 3 for p in files)
     assert {"summary.md", "gpu_check.json", "results.json", "pytest.txt", "logs.tar.gz"} <= {p.name for p in files}
     with tarfile.open(out / "logs.tar.gz") as tar:
@@ -86,9 +88,9 @@ def test_without_a_gpu_the_real_run_stops_after_the_facts(tmp_path, capsys):
 
 
 def test_only_reruns_the_chosen_stages_after_the_facts(tmp_path, capsys):
-    chk = gpu_check.run_check(tmp_path, 120, dry=True, only=("sweep",))
+    chk = run_check(tmp_path, 120, dry=True, only=("sweep",))
     status = {s.name: (s.status, s.detail) for s in chk.stages}
-    assert list(status) == list(gpu_check.STAGES) and status["facts"][0] == "pass"
+    assert list(status) == list(STAGES) and status["facts"][0] == "pass"
     assert status["check"] == ("skipped", "not selected (--only)")
     with pytest.raises(SystemExit):
         gpu_check.main(["--only", "kernel-test"])
@@ -100,7 +102,7 @@ def _pytest(tmp_path, env_extra, body, conftest=""):
     (tmp_path / "conftest.py").write_text(textwrap.dedent(conftest))
     (tmp_path / "pytest.ini").write_text("[pytest]\n")
     env = dict(os.environ, PYTHONPATH=str(ROOT), SEPKIT_GPU_CHECK_EVENTS=str(tmp_path / "events.jsonl"), **env_extra)
-    proc = subprocess.run([sys.executable, "-m", "pytest", "-p", "perf.gpu_check", "-q", "-p", "no:cacheprovider",
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-p", "perf.gpu.plugin", "-q", "-p", "no:cacheprovider",
                            str(tmp_path / "test_probe.py")], cwd=tmp_path, env=env, capture_output=True, text=True,
                           timeout=120)
     events = [json.loads(x) for x in (tmp_path / "events.jsonl").read_text().splitlines()]
@@ -172,7 +174,7 @@ def test_bench_worker_stops_a_module_at_its_time_share(tmp_path, monkeypatch):
     monkeypatch.setattr(perf.harness, "Context", FakeContext)
     path = tmp_path / "bench.json"
     t = time.time()
-    assert gpu_check.bench_worker(path, ["slow", "fast", "broken", "missing"], time.time() + 15, True, False) == 0
+    assert workers.bench_worker(path, ["slow", "fast", "broken", "missing"], time.time() + 15, True, False) == 0
     assert time.time() - t < 12  # slow gets a third of 15 s
     data = json.loads(path.read_text())
     assert data["status"]["slow"].startswith("stopped for time") and data["status"]["fast"] == "done"
@@ -180,17 +182,50 @@ def test_bench_worker_stops_a_module_at_its_time_share(tmp_path, monkeypatch):
     assert [r["op"] for r in data["rows"]] == ["slow", "fast"]
 
 
-def test_enforce_limits_cuts_and_drops(tmp_path, monkeypatch):
-    monkeypatch.setattr(gpu_check, "MAX_FILE_BYTES", 1000)
+def test_enforce_limits_cuts_and_drops(tmp_path):
     (tmp_path / "pytest.txt").write_bytes(b"a" * 600 + b"b" * 5000 + b"z" * 600)
     (tmp_path / "plots.tar").write_bytes(b"x" * 2000)
     for i in range(10):
         (tmp_path / f"extra{i}.txt").write_text("x")
-    left = dict(gpu_check.enforce_limits(tmp_path))
-    assert len(left) <= gpu_check.MAX_FILES and all(size <= 1000 for size in left.values())
+    left = dict(runner.enforce_limits(tmp_path, runner.Limits(max_file_bytes=1000)))
+    assert len(left) <= runner.MAX_FILES and all(size <= 1000 for size in left.values())
     text = (tmp_path / "pytest.txt").read_bytes()
     assert text.startswith(b"a") and text.endswith(b"z") and b"cut by gpu_check" in text
     assert "plots.tar" not in left and "plots.tar" in (tmp_path / "dropped.txt").read_text()
+
+
+def test_enforce_limits_takes_the_file_count_and_keeps_the_checks_own_files_first(tmp_path):
+    for name in ("zz-extra.txt", "summary.md", "gpu_check.json", "pytest.txt", "results.json"):
+        (tmp_path / name).write_text(name)
+    left = dict(runner.enforce_limits(tmp_path, runner.Limits(max_files=3)))
+    assert set(left) == {"gpu_check.json", "pytest.txt", "dropped.txt"}
+    dropped = (tmp_path / "dropped.txt").read_text()
+    assert "3 files, 16 MiB each" in dropped and "summary.md" in dropped and "zz-extra.txt" in dropped
+    assert runner.Limits() == runner.Limits(8, 16 * 2**20)  # the defaults
+
+
+def test_output_limits_are_options_with_documented_defaults(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        gpu_check.main(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--max-files MAX_FILES most files the output folder may hold (default 8)" in text
+    assert "largest size of one output file in MiB (default 16)" in text
+    for bad, message in ((["--max-files", "1"], "--max-files must be >= 2"),
+                         (["--max-file-mib", "0"], "--max-file-mib must be >= 0.01")):
+        with pytest.raises(SystemExit):
+            gpu_check.main(["--dry-run", "--out", str(tmp_path), *bad])
+        assert message in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())  # refused before any work
+
+
+def test_dry_run_keeps_the_output_inside_limits_given_on_the_command_line(tmp_path, capsys):
+    out = tmp_path / "out"
+    assert gpu_check.main(["--dry-run", "--only", "check", "--out", str(out), "--budget-s", "60",
+                           "--max-files", "3", "--max-file-mib", "0.01"]) == 0
+    files = {p.name: p.stat().st_size for p in out.iterdir()}
+    assert len(files) == 3 and "dropped.txt" in files and all(n <= 10485 for n in files.values())
+    assert "over the output limits (3 files, 10485 bytes each)" in (out / "dropped.txt").read_text()
+    assert "output: " in capsys.readouterr().out
 
 
 def _row(op, provider, mode, metric, p50, x, config=None, unit="ms"):
@@ -241,18 +276,18 @@ def test_targets_read_the_design_ratios():
 
 
 def test_pack_with_benchmark_rows_stays_inside_the_limits(tmp_path):
-    chk = gpu_check.Check(tmp_path, 480, False, 20, 0)
+    chk = runner.Check(tmp_path, 480, False, 20, 0)
     rows = ROWS + [_row(op, "sepkit", mode, "bandwidth", 100.0, 4096, unit="GB/s")
                    for op in ("snake", "stft_mask", "nce") for mode in ("fwd", "full", "full:a", "full:b")]
     chk.bench = dict(facts=dict(gpu="TestGPU", date="2026-01-01T00:00:00+00:00"), notes=["n"], rows=rows)
-    chk.stages = [gpu_check.Stage("facts", 30, "pass", 1.0, "ok")]
+    chk.stages = [runner.Stage("facts", 30, "pass", 1.0, "ok")]
     chk.pack(final=True)
     files = {p.name: p.stat().st_size for p in tmp_path.iterdir()}
     import importlib.util
 
     plots = importlib.util.find_spec("matplotlib") is not None  # the perf extra draws them
-    expected = set(gpu_check.OUTPUT_FILES) - (set() if plots else {"plots.tar"})
-    assert set(files) == expected and len(files) <= gpu_check.MAX_FILES
+    expected = set(runner.OUTPUT_FILES) - (set() if plots else {"plots.tar"})
+    assert set(files) == expected and len(files) <= runner.MAX_FILES
     if plots:
         with tarfile.open(tmp_path / "plots.tar") as tar:
             assert len(tar.getnames()) == 12 and all(n.endswith(".png") for n in tar.getnames())

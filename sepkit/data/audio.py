@@ -22,6 +22,8 @@ __all__ = [
     "write_audio",
     "resample",
     "check_waveform",
+    "crop_window",
+    "CroppedFiles",
 ]
 
 
@@ -160,6 +162,32 @@ def crop_window(frames: int, rate: int, segment: float | None, random_crop: bool
     if random_crop and extra > 0:
         return int(np.random.default_rng([seed, epoch, index]).integers(0, extra + 1)), count
     return 0, count
+
+
+class CroppedFiles(torch.utils.data.Dataset):
+    """A data set of the files ``names`` (one item each), cut to ``segment`` seconds (None: whole
+    files) where :meth:`crop` says: :func:`crop_window`, so a position drawn from ``(seed, epoch,
+    index)`` with ``random_crop``, else the start; :meth:`set_epoch` moves the crops. Subclasses
+    set ``names``, ``segment``, ``random_crop``, ``seed`` and ``epoch`` (0) and define
+    ``__getitem__``.
+    """
+
+    names: list[str]
+    segment: float | None
+    random_crop: bool
+    seed: int
+    epoch: int
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def crop(self, index: int, frames: int, rate: int) -> tuple[int, int]:
+        """(start, count) in samples of item ``index``'s crop of a file of ``frames`` samples at
+        ``rate`` Hz; ``(0, -1)`` (the whole file) without a ``segment``."""
+        return crop_window(frames, rate, self.segment, self.random_crop, self.seed, self.epoch, index)
 
 
 def resample(wav: torch.Tensor, orig_rate: int, new_rate: int) -> torch.Tensor:

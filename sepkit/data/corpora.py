@@ -9,17 +9,16 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from sepkit.errors import InputError
 
-from .audio import AudioError, audio_info, read_audio
+from .audio import AudioError, CroppedFiles, audio_info, read_audio
 
 WSJ0_SPLITS = ("tr", "cv", "tt")
 
 
-class WSJ0Mix(torch.utils.data.Dataset):
+class WSJ0Mix(CroppedFiles):
     """WSJ0-2mix (or 3mix) items: ``mixture`` (T,), ``sources`` (S, T), ``id``.
 
     Args:
@@ -46,7 +45,7 @@ class WSJ0Mix(torch.utils.data.Dataset):
             missing = [n for n in names if not (base / f"s{j}" / n).is_file()]
             if missing:
                 raise FileNotFoundError(f"WSJ0Mix: {len(missing)} mixture(s) lack s{j}, e.g. {base / f's{j}' / missing[0]}")
-        self.base, self.n_src, self.sample_rate = base, n_src, sample_rate
+        self.base, self.n_src, self.sample_rate, self.segment = base, n_src, sample_rate, segment
         self.segment_samples = None if segment is None else int(round(segment * sample_rate))
         self.lengths = {}
         if self.segment_samples is not None:
@@ -64,20 +63,11 @@ class WSJ0Mix(torch.utils.data.Dataset):
         self.names = names
         self.random_crop, self.seed, self.epoch = random_crop, seed, 0
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return len(self.names)
-
     def __getitem__(self, index: int) -> dict:
         name = self.names[index]
         start, frames = 0, -1
-        if self.segment_samples is not None:
-            frames = self.segment_samples
-            extra = self.lengths[name] - frames
-            if self.random_crop and extra > 0:
-                start = int(np.random.default_rng([self.seed, self.epoch, index]).integers(0, extra + 1))
+        if self.segment is not None:  # every rate is sample_rate, every length known
+            start, frames = self.crop(index, self.lengths[name], self.sample_rate)
         mixture, _ = read_audio(self.base / "mix" / name, self.sample_rate, start=start, frames=frames)
         sources = [read_audio(self.base / f"s{j}" / name, self.sample_rate, start=start, frames=frames)[0]
                    for j in range(1, self.n_src + 1)]

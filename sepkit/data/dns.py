@@ -32,7 +32,7 @@ import torch
 from sepkit.errors import InputError
 
 from .audio import AudioError, audio_info, read_audio, write_audio
-from .synth import make_speakers, split_code, synth_noise, synth_utterance
+from .synth import SeededDataset, make_speakers, synth_noise, synth_utterance
 
 __all__ = ["DNSMixtures", "DNSTestSet", "mix_at_snr", "write_synthetic_dns"]
 
@@ -62,7 +62,7 @@ def mix_at_snr(clean: torch.Tensor, noise: torch.Tensor, snr_db: float, peak: fl
     return noisy, clean
 
 
-class DNSMixtures(torch.utils.data.Dataset):
+class DNSMixtures(SeededDataset):
     """Clean speech mixed with noise on the fly (see the module docstring).
 
     Args:
@@ -93,18 +93,6 @@ class DNSMixtures(torch.utils.data.Dataset):
         self.segment, self.snr_range, self.sample_rate = segment, (lo, hi), int(sample_rate)
         self.split, self.seed, self.dynamic_mixing, self.epoch = split, int(seed), dynamic_mixing, 0
         self.n_src = 1
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return self.num_examples
-
-    def rng(self, index: int) -> np.random.Generator:
-        key = [self.seed, split_code(self.split), index]
-        if self.dynamic_mixing:
-            key.append(self.epoch + 1)
-        return np.random.default_rng(key)
 
     def _crop(self, path: Path, length: int | None, rng: np.random.Generator, loop: bool) -> torch.Tensor:
         rate, _, frames = audio_info(path)

@@ -37,6 +37,7 @@ __all__ = [
     "MixtureSpec",
     "synth_mixture",
     "SyntheticMixtures",
+    "SeededDataset",
     "split_code",
 ]
 
@@ -462,7 +463,36 @@ def synth_mixture(spec: MixtureSpec, speakers: list[Speaker], rng: np.random.Gen
     }
 
 
-class SyntheticMixtures(torch.utils.data.Dataset):
+class SeededDataset(torch.utils.data.Dataset):
+    """A data set of ``num_examples`` items drawn on the fly, each from its own seeded generator.
+
+    Item ``index`` draws from :meth:`rng`, ``np.random.default_rng([seed, split_code(split),
+    index])``; with ``dynamic_mixing`` the key also holds ``epoch + 1``, so every epoch
+    (:meth:`set_epoch`) draws anew, otherwise item ``index`` is the same every epoch. Subclasses
+    set ``num_examples``, ``seed``, ``split``, ``dynamic_mixing`` and ``epoch`` (0) and define
+    ``__getitem__``.
+    """
+
+    num_examples: int
+    seed: int
+    split: str
+    dynamic_mixing: bool
+    epoch: int
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.num_examples
+
+    def rng(self, index: int) -> np.random.Generator:
+        key = [self.seed, split_code(self.split), index]
+        if self.dynamic_mixing:
+            key.append(self.epoch + 1)
+        return np.random.default_rng(key)
+
+
+class SyntheticMixtures(SeededDataset):
     """Synthetic mixtures generated on the fly, deterministic by ``(seed, split, index)``.
 
     Items are dicts: ``mixture`` ``(T,)``, ``sources`` ``(n_src, T)`` float32 tensors and ``id``.
@@ -491,18 +521,6 @@ class SyntheticMixtures(torch.utils.data.Dataset):
         self.sample_rate = spec.sample_rate
         self.n_src = spec.n_src
         self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return self.num_examples
-
-    def rng(self, index: int) -> np.random.Generator:
-        key = [self.seed, split_code(self.split), index]
-        if self.dynamic_mixing:
-            key.append(self.epoch + 1)
-        return np.random.default_rng(key)
 
     def draw(self, index: int) -> dict:
         """The full :func:`synth_mixture` record of item ``index``."""

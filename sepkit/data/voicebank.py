@@ -16,14 +16,14 @@ import torch
 
 from sepkit.errors import InputError
 
-from .audio import AudioError, audio_info, crop_window, read_audio, resample
+from .audio import AudioError, CroppedFiles, audio_info, read_audio, resample
 
 __all__ = ["VoiceBankDemand", "VOICEBANK_SPLITS"]
 
 VOICEBANK_SPLITS = ("train", "valid", "test")
 
 
-class VoiceBankDemand(torch.utils.data.Dataset):
+class VoiceBankDemand(CroppedFiles):
     """VoiceBank-DEMAND pairs (see the module docstring).
 
     Args:
@@ -65,16 +65,10 @@ class VoiceBankDemand(torch.utils.data.Dataset):
         self.names, self.split, self.sample_rate, self.segment = names, split, sample_rate, segment
         self.random_crop, self.seed, self.epoch = random_crop, seed, 0
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return len(self.names)
-
     def __getitem__(self, index: int) -> dict:
         name = self.names[index]
         rate, _, frames = audio_info(self.noisy_dir / name)
-        start, count = crop_window(frames, rate, self.segment, self.random_crop, self.seed, self.epoch, index)
+        start, count = self.crop(index, frames, rate)
         noisy, r1 = read_audio(self.noisy_dir / name, start=start, frames=count)
         clean, r2 = read_audio(self.clean_dir / name, start=start, frames=count)
         if r1 != r2 or len(noisy) != len(clean):
