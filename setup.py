@@ -39,7 +39,8 @@ setup(
         "matplotlib>=3.7",
     ],
     extras_require={
-        "dev": ["pytest>=7.4", "hypothesis>=6.90", "mir_eval>=0.8,<0.9"],
+        "dev": ["pytest>=7.4", "hypothesis>=6.90", "mir_eval>=0.8,<0.9", "pyroomacoustics>=0.7"],
+        "augment": ["pyroomacoustics>=0.7"],
         "perf": ["nvidia-ml-py>=12.535", "matplotlib>=3.7", "xformers"],
         "eval": ["pesq>=0.0.4", "pystoi>=0.4"],
     },

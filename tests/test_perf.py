@@ -94,3 +94,20 @@ def test_models_from_refuses_missing_or_foreign_files(tmp_path, capsys):
     assert models.main(["--from", str(foreign), "--out", str(out)]) == 2
     assert "not a perf models result" in capsys.readouterr().err
     assert not out.exists()  # nothing written
+
+
+def test_data_table_lists_every_worker_count_and_the_training_rates(tmp_path):
+    from perf import data
+
+    result = {"config": {"batches": 5, "rounds": 2, "workers": [0, 2], "steps": 3, "threads": 1, "rooms": "rooms",
+                         "quick": False},
+              "machine": {"cpu": "x86_64", "cores": 2, "torch": "2", "date": "today"},
+              "rows": [{"data": "synthetic", "augment": a, "workers": w, "items_per_s": 10.0 * (w + 1) + a}
+                       for a in (False, True) for w in (0, 2)],
+              "training": [{"model": "convtasnet demo", "step_s": 0.25, "items_per_s": 16.0}]}
+    text = data.markdown(result)
+    assert "| synthetic | off | 10.0 | 30.0 |" in text and "| synthetic | on | 11.0 | 31.0 |" in text
+    assert "| convtasnet demo | 250 | 16.00 |" in text
+    readme = tmp_path / "README.md"
+    readme.write_text(f"a\n{data.README_START}\nold\n{data.README_END}\nb\n")
+    assert data.update_readme(text, readme) and "\nold\n" not in readme.read_text() and text in readme.read_text()

@@ -29,6 +29,8 @@ def run(args) -> int:
     import torch
 
     from sepkit.train import CheckpointError, ConfigError, load_recipe, load_trained, make_task, resolve_checkpoint
+    from sepkit.data.loading import Loaded
+    from sepkit.train.builders import loader_options
     from sepkit.train.checks import check_output_dir, resolve_device
     from sepkit.train.config import apply_overrides
     from sepkit.train.evaluate import format_summary, summarize, write_rows
@@ -68,9 +70,12 @@ def run(args) -> int:
     _, model = load_trained(ckpt, device, ema=not args.no_ema)
     task = make_task(cfg)
     task.run_dir = run_folder_of(ckpt)
-    dataset = task.dataset(args.split)
-    with torch.no_grad():
-        rows = task.evaluate(model, dataset, progress=True, max_items=args.max_items)
+    dataset = Loaded(task.dataset(args.split), loader_options(cfg.data, cfg.train.seed), f"{args.split} item", device)
+    try:
+        with torch.no_grad():
+            rows = task.evaluate(model, dataset, progress=True, max_items=args.max_items)
+    finally:
+        dataset.close()
     if not rows:
         print("sepkit eval: the data set is empty", file=sys.stderr)
         return 2

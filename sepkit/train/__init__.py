@@ -1,6 +1,8 @@
 """Training, evaluation and inference: one trainer, one task per kind of training.
 
-The trainer (:func:`train`) owns the loop: deterministic batches, gradient accumulation,
+The trainer (:func:`train`) owns the loop: deterministic batches from DataLoader workers
+(:mod:`sepkit.data.loading`; a task's ``collate`` runs in the workers, and its ``evaluate``
+reads items through :func:`sepkit.train.evaluate.items`, which uses them too), gradient accumulation,
 autocast, an EMA of the weights, atomic checkpoints, bit-for-bit resume on a CPU, torchrun DDP,
 CSV/TensorBoard logs. What a step computes belongs to the recipe's task
 (``task: <name>`` in the recipe, default ``separation``; ``task_args`` are its options), a

@@ -4,6 +4,8 @@ from __future__ import annotations
 import torch
 
 from sepkit.data import DynamicMixing, LibriMix, MixtureSpec, SyntheticMixtures, WSJ0Mix
+from sepkit.data.augment import Augmented, augment_spec
+from sepkit.data.loading import LoaderOptions
 from sepkit.losses import PITLoss, SDRLoss, SISDRLoss
 from sepkit.models.separators import SEPARATORS, build_separator
 
@@ -52,7 +54,26 @@ def _synthetic(data: DataConfig, which: str, segment: float | None, seed: int) -
 
 
 def build_dataset(data: DataConfig, which: str, seed: int = 0):
-    """The ``which`` ("train", "valid" or "test") data set of a recipe."""
+    """The ``which`` ("train", "valid" or "test") data set of a recipe; the training set is
+    augmented as ``data.augment`` says (:func:`augmented`)."""
+    ds = _corpus(data, which, seed)
+    return augmented(ds, data, seed) if which == "train" else ds
+
+
+def augmented(dataset, data: DataConfig, seed: int = 0):
+    """``dataset`` wrapped in :class:`~sepkit.data.augment.Augmented` when ``data.augment``
+    turns a step on, else itself."""
+    spec = augment_spec(data.augment)
+    return Augmented(dataset, spec, data.sample_rate, seed) if spec.enabled else dataset
+
+
+def loader_options(data: DataConfig, seed: int = 0) -> LoaderOptions:
+    """The DataLoader settings of a recipe's data section."""
+    return LoaderOptions(num_workers=data.num_workers, pin_memory=data.pin_memory,
+                         persistent_workers=data.persistent_workers, prefetch_factor=data.prefetch_factor, seed=seed)
+
+
+def _corpus(data: DataConfig, which: str, seed: int):
     if data.dataset not in DATASETS:
         raise ConfigError(f"data.dataset must be one of {DATASETS}, got {data.dataset!r}")
     segment = {"train": data.segment, "valid": data.valid_segment, "test": None}[which]

@@ -24,6 +24,7 @@ from typing import Any
 
 import yaml
 
+from sepkit.data.augment import augment_spec
 from sepkit.errors import ConfigError  # noqa: E402  (re-exported)
 
 
@@ -39,7 +40,13 @@ class DataConfig:
     segment: training crop in seconds (None: whole utterances, batch size 1).
     valid_segment: crop of validation items in seconds (None: whole).
     dynamic_mixing: remix sources across utterances every epoch.
-    batch_size, num_workers: as for torch DataLoader.
+    batch_size: items per micro-batch (per rank).
+    num_workers, pin_memory, persistent_workers, prefetch_factor: how the DataLoader runs
+        (:mod:`sepkit.data.loading`): worker processes (0: the main process reads the data;
+        any number gives the same batches), page-locked batches when training on CUDA,
+        evaluation workers kept between validations, micro-batches read ahead per worker.
+    augment: on-the-fly augmentation of the training items (reverberation, noise, speed,
+        gain; :mod:`sepkit.data.augment` lists the keys); empty: off.
     synthetic: MixtureSpec fields and sizes for dataset "synthetic" (num_train, num_valid,
         num_test, min_duration, max_duration, mode, noise, reverb, ...).
     """
@@ -57,6 +64,10 @@ class DataConfig:
     dynamic_mixing: bool = False
     batch_size: int = 4
     num_workers: int = 0
+    pin_memory: bool = True
+    persistent_workers: bool = True
+    prefetch_factor: int = 2
+    augment: dict = field(default_factory=dict)
     synthetic: dict = field(default_factory=dict)
 
 
@@ -122,7 +133,7 @@ class RecipeConfig:
 
 
 _SECTIONS = {"data": DataConfig, "model": ModelConfig, "optim": OptimConfig, "train": TrainConfig}
-_FREE_FORM = {("data", "synthetic"), ("model", "args"), ("optim", "scheduler_args")}
+_FREE_FORM = {("data", "synthetic"), ("data", "augment"), ("model", "args"), ("optim", "scheduler_args")}
 _SCALARS = ("recipe", "description", "task")
 
 
@@ -214,6 +225,7 @@ _RANGES = [
     ("data", "valid_segment", lambda v: v > 0, "> 0 seconds, or null (whole utterances)"),
     ("data", "batch_size", lambda v: v >= 1, ">= 1"),
     ("data", "num_workers", lambda v: v >= 0, ">= 0"),
+    ("data", "prefetch_factor", lambda v: v >= 1, ">= 1 (micro-batches read ahead per worker)"),
     ("optim", "lr", lambda v: v > 0, "> 0"),
     ("optim", "weight_decay", lambda v: v >= 0, ">= 0"),
     ("optim", "clip_grad_norm", lambda v: v > 0, "> 0, or null (no clipping)"),
@@ -238,6 +250,10 @@ def check_ranges(cfg: RecipeConfig, source: str = "config") -> None:
             raise ConfigError(f"{source}: {section}.{key}={value!r}: must be {allowed}")
     if len(cfg.optim.betas) != 2 or not all(0 <= b < 1 for b in cfg.optim.betas):
         raise ConfigError(f"{source}: optim.betas={list(cfg.optim.betas)}: must be two numbers in [0, 1)")
+    try:
+        augment_spec(cfg.data.augment)
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:

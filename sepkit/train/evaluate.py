@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 
+from sepkit.data.loading import iterate
 from sepkit.errors import InputError
 from sepkit.losses import PITLoss, SISDRLoss, reorder_sources
 from sepkit.metrics import sdr, sdri, si_sdr, si_sdri
@@ -16,16 +17,16 @@ METRICS = ("si_sdr", "si_sdri", "sdr", "sdri")
 
 
 def items(dataset, max_items: int | None = None, progress: bool = False, desc: str = "eval"):
-    """Iterate over the first ``max_items`` items of ``dataset`` (all when None), with a progress
-    bar when asked."""
+    """Iterate over the first ``max_items`` items of ``dataset`` (all when None) in order, with
+    a progress bar when asked; a :class:`~sepkit.data.loading.Loaded` data set is read by its
+    DataLoader workers (:func:`sepkit.data.loading.iterate`)."""
     n = len(dataset) if max_items is None else min(max_items, len(dataset))
-    indices = range(n)
+    stream = iterate(dataset, n)
     if progress:
         from tqdm import tqdm
 
-        indices = tqdm(indices, desc=desc, unit="utt", leave=False)
-    for i in indices:
-        yield dataset[i]
+        stream = tqdm(stream, total=n, desc=desc, unit="utt", leave=False)
+    yield from stream
 
 
 @torch.no_grad()

@@ -2,8 +2,12 @@
 what a step computes.
 
 Deterministic by construction: the order of training items in epoch ``e`` is a permutation
-seeded by ``(seed, e)``, crops and synthetic mixtures are seeded by ``(seed, epoch, index)``, and
-a checkpoint stores the step and every RNG state, so ``resume`` continues bit-for-bit on a CPU.
+seeded by ``(seed, e)``, crops, synthetic mixtures and augmentations are seeded by
+``(seed, epoch, index)``, and a checkpoint stores the step and every RNG state, so ``resume``
+continues bit-for-bit on a CPU. Batches come from ``DataLoader`` workers
+(:mod:`sepkit.data.loading`: ``data.num_workers``; the sampler, not the workers, fixes the
+order, so every worker count gives the same batches); an item that fails to load ends the run
+with the step, the item and the original message (the file for sepkit's readers).
 With ``train.grad_accum = A`` an optimizer step sums the gradients of A consecutive micro-batches
 (loss / A each). With ``torchrun`` (WORLD_SIZE > 1) it runs DistributedDataParallel over a module
 wrapping the task's training step: each rank takes every WORLD_SIZE-th micro-batch of the shared
@@ -24,6 +28,8 @@ from pathlib import Path
 
 import torch
 
+from sepkit.data.augment import augment_spec, check_augment
+from sepkit.data.loading import Batches, EpochBatchSampler, Failure, Loaded, close_loader, make_loader
 from sepkit.errors import DivergedError
 
 from .checkpoint import (
@@ -38,6 +44,7 @@ from .checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
+from .builders import loader_options
 from .checks import check_run_folder, is_run_folder, mark_run_folder, resolve_device
 from .config import ConfigError, RecipeConfig, check_ranges
 from .ema import EMA
@@ -197,10 +204,14 @@ def freeze(model: torch.nn.Module, names: tuple[str, ...]) -> None:
 
 
 def check_train_config(cfg: RecipeConfig) -> None:
-    """Value ranges (also checked when a recipe loads, again here for configs built in code)."""
+    """Value ranges (also checked when a recipe loads, again here for configs built in code),
+    and the folders and packages ``data.augment`` needs."""
     check_ranges(cfg)
     if cfg.data.segment is None and cfg.data.batch_size != 1:
         raise ConfigError("data.batch_size must be 1 when data.segment is None (whole utterances differ in length)")
+    spec = augment_spec(cfg.data.augment)
+    if spec.enabled:
+        check_augment(spec, cfg.data.sample_rate)
 
 
 def _built(what: str, build):
@@ -323,6 +334,8 @@ def train(cfg: RecipeConfig, run_dir: str | os.PathLike, resume: bool = False, d
     torch.set_rng_state(rng)
     if model is None:
         model = _built("model.args", task.build_model)
+    loading = loader_options(cfg.data, cfg.train.seed)
+    valid_ds = Loaded(valid_ds, loading, "valid item", device)
     if ckpt is None:
         task.initialize(model)
     model = model.to(device)
@@ -364,120 +377,133 @@ def train(cfg: RecipeConfig, run_dir: str | os.PathLike, resume: bool = False, d
     meta = dict(portable(task.model_meta(), records), prerequisites=records)
     saved_config = portable(cfg.to_dict(), records)
     log = MetricLog(run_dir, main, resume_step=step if ckpt is not None else None)
-    accum = cfg.train.grad_accum
-    per_micro = cfg.data.batch_size * world
-    micro_per_epoch = len(train_ds) // per_micro
-    if micro_per_epoch == 0:
-        raise ConfigError(f"the training set has {len(train_ds)} items, fewer than one batch of {per_micro}")
+    try:
+        accum = cfg.train.grad_accum
+        per_micro = cfg.data.batch_size * world
+        if len(train_ds) // per_micro == 0:
+            raise ConfigError(f"the training set has {len(train_ds)} items, fewer than one batch of {per_micro}")
+        # micro-batch m of this rank, from step * accum on (a resumed run continues the same order)
+        sampler = EpochBatchSampler(len(train_ds), cfg.data.batch_size, cfg.train.seed, rank, world,
+                                    start=step * accum, stop=max(step, cfg.train.max_steps) * accum)
+        batches = iter(make_loader(Batches(train_ds, task.collate, cfg.train.seed, "train item"), sampler, loading,
+                                   device))
 
-    def batch_at(m: int) -> dict:
-        """Micro-batch ``m`` of this rank (epochs are seeded permutations of the training set)."""
-        epoch, pos = divmod(m, micro_per_epoch)
-        if hasattr(train_ds, "set_epoch"):
-            train_ds.set_epoch(epoch)
-        order = torch.randperm(len(train_ds), generator=torch.Generator().manual_seed(cfg.train.seed * 100003 + epoch))
-        start = pos * per_micro + rank * cfg.data.batch_size
-        return task.collate([train_ds[int(i)] for i in order[start:start + cfg.data.batch_size]])
+        def next_batch(s: int) -> dict:
+            batch = next(batches)
+            if isinstance(batch, Failure):
+                batch.throw(f"step {s}")
+            return batch
 
-    def averaged():
-        return ema.swapped(model) if ema is not None else nullcontext()
+        def averaged():
+            return ema.swapped(model) if ema is not None else nullcontext()
 
-    def validate(s: int) -> dict:
-        summary = None
-        if main:
-            model.eval()
-            with torch.no_grad(), averaged():
-                summary = task.validate(model, valid_ds)
-            if task.monitor not in summary:
-                raise ConfigError(f"task {task.name}: validation reports {sorted(summary)}, not its monitor {task.monitor!r}")
-            log.log(s, "valid", summary)
-        return _broadcast(summary, world)
+        def validate(s: int) -> dict:
+            summary = None
+            if main:
+                valid_ds.context = f"step {s}: validation"
+                model.eval()
+                with torch.no_grad(), averaged():
+                    summary = task.validate(model, valid_ds)
+                if task.monitor not in summary:
+                    raise ConfigError(f"task {task.name}: validation reports {sorted(summary)}, not its monitor {task.monitor!r}")
+                log.log(s, "valid", summary)
+            return _broadcast(summary, world)
 
-    def improved(value: float) -> bool:
-        return best is None or (value > best if task.monitor_mode == "max" else value < best)
+        def improved(value: float) -> bool:
+            return best is None or (value > best if task.monitor_mode == "max" else value < best)
 
-    bar = None
-    if progress and main:
-        from tqdm import tqdm
+        bar = None
+        if progress and main:
+            from tqdm import tqdm
 
-        bar = tqdm(total=cfg.train.max_steps, initial=step, desc=f"train {cfg.recipe}", unit="step", dynamic_ncols=True)
-    last_valid = {}
-    running, running_logs, t0 = [], {}, time.time()
-    while step < cfg.train.max_steps:
-        model.train()
-        freeze(model, frozen)
-        optimizer.zero_grad(set_to_none=True)
-        total, logs = 0.0, {}
-        for micro in range(accum):
-            batch = batch_at(step * accum + micro)
-            sync = nullcontext() if world == 1 or micro == accum - 1 else stepper.no_sync()
-            with sync:
-                with _autocast(cfg.train.precision, device):
-                    loss, micro_logs = stepper(to_device(batch, device))
-                if not torch.isfinite(loss):
-                    raise DivergedError(f"step {step}: the loss is {loss.item()} (batch {batch.get('id')}); lower "
-                                             "optim.lr or check the data")
-                scaled = loss / accum
-                (scaler.scale(scaled) if scaler is not None else scaled).backward()
-            total += loss.item() / accum
-            for k, v in micro_logs.items():
-                logs[k] = logs.get(k, 0.0) + float(v) / accum
-        if scaler is not None:
-            scaler.unscale_(optimizer)
-        if cfg.optim.clip_grad_norm:
-            torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], cfg.optim.clip_grad_norm)
-        if scaler is not None:
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            optimizer.step()
-        if sched_kind == "step":
-            scheduler.step()
-        if ema is not None:
-            ema.update(model)
-        step += 1
-        running.append(total)
-        for k, v in logs.items():
-            running_logs.setdefault(k, []).append(v)
+            bar = tqdm(total=cfg.train.max_steps, initial=step, desc=f"train {cfg.recipe}", unit="step", dynamic_ncols=True)
+        last_valid = {}
+        running, running_logs, t0 = [], {}, time.time()
+        try:
+            while step < cfg.train.max_steps:
+                model.train()
+                freeze(model, frozen)
+                optimizer.zero_grad(set_to_none=True)
+                total, logs = 0.0, {}
+                for micro in range(accum):
+                    batch = next_batch(step)
+                    sync = nullcontext() if world == 1 or micro == accum - 1 else stepper.no_sync()
+                    with sync:
+                        with _autocast(cfg.train.precision, device):
+                            loss, micro_logs = stepper(to_device(batch, device))
+                        if not torch.isfinite(loss):
+                            raise DivergedError(f"step {step}: the loss is {loss.item()} (batch {batch.get('id')}); lower "
+                                                     "optim.lr or check the data")
+                        scaled = loss / accum
+                        (scaler.scale(scaled) if scaler is not None else scaled).backward()
+                    total += loss.item() / accum
+                    for k, v in micro_logs.items():
+                        logs[k] = logs.get(k, 0.0) + float(v) / accum
+                if scaler is not None:
+                    scaler.unscale_(optimizer)
+                if cfg.optim.clip_grad_norm:
+                    torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], cfg.optim.clip_grad_norm)
+                if scaler is not None:
+                    scaler.step(optimizer)
+                    scaler.update()
+                else:
+                    optimizer.step()
+                if sched_kind == "step":
+                    scheduler.step()
+                if ema is not None:
+                    ema.update(model)
+                step += 1
+                running.append(total)
+                for k, v in logs.items():
+                    running_logs.setdefault(k, []).append(v)
+                if bar is not None:
+                    bar.update(1)
+                    shown = {task.monitor: f"{last_valid[task.monitor]:.2f}"} if last_valid else {}
+                    bar.set_postfix(loss=f"{total:.3g}", **shown)
+                if step % cfg.train.log_every == 0 or step == cfg.train.max_steps:
+                    extra = {k: sum(v) / len(v) for k, v in running_logs.items()}
+                    log.log(step, "train", {"loss": sum(running) / len(running), "lr": optimizer.param_groups[0]["lr"],
+                                            "steps_per_s": len(running) / max(1e-9, time.time() - t0), **extra})
+                    running, running_logs, t0 = [], {}, time.time()
+                new_best = False
+                if step % cfg.train.eval_every == 0 or step == cfg.train.max_steps:
+                    last_valid = validate(step)
+                    value = float(last_valid[task.monitor])
+                    if sched_kind == "plateau":  # mode "min": a "larger is better" monitor steps negated
+                        scheduler.step(-value if task.monitor_mode == "max" else value)
+                    if improved(value):
+                        best, new_best = value, True
+                if main and (step % cfg.train.ckpt_every == 0 or step == cfg.train.max_steps):
+                    best_name = (ckpt_root / BEST).read_text().strip() if (ckpt_root / BEST).is_file() else None
+                    save_checkpoint(run_dir, step, model, meta, saved_config, optimizer, scheduler,
+                                    extra={"best": best}, keep=cfg.train.keep_checkpoints, exclude=frozen,
+                                    ema=ema.state_dict() if ema is not None else None,
+                                    protect=() if new_best or best_name is None else (best_name,))
+                    if new_best:
+                        mark_best(run_dir, step)
+                if world > 1:
+                    torch.distributed.barrier()
+        finally:
+            close_loader(batches)
+            valid_ds.close()
         if bar is not None:
-            bar.update(1)
-            shown = {task.monitor: f"{last_valid[task.monitor]:.2f}"} if last_valid else {}
-            bar.set_postfix(loss=f"{total:.3g}", **shown)
-        if step % cfg.train.log_every == 0 or step == cfg.train.max_steps:
-            extra = {k: sum(v) / len(v) for k, v in running_logs.items()}
-            log.log(step, "train", {"loss": sum(running) / len(running), "lr": optimizer.param_groups[0]["lr"],
-                                    "steps_per_s": len(running) / max(1e-9, time.time() - t0), **extra})
-            running, running_logs, t0 = [], {}, time.time()
-        new_best = False
-        if step % cfg.train.eval_every == 0 or step == cfg.train.max_steps:
-            last_valid = validate(step)
-            value = float(last_valid[task.monitor])
-            if sched_kind == "plateau":  # mode "min": a "larger is better" monitor steps negated
-                scheduler.step(-value if task.monitor_mode == "max" else value)
-            if improved(value):
-                best, new_best = value, True
-        if main and (step % cfg.train.ckpt_every == 0 or step == cfg.train.max_steps):
-            best_name = (ckpt_root / BEST).read_text().strip() if (ckpt_root / BEST).is_file() else None
-            save_checkpoint(run_dir, step, model, meta, saved_config, optimizer, scheduler,
-                            extra={"best": best}, keep=cfg.train.keep_checkpoints, exclude=frozen,
-                            ema=ema.state_dict() if ema is not None else None,
-                            protect=() if new_best or best_name is None else (best_name,))
-            if new_best:
-                mark_best(run_dir, step)
-        if world > 1:
-            torch.distributed.barrier()
-    if bar is not None:
-        bar.close()
-    result = {"step": step, "valid": last_valid, "lr": [g["lr"] for g in optimizer.param_groups]}
-    if test and main:
-        with torch.no_grad(), averaged():
-            rows = task.evaluate(model, test_ds, progress=progress)
-        write_rows(run_dir / "test_metrics.csv", rows)
-        summary = summarize(rows)
-        log.log(step, "test", {k: v[0] for k, v in summary.items()})
-        result["test"] = summary
-        print(format_summary(summary, len(rows)))
-    log.close()
+            bar.close()
+        result = {"step": step, "valid": last_valid, "lr": [g["lr"] for g in optimizer.param_groups]}
+        if test and main:
+            test_ds = Loaded(test_ds, loading, "test item", device)
+            test_ds.context = f"step {step}: test"
+            try:
+                with torch.no_grad(), averaged():
+                    rows = task.evaluate(model, test_ds, progress=progress)
+            finally:
+                test_ds.close()
+            write_rows(run_dir / "test_metrics.csv", rows)
+            summary = summarize(rows)
+            log.log(step, "test", {k: v[0] for k, v in summary.items()})
+            result["test"] = summary
+            print(format_summary(summary, len(rows)))
+    finally:
+        log.close()
     if world > 1:
         torch.distributed.destroy_process_group()
     return result
