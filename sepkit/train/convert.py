@@ -1,6 +1,7 @@
 """Published checkpoints as sepkit checkpoint folders (``sepkit convert``).
 
-The loaders live with the models (:mod:`sepkit.models.separators.published`: a release's file
+The loaders live with the models (:mod:`sepkit.models.separators.published`, and
+:func:`sepkit.models.separators.tfgridnet.load_espnet` for ESPnet's TFGridNetV2: a release's file
 into a sepkit model, nothing else); this module, in the training layer, gives each converted
 model its recipe and task and writes the folder with
 :func:`~sepkit.train.checkpoint.write_model_checkpoint`, after checking that the folder rebuilds
@@ -22,8 +23,8 @@ from .restore import load_trained
 from .tasks import make_task
 
 #: the recipe a converted separator gets (its data and training sections), by model name
-RECIPES = {"convtasnet": "convtasnet", "dprnn": "dprnn", "sepformer": "sepformer"}
-SOURCES = ("torchaudio", "speechbrain", "asteroid")
+RECIPES = {"convtasnet": "convtasnet", "dprnn": "dprnn", "sepformer": "sepformer", "tfgridnet": "tfgridnet"}
+SOURCES = ("torchaudio", "speechbrain", "asteroid", "espnet")
 
 
 def convert_published(source: str, path: str | os.PathLike, out: str | os.PathLike, overwrite: bool = False) -> Path:
@@ -36,6 +37,7 @@ def convert_published(source: str, path: str | os.PathLike, out: str | os.PathLi
     take it. Nothing is left on any failure; an existing ``out`` is an error unless ``overwrite``.
     """
     from sepkit.models.separators.published import load_published
+    from sepkit.models.separators.tfgridnet import load_espnet
 
     if source not in SOURCES:
         raise InputError(f"source must be one of {SOURCES}, got {source!r}")
@@ -44,7 +46,7 @@ def convert_published(source: str, path: str | os.PathLike, out: str | os.PathLi
         raise FileExistsError(f"--out {out} exists; pass --overwrite to replace it (nothing was written)")
     if out.exists() and not (out / "meta.json").is_file():
         raise FileExistsError(f"--out {out} exists and is not a sepkit checkpoint; refusing to replace it")
-    loaded = load_published(source, path)
+    loaded = load_espnet(path) if source == "espnet" else load_published(source, path)
     raw = load_recipe(RECIPES[loaded.name]).to_dict()
     raw["recipe"] = f"{loaded.name}-{source}"
     raw["description"] = f"{loaded.name} converted from the {source} release {Path(path).name}"
