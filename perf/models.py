@@ -11,7 +11,8 @@ model).
 
 Peers, baselines only (skipped when not installed): torchaudio's ``conv_tasnet_base``,
 SpeechBrain's Sepformer (``Dual_Path_Model`` with the WSJ0-2mix hyperparameters, its encoder and
-decoder), Asteroid's ``DPRNNTasNet`` at the DPRNN paper's configuration.
+decoder), Asteroid's ``DPRNNTasNet`` at the DPRNN paper's configuration, ESPnet's
+``TFGridNetV2`` with its defaults (its WSJ0-2mix recipe; sepkit's TF-GridNet at ``config="espnet"``).
 """
 from __future__ import annotations
 
@@ -63,6 +64,23 @@ class _SpeechBrainSepformer(torch.nn.Module):
         return torch.nn.functional.pad(est, (0, max(0, T - est.shape[-1])))[..., :T]
 
 
+class _ESPnetTFGridNet(torch.nn.Module):
+    """ESPnet's TFGridNetV2 with its defaults (the WSJ0-2mix recipe's): (B, T) -> (B, S, T)."""
+
+    def __init__(self):
+        super().__init__()
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            from espnet2.enh.separator.tfgridnetv2_separator import TFGridNetV2
+        self.model = TFGridNetV2(None)
+
+    def forward(self, mix):
+        lengths = torch.full((mix.shape[0],), mix.shape[-1], dtype=torch.long)
+        return torch.stack(self.model(mix, lengths)[0], dim=1)
+
+
 class _Peer(torch.nn.Module):
     """(B, T) -> (B, S, T) around a peer model with another call convention."""
 
@@ -88,14 +106,16 @@ def peer_model(name: str) -> torch.nn.Module | None:
 
             return _Peer(DPRNNTasNet(n_src=2, n_filters=64, kernel_size=2, stride=1, bn_chan=64, hid_size=128,
                                      chunk_size=250, hop_size=125, n_repeats=6, mask_act="sigmoid"))
+        if name == "tfgridnet":
+            return _ESPnetTFGridNet()
     except ImportError:
         return None
     raise ValueError(f"no peer for {name!r}")
 
 
 PEERS = {"convtasnet": "torchaudio conv_tasnet_base", "sepformer": "SpeechBrain Sepformer (WSJ0-2mix)",
-         "dprnn": "Asteroid DPRNNTasNet"}
-PEER_PACKAGES = {"convtasnet": "torchaudio", "sepformer": "speechbrain", "dprnn": "asteroid"}
+         "dprnn": "Asteroid DPRNNTasNet", "tfgridnet": "ESPnet TFGridNetV2 (WSJ0-2mix)"}
+PEER_PACKAGES = {"convtasnet": "torchaudio", "sepformer": "speechbrain", "dprnn": "asteroid", "tfgridnet": "espnet2"}
 
 
 def peer_installed(name: str) -> bool:

@@ -14,7 +14,7 @@ importing the separators stays light.
 """
 import importlib
 
-from .separators import SEPARATORS, BiLSTMSeparator, ConvTasNet, DPRNN, Sepformer, build_separator
+from .separators import SEPARATORS, BiLSTMSeparator, ConvTasNet, DPRNN, Sepformer, TFGridNet, build_separator
 
 _LAZY = {
     "DIPFrontend": "dip", "DIPPretrainLoss": "dip",
@@ -34,4 +34,4 @@ def __getattr__(name: str):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["ConvTasNet", "DPRNN", "Sepformer", "BiLSTMSeparator", "SEPARATORS", "build_separator", *_LAZY]
+__all__ = ["ConvTasNet", "DPRNN", "Sepformer", "BiLSTMSeparator", "TFGridNet", "SEPARATORS", "build_separator", *_LAZY]

@@ -1,6 +1,7 @@
 """Published checkpoints as sepkit checkpoint folders (``sepkit convert``).
 
 The loaders live with the models (:mod:`sepkit.models.separators.published` for separators,
+:func:`sepkit.models.separators.tfgridnet.load_espnet` for ESPnet's TFGridNetV2,
 :mod:`sepkit.models.sgmse_release` for SGMSE+: a release's file into a sepkit model, nothing
 else); this module, in the training layer, gives each converted
 model its recipe and task and writes the folder with
@@ -23,8 +24,8 @@ from .restore import load_trained
 from .tasks import make_task
 
 #: the recipe a converted separator gets (its data and training sections), by model name
-RECIPES = {"convtasnet": "convtasnet", "dprnn": "dprnn", "sepformer": "sepformer"}
-SEPARATOR_SOURCES = ("torchaudio", "speechbrain", "asteroid")
+RECIPES = {"convtasnet": "convtasnet", "dprnn": "dprnn", "sepformer": "sepformer", "tfgridnet": "tfgridnet"}
+SEPARATOR_SOURCES = ("torchaudio", "speechbrain", "asteroid", "espnet")
 SOURCES = SEPARATOR_SOURCES + ("sgmse",)
 
 
@@ -39,6 +40,7 @@ def convert_published(source: str, path: str | os.PathLike, out: str | os.PathLi
     failure; an existing ``out`` is an error unless ``overwrite``.
     """
     from sepkit.models.separators.published import load_published
+    from sepkit.models.separators.tfgridnet import load_espnet
 
     if source not in SOURCES:
         raise InputError(f"source must be one of {SOURCES}, got {source!r}")
@@ -49,7 +51,7 @@ def convert_published(source: str, path: str | os.PathLike, out: str | os.PathLi
         raise FileExistsError(f"--out {out} exists; pass --overwrite to replace it (nothing was written)")
     if out.exists() and not (out / "meta.json").is_file():
         raise FileExistsError(f"--out {out} exists and is not a sepkit checkpoint; refusing to replace it")
-    loaded = load_published(source, path)
+    loaded = load_espnet(path) if source == "espnet" else load_published(source, path)
     raw = load_recipe(RECIPES[loaded.name]).to_dict()
     raw["recipe"] = f"{loaded.name}-{source}"
     raw["description"] = f"{loaded.name} converted from the {source} release {Path(path).name}"
