@@ -26,6 +26,7 @@ setup(
     python_requires=">=3.10",
     packages=lib_packages + kernel_packages,
     package_dir={"sepkit.kernels": "kernels"},
+    package_data={"sepkit.data": ["spoken_words.txt"]},  # the spoken corpus's vocabulary
     install_requires=[
         "torch>=2.5",
         "triton>=3.2; platform_system == 'Linux'",

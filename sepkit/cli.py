@@ -22,7 +22,7 @@ import sys
 COMMANDS = {
     "check": "run a short correctness self-test of every kernel on this machine",
     "perf": "benchmark the kernels on a CUDA GPU (or --smoke: end to end on the CPU, nothing measured)",
-    "data": "make data sets (synthetic speech-like mixtures in the LibriMix layout)",
+    "data": "make data sets (synthetic or spoken mixtures in the LibriMix layout)",
     "train": "train a recipe",
     "eval": "evaluate a checkpoint on a recipe's test set",
     "separate": "separate audio files with a trained checkpoint",

@@ -14,6 +14,7 @@ This module imports nothing: every layer, the kernels included, may raise these.
 - :class:`AudioError` (InputError): an audio file unreadable, empty, non-finite.
 - :class:`DivergedError` (FloatingPointError): a non-finite training loss.
 - :class:`BackendError` (RuntimeError): a kernel backend that cannot run here.
+- :class:`DependencyError` (RuntimeError): a program or package this needs is not installed.
 """
 from __future__ import annotations
 
@@ -50,5 +51,10 @@ class BackendError(SepkitError, RuntimeError):
     """A kernel backend cannot run here (Triton without CUDA, an unknown ``SEPKIT_BACKEND``)."""
 
 
+class DependencyError(SepkitError, RuntimeError):
+    """A program or package this needs is not installed (e.g. the espeak-ng synthesizer); the
+    message says how to install it."""
+
+
 __all__ = ["SepkitError", "InputError", "InputTypeError", "ConfigError", "CheckpointError", "AudioError",
-           "DivergedError", "BackendError"]
+           "DivergedError", "BackendError", "DependencyError"]

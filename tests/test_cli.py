@@ -117,7 +117,7 @@ def test_distributed_training_with_torchrun_on_cpu(tmp_path):
         port = str(s.getsockname()[1])
     args = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", port,
             "-m", "sepkit", "train", "convtasnet", "--preset", "demo", "--out", str(tmp_path / "ddp"),
-            "--no-progress", "--no-test", "data.segment=0.25", "data.batch_size=2", "data.synthetic.num_train=8",
+            "--no-progress", "--no-test", "data.dataset=synthetic", "data.segment=0.25", "data.batch_size=2", "data.synthetic.num_train=8",
             "data.synthetic.num_valid=2", *TINY_MODEL, "model.args.checkpointing=blocks", "train.max_steps=2",
             "train.eval_every=2", "train.ckpt_every=2"]
     done = subprocess.run(args, capture_output=True, text=True, timeout=300)

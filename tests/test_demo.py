@@ -18,7 +18,7 @@ from sepkit.train.tasks.common import scaled_to_input
 matplotlib_image = pytest.importorskip("matplotlib.image")
 
 TINY = [
-    "data.segment=0.25", "data.batch_size=2", "data.synthetic.num_train=8", "data.synthetic.num_valid=2",
+    "data.dataset=synthetic", "data.segment=0.25", "data.batch_size=2", "data.synthetic.num_train=8", "data.synthetic.num_valid=2",
     "data.synthetic.num_test=3", "data.synthetic.min_duration=0.3", "data.synthetic.max_duration=0.4",
     "model.args.n_filters=16", "model.args.bottleneck=8", "model.args.hidden=16", "model.args.skip=8",
     "model.args.layers=2", "model.args.repeats=1", "train.log_every=1", "train.eval_every=2", "train.ckpt_every=2",

@@ -21,11 +21,11 @@ from sepkit.train import load_recipe, resolve_checkpoint, train
 sys.path.insert(0, str(Path(__file__).parent))
 from test_tasks import TOY  # noqa: E402
 
-TINY = ["--preset", "demo", "data.segment=0.25", "data.batch_size=2", "data.synthetic.num_train=4",
-        "data.synthetic.num_valid=2", "data.synthetic.num_test=2", "data.synthetic.min_duration=0.3",
-        "data.synthetic.max_duration=0.4", "model.args.n_filters=16", "model.args.bottleneck=8",
-        "model.args.hidden=16", "model.args.skip=8", "model.args.layers=2", "model.args.repeats=1",
-        "train.max_steps=2", "train.eval_every=2", "train.ckpt_every=2", "--no-progress"]
+TINY = ["--preset", "demo", "data.dataset=synthetic", "data.segment=0.25", "data.batch_size=2",
+        "data.synthetic.num_train=4", "data.synthetic.num_valid=2", "data.synthetic.num_test=2",
+        "data.synthetic.min_duration=0.3", "data.synthetic.max_duration=0.4", "model.args.n_filters=16",
+        "model.args.bottleneck=8", "model.args.hidden=16", "model.args.skip=8", "model.args.layers=2",
+        "model.args.repeats=1", "train.max_steps=2", "train.eval_every=2", "train.ckpt_every=2", "--no-progress"]
 
 
 def tree_hash(root: Path) -> dict:

@@ -387,7 +387,7 @@ def _tiny_recipe(variant="base", *more):
     tiny = (f"model.args={{config: ondevice, variant: {variant}, win_length: 64, hop_length: 32, channels: [4, 8], "
             f"lstm_groups: 2, lstm_layers: 1, ssl_config: {_yaml(TINY_SSL)}}}")
     return load_recipe("recipes/gcrn.yaml", "demo", [
-        tiny, "data.segment=0.25", "data.batch_size=2",
+        tiny, "data.dataset=synthetic", "data.segment=0.25", "data.batch_size=2",
         "data.synthetic={num_train: 8, num_valid: 2, num_test: 2, min_duration: 0.5, max_duration: 0.5}",
         "train.max_steps=2", "train.eval_every=2", "train.ckpt_every=2", "train.log_every=1",
         "task_args.perceptual=false", "task_args.pretrain_steps=2", *more])
@@ -409,7 +409,7 @@ def test_task_recipe_checks():
                             ("task_args.stage=pretrain", "variant=pretrain")]:
         with pytest.raises(ConfigError, match=match):
             make_task(load_recipe("recipes/gcrn.yaml", "demo", [override]))
-    task = make_task(load_recipe("recipes/gcrn.yaml", "demo"))
+    task = make_task(load_recipe("recipes/gcrn.yaml", "demo", ["data.dataset=synthetic"]))
     # training SNRs drawn in [-5, 5], evaluation at a fixed -5 dB
     assert task.dataset("train").spec.snr_range == (-5.0, 5.0)
     assert task.dataset("test").spec.snr_range == (-5.0, -5.0)

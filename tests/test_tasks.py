@@ -127,7 +127,7 @@ def test_checkpoints_without_task_records_still_load(tmp_path, capsys):
 
 
 def test_enhancement_task_on_noisy_synthetic_speech(tmp_path):
-    over = ["data.n_src=1", "data.segment=0.25", "data.batch_size=2", "data.synthetic.num_train=4",
+    over = ["data.dataset=synthetic", "data.n_src=1", "data.segment=0.25", "data.batch_size=2", "data.synthetic.num_train=4",
             "data.synthetic.num_valid=2", "data.synthetic.num_test=2", "data.synthetic.min_duration=0.3",
             "data.synthetic.max_duration=0.4", "model.args.n_filters=16", "model.args.bottleneck=8",
             "model.args.hidden=16", "model.args.skip=8", "model.args.layers=2", "model.args.repeats=1",

@@ -1,4 +1,4 @@
-"""The LibriMix layout: writing synthetic mixtures into it, and loading LibriMix from disk.
+"""The LibriMix layout: writing synthetic (or spoken) mixtures into it, and loading LibriMix from disk.
 
 Layout (one root per number of speakers, rate and mode, e.g. ``Libri2Mix/wav8k/min``)::
 
@@ -57,6 +57,7 @@ def write_synthetic_librimix(
     seed: int = 0,
     num_speakers: int = 100,
     progress: bool = False,
+    make_dataset=None,
 ) -> Path:
     """Write synthetic mixtures in the LibriMix layout and return the root.
 
@@ -66,6 +67,9 @@ def write_synthetic_librimix(
         splits: number of mixtures per split, e.g. ``{"train-100": 200, "dev": 20, "test": 20}``.
         seed: base seed; the same seed writes the same files.
         num_speakers: speaker pool per split (splits use disjoint pools).
+        make_dataset: ``make_dataset(split, count)`` returns the mixtures of a split (anything with
+            ``draw(index)`` returning a :func:`~sepkit.data.synth.synth_mixture` record, e.g. a
+            :class:`~sepkit.data.spoken.SpokenMixtures`); default :class:`SyntheticMixtures`.
     Mixture IDs are ``<split>-<index:06d>``. ``mix_both``/``mix_single`` and ``noise/`` are
     written when ``spec.noise`` is on.
     """
@@ -74,7 +78,10 @@ def write_synthetic_librimix(
     for split, count in splits.items():
         if count <= 0:
             continue
-        ds = SyntheticMixtures(count, spec, split=split, num_speakers=num_speakers, seed=seed)
+        if make_dataset is None:
+            ds = SyntheticMixtures(count, spec, split=split, num_speakers=num_speakers, seed=seed)
+        else:
+            ds = make_dataset(split, count)
         rows = {kind: [] for kind in MIX_KINDS}
         indices = range(count)
         if progress:

@@ -36,6 +36,7 @@ __all__ = [
     "synth_rir",
     "MixtureSpec",
     "synth_mixture",
+    "mix_utterances",
     "SyntheticMixtures",
     "SeededDataset",
     "split_code",
@@ -413,7 +414,8 @@ class MixtureSpec:
 
 
 def synth_mixture(spec: MixtureSpec, speakers: list[Speaker], rng: np.random.Generator) -> dict:
-    """Draw one mixture.
+    """Draw one mixture of synthetic utterances (:func:`mix_utterances` with
+    :func:`synth_utterance`).
 
     Returns a dict with ``mixture`` ``(T,)``, ``sources`` ``(n_src, T)``, ``noise`` ``(T,)`` or
     None (float32 arrays, ``mixture == sources.sum(0) + noise``, peak at most 0.9),
@@ -421,6 +423,17 @@ def synth_mixture(spec: MixtureSpec, speakers: list[Speaker], rng: np.random.Gen
     """
     if len(speakers) < spec.n_src:
         raise InputError(f"synth_mixture: need {spec.n_src} distinct speakers, only {len(speakers)} given")
+    return mix_utterances(spec, [s.id for s in speakers],
+                          lambda s, n, r: synth_utterance(speakers[s], n, spec.sample_rate, r), rng)
+
+
+def mix_utterances(spec: MixtureSpec, speakers: list[str], utterance, rng: np.random.Generator) -> dict:
+    """Draw one mixture of ``spec.n_src`` distinct speakers out of ``speakers`` (ids), their
+    utterances made by ``utterance(speaker_index, num_samples, rng)`` (a float array
+    ``(num_samples,)`` at ``spec.sample_rate``): lengths in the duration range, levels (SIR),
+    reverberation and noise as ``spec`` says. Returns the record of :func:`synth_mixture`."""
+    if len(speakers) < spec.n_src:
+        raise InputError(f"mix_utterances: need {spec.n_src} distinct speakers, only {len(speakers)} given")
     sr = spec.sample_rate
     who = rng.choice(len(speakers), size=spec.n_src, replace=False)
     lengths = [int(rng.uniform(spec.min_duration, spec.max_duration) * sr) for _ in who]
@@ -429,7 +442,7 @@ def synth_mixture(spec: MixtureSpec, speakers: list[Speaker], rng: np.random.Gen
     gains = [0.0] + [float(rng.uniform(*spec.sir_range)) for _ in range(spec.n_src - 1)]
     rt60 = None
     for j, (s, n) in enumerate(zip(who, lengths)):
-        utt = synth_utterance(speakers[s], n, sr, rng)
+        utt = utterance(int(s), n, rng)
         if spec.reverb:
             rt60 = float(rng.uniform(*spec.rt60_range))
             from scipy.signal import fftconvolve
@@ -456,7 +469,7 @@ def synth_mixture(spec: MixtureSpec, speakers: list[Speaker], rng: np.random.Gen
         "mixture": mixture.astype(np.float32),
         "sources": sources.astype(np.float32),
         "noise": None if noise is None else noise.astype(np.float32),
-        "speakers": [speakers[s].id for s in who],
+        "speakers": [speakers[s] for s in who],
         "gains_db": gains,
         "snr_db": snr,
         "rt60": rt60,

@@ -6,12 +6,14 @@ import torch
 from sepkit.data import DynamicMixing, LibriMix, MixtureSpec, SyntheticMixtures, WSJ0Mix
 from sepkit.data.augment import Augmented, augment_spec
 from sepkit.data.loading import LoaderOptions
+from sepkit.data.spoken import SpokenCorpus, SpokenMixtures
 from sepkit.losses import PITLoss, SDRLoss, SISDRLoss
 from sepkit.models.separators import SEPARATORS, build_separator
 
 from .config import ConfigError, DataConfig, ModelConfig, RecipeConfig
 
-DATASETS = ("synthetic", "librimix", "wsj0mix")
+DATASETS = ("synthetic", "spoken", "librimix", "wsj0mix")
+BUILTIN = ("synthetic", "spoken")  # generated here, mixed by the data.synthetic keys
 _SYNTH_SIZES = {"train": "num_train", "valid": "num_valid", "test": "num_test"}
 _SYNTH_DEFAULT_SIZES = {"num_train": 20000, "num_valid": 500, "num_test": 500}
 _SYNTH_SPLIT_NAMES = {"train": "train", "valid": "dev", "test": "test"}
@@ -53,6 +55,33 @@ def _synthetic(data: DataConfig, which: str, segment: float | None, seed: int) -
                              dynamic_mixing=data.dynamic_mixing and which == "train")
 
 
+_SPOKEN_DEFAULTS = {"train_utterances": 2000, "eval_utterances": 200, "cache": None}
+
+
+def spoken_corpus(data: DataConfig, split: str, max_utterances: int, seed: int, progress: bool = True) -> SpokenCorpus:
+    """The rendered corpus of ``split`` from ``data.spoken`` (``train_utterances`` for splits
+    named ``train*``, ``eval_utterances`` for the others, at most ``max_utterances``; ``cache``)."""
+    opts = {**_SPOKEN_DEFAULTS, **data.spoken}
+    bad = sorted(set(opts) - set(_SPOKEN_DEFAULTS))
+    if bad:
+        raise ConfigError(f"data.spoken: unknown key(s) {bad}; expected {sorted(_SPOKEN_DEFAULTS)}")
+    for key in ("train_utterances", "eval_utterances"):
+        if not (isinstance(opts[key], int) and not isinstance(opts[key], bool) and opts[key] >= 1):
+            raise ConfigError(f"data.spoken.{key}={opts[key]!r}: must be a whole number >= 1")
+    if opts["cache"] is not None and not isinstance(opts["cache"], str):
+        raise ConfigError(f"data.spoken.cache={opts['cache']!r}: must be a folder path or null (the default cache)")
+    size = opts["train_utterances" if split.startswith("train") else "eval_utterances"]
+    return SpokenCorpus.build(opts["cache"], split, min(size, max_utterances), seed, data.sample_rate, progress)
+
+
+def _spoken(data: DataConfig, which: str, segment: float | None, seed: int) -> SpokenMixtures:
+    spec, size, _ = synthetic_spec(data, which, segment)
+    split = _SYNTH_SPLIT_NAMES[which]
+    corpus = spoken_corpus(data, split, size * spec.n_src, seed)
+    return SpokenMixtures(size, spec, corpus, split=split, seed=seed,
+                          dynamic_mixing=data.dynamic_mixing and which == "train")
+
+
 def build_dataset(data: DataConfig, which: str, seed: int = 0):
     """The ``which`` ("train", "valid" or "test") data set of a recipe; the training set is
     augmented as ``data.augment`` says (:func:`augmented`)."""
@@ -80,6 +109,8 @@ def _corpus(data: DataConfig, which: str, seed: int):
     train = which == "train"
     if data.dataset == "synthetic":
         return _synthetic(data, which, segment, seed)
+    if data.dataset == "spoken":
+        return _spoken(data, which, segment, seed)
     if data.root is None:
         raise ConfigError(f"data.root is required for data.dataset={data.dataset!r} (give data.root=PATH)")
     split = {"train": data.train_split, "valid": data.valid_split, "test": data.test_split}[which]

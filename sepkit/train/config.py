@@ -32,7 +32,8 @@ from sepkit.errors import ConfigError  # noqa: E402  (re-exported)
 class DataConfig:
     """Where the data comes from and how it is batched.
 
-    dataset: "synthetic" (generated on the fly), "librimix" or "wsj0mix".
+    dataset: "synthetic" (generated on the fly), "spoken" (utterances of the espeak-ng
+        synthesizer, mixed on the fly like the synthetic ones), "librimix" or "wsj0mix".
     root: corpus root (librimix: the folder holding ``metadata/``; wsj0mix: holding tr/cv/tt).
     train_split / valid_split / test_split: split names of the corpus.
     mix: LibriMix mixture kind ("clean", "both", "single").
@@ -48,7 +49,10 @@ class DataConfig:
     augment: on-the-fly augmentation of the training items (reverberation, noise, speed,
         gain; :mod:`sepkit.data.augment` lists the keys); empty: off.
     synthetic: MixtureSpec fields and sizes for dataset "synthetic" (num_train, num_valid,
-        num_test, min_duration, max_duration, mode, noise, reverb, ...).
+        num_test, min_duration, max_duration, mode, noise, reverb, ...); dataset "spoken" mixes
+        by the same keys.
+    spoken: the corpus of dataset "spoken": train_utterances, eval_utterances (rendered per
+        split; at most n_src x the split's mixtures), cache (folder; default ~/.cache/sepkit).
     """
 
     dataset: str = "synthetic"
@@ -69,6 +73,7 @@ class DataConfig:
     prefetch_factor: int = 2
     augment: dict = field(default_factory=dict)
     synthetic: dict = field(default_factory=dict)
+    spoken: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -133,7 +138,7 @@ class RecipeConfig:
 
 
 _SECTIONS = {"data": DataConfig, "model": ModelConfig, "optim": OptimConfig, "train": TrainConfig}
-_FREE_FORM = {("data", "synthetic"), ("data", "augment"), ("model", "args"), ("optim", "scheduler_args")}
+_FREE_FORM = {("data", "synthetic"), ("data", "augment"), ("data", "spoken"), ("model", "args"), ("optim", "scheduler_args")}
 _SCALARS = ("recipe", "description", "task")
 
 

@@ -1,8 +1,9 @@
 """The ``enhancement`` task: a noisy recording in, the estimated clean speech out.
 
-Items are ``{"mixture": noisy (T,), "sources": clean (1, T), "id"}``; the built-in default is
-the synthetic generator with one speaker and noise (``data.n_src`` must be 1). The model maps
-(B, T) to (B, T) (or (B, 1, T)); by default it is a separator of ``model.name`` with one source.
+Items are ``{"mixture": noisy (T,), "sources": clean (1, T), "id"}``; the built-in defaults are
+the synthetic generator and the spoken corpus with one speaker and noise (``data.n_src`` must be
+1). The model maps (B, T) to (B, T) (or (B, 1, T)); by default it is a separator of
+``model.name`` with one source.
 The default loss is negative SI-SDR (``task_args.loss``).
 Evaluation reports SI-SDR, SI-SDRi and, where the ``eval`` extra is installed, PESQ (wide band at
 16 kHz, narrow band at 8 kHz) and ESTOI; validation SI-SDR (the monitor) and SI-SDRi.
@@ -23,7 +24,7 @@ from sepkit.data import resample
 from sepkit.losses import SISDRLoss
 from sepkit.metrics import estoi, pesq, si_sdr, si_sdri
 
-from ..builders import build_dataset, build_model
+from ..builders import BUILTIN, build_dataset, build_model
 from ..config import ConfigError
 from ..evaluate import items, summarize
 from .base import Task
@@ -60,7 +61,7 @@ class EnhancementTask(Task):
 
     def dataset(self, which: str):
         data = self.cfg.data
-        if data.dataset == "synthetic":
+        if data.dataset in BUILTIN:
             data = dataclasses.replace(data, synthetic={"noise": True, **data.synthetic})
         return build_dataset(data, which, self.cfg.train.seed)
 

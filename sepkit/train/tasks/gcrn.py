@@ -12,7 +12,7 @@
 The Wav2Vec2 model is frozen (:meth:`GCRNTask.frozen`), left out of checkpoints and rebuilt from
 ``model.args.ssl_ckpt`` (or the seeded random initialisation when there is none).
 
-Data: ``data.dataset: synthetic`` (the built-in generator with noise: training SNRs uniform in
+Data: ``data.dataset: synthetic`` or ``spoken`` (the built-in data with noise: training SNRs uniform in
 ``train_snr``, validation and test at ``eval_snr``) or ``dns``: ``data.root/<split>`` is either a
 ``clean/`` + ``noise/`` pair mixed on the fly (:class:`~sepkit.data.dns.DNSMixtures`; training at
 ``train_snr``, validation and test at ``eval_snr``) or the synthesized test-set layout
@@ -38,7 +38,7 @@ from sepkit.metrics import stoi
 from sepkit.models.gcrn import GCRN, VARIANTS
 from sepkit.models.streaming import StreamingEnhancer
 
-from ..builders import build_dataset
+from ..builders import BUILTIN, build_dataset
 from ..checkpoint import CheckpointError, read_weights, resolve_checkpoint
 from ..config import ConfigError
 from ..prerequisites import Prerequisite
@@ -95,8 +95,8 @@ class GCRNTask(EnhancementTask):
             raise ConfigError(f"model.args.variant={self.variant!r}: must be one of {VARIANTS}")
         if data.sample_rate != GCRN.sample_rate:
             raise ConfigError(f"data.sample_rate={data.sample_rate}: the GCRN runs at 16000 Hz; set data.sample_rate=16000")
-        if data.dataset not in ("synthetic", "dns"):
-            raise ConfigError(f"data.dataset={data.dataset!r}: the gcrn task reads 'synthetic' or 'dns'")
+        if data.dataset not in (*BUILTIN, "dns"):
+            raise ConfigError(f"data.dataset={data.dataset!r}: the gcrn task reads 'synthetic', 'spoken' or 'dns'")
         if not (isinstance(o.train_snr, (list, tuple)) and len(o.train_snr) == 2 and o.train_snr[0] <= o.train_snr[1]):
             raise ConfigError(f"task_args.train_snr={o.train_snr!r}: must be [low, high] dB with low <= high")
         if o.stage not in STAGES:
@@ -159,7 +159,7 @@ class GCRNTask(EnhancementTask):
         data, o = self.cfg.data, self.options
         train = which == "train"
         snr = tuple(float(v) for v in o.train_snr) if train else (float(o.eval_snr),) * 2
-        if data.dataset == "synthetic":
+        if data.dataset in BUILTIN:
             # training SNRs: train_snr unless data.synthetic sets them; evaluation: always eval_snr
             synthetic = {"noise": True, "snr_range": snr, **data.synthetic} if train else \
                 {"noise": True, **data.synthetic, "snr_range": snr}
