@@ -39,6 +39,8 @@ from pathlib import Path
 
 from sepkit.errors import InputError
 
+from .options import add_compile_arguments
+
 DEFAULT_RECIPE = "convtasnet"
 
 
@@ -52,6 +54,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--resume", action="store_true", help="continue an interrupted demo in --out")
     parser.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_compile_arguments(parser)  # sets train.compile; evaluation and the example run compiled too
 
 
 def output_folder(out: str | Path, resume: bool) -> Path:
@@ -105,6 +108,8 @@ def run(args) -> int:
         overrides.insert(0, recipe)
         recipe = None
     recipe = recipe or DEFAULT_RECIPE
+    if args.compile is not None:
+        overrides.append(f"train.compile={args.compile}")
     cfg = load_recipe(recipe, "demo", overrides)
     name = Path(recipe).stem if recipe.endswith((".yaml", ".yml")) else recipe
     out = output_folder(args.out or f"runs/demo-{name}", args.resume)
@@ -121,7 +126,7 @@ def run(args) -> int:
 
     print("[2/4] evaluating on the held-out synthetic test set", flush=True)
     t = time.perf_counter()
-    task, model = load_trained(out, device)
+    task, model = load_trained(out, device, compile=cfg.train.compile)
     test_set = task.dataset("test")
     with torch.no_grad():
         rows = task.evaluate(model, test_set, progress=progress)
