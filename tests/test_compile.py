@@ -302,3 +302,47 @@ def test_compiled_demo_gives_the_eager_demos_metrics(inductor, tmp_path, capsys)
     assert list(a) == list(b)
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=1e-3, atol=1e-4, msg=k)
+
+
+def test_checkpoints_of_a_wrapped_compiled_model_hold_its_own_keys(tmp_path):
+    """``torch.compile(model)`` (the wrapper, not sepkit's in-place compile) still writes the
+    model's keys."""
+    from sepkit.train.checkpoint import model_weights
+
+    model, _ = pair("convtasnet")
+    wrapped = torch.compile(model, backend="aot_eager")
+    assert any(k.startswith("_orig_mod.") for k in wrapped.state_dict())
+    assert list(model_weights(wrapped)) == list(model.state_dict())
+
+
+# -- perf models --compile ---------------------------------------------------------------------
+
+def test_perf_models_times_compiled_models_with_the_compile_apart():
+    from perf import models
+
+    out = models.time_in_process("sepkit", "dprnn", 0.05, 1, reps=1, warmup=1, modes=("inference",),
+                                 compile="default", compile_backend="aot_eager")
+    assert out["compiled"] is True and out["compile_failure"] is None
+    assert len(out["inference"]["warmup_s"]) == 1 and out["inference"]["warmup_s"][0] > out["inference"]["median_s"]
+    eager = models.time_in_process("sepkit", "dprnn", 0.05, 1, reps=1, warmup=0, modes=("inference",))
+    assert "compiled" not in eager and eager["inference"]["warmup_s"] == []
+
+
+def test_perf_models_compile_table_names_what_did_not_compile():
+    from perf import models
+
+    row = dict(model="dprnn", peer="Asteroid DPRNNTasNet", compile_mode="default", sepkit_params=1, peer_params=1,
+               inference_sepkit_compiled_s=2.0, inference_peer_s=3.2, inference_sepkit_s=2.4,
+               inference_ratio_peer=1.6, inference_ratio_peer_range=[1.5, 1.7], inference_ratio_sepkit=1.2,
+               inference_ratio_sepkit_range=[1.2, 1.2], inference_sepkit_compiled_compile_s=30.0,
+               training_sepkit_compiled_s=8.0, training_peer_s=12.0, training_sepkit_s=9.0, training_ratio_peer=1.5,
+               training_ratio_sepkit=1.125, training_sepkit_compiled_compile_s=90.0,
+               peer_compiled_failure="BackendCompilerFailed: x")
+    doc = dict(rows=[row], config=dict(batch=1, seconds=4.0, sample_rate=8000, threads=2, reps=3, warmup=1, rounds=2,
+                                       timing_malloc="steady", compile_mode="default", compile_backend="inductor"),
+               machine=dict(cpu="x86_64", torch="t", date="d"))
+    text = models.compile_markdown(doc)
+    assert "torch.compile mode default (backend inductor)" in text and "median over 2 round(s)" in text
+    line = text.splitlines()[-1]
+    assert "2000 ms / 3200 ms (1.60x, rounds 1.50 to 1.70) / does not compile / eager sepkit 2400 ms (1.20x)" in line
+    assert "8000 ms / 12000 ms (1.50x)" in line and "sepkit 30 / 90 s; peer: BackendCompilerFailed: x" in line
