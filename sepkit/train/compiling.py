@@ -144,7 +144,7 @@ class CompiledForward:
             reason = _reason(exc)
             if self.mode != "default" and self.calls == 0:
                 raise BackendError(f"{self.what}={self.mode}: torch.compile failed on this machine ({reason}); "
-                                   f"use {self.what}=default to fall back to eager, or none") from None
+                                   "mode default runs eagerly where it cannot compile, none never compiles") from None
             self.failed, self.reason = True, reason
             _notice(f"{self.what}: torch.compile failed ({reason}); running eagerly from here on")
         self.calls += 1
