@@ -346,3 +346,30 @@ def test_perf_models_compile_table_names_what_did_not_compile():
     line = text.splitlines()[-1]
     assert "2000 ms / 3200 ms (1.60x, rounds 1.50 to 1.70) / does not compile / eager sepkit 2400 ms (1.20x)" in line
     assert "8000 ms / 12000 ms (1.50x)" in line and "sepkit 30 / 90 s; peer: BackendCompilerFailed: x" in line
+
+
+def test_relu_is_one_op_that_saves_its_output_when_compiled():
+    """sepkit.nn.graph.relu: torch.relu eagerly; compiled, the op whose backward reads the
+    output (values and gradients as torch.relu's, float64 reference)."""
+    from sepkit.nn.graph import relu
+
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(64, 33, generator=g, dtype=torch.float64)
+    x[0, :5] = 0.0
+    upstream = torch.randn(64, 33, generator=g, dtype=torch.float64)
+    seen = []
+
+    def backend(gm, example_inputs):
+        seen.append(str(gm.graph))
+        return gm
+
+    def f(t):
+        return relu(t) * 2.0
+
+    for fn in (f, torch.compile(f, backend=backend)):
+        t = x.clone().requires_grad_(True)
+        y = fn(t)
+        y.backward(upstream)
+        torch.testing.assert_close(y, torch.relu(x) * 2.0, rtol=0, atol=0)
+        torch.testing.assert_close(t.grad, torch.where(x > 0, upstream * 2.0, torch.zeros_like(x)), rtol=0, atol=0)
+    assert seen and "sepkit.relu_saving_output" in seen[0]
