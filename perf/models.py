@@ -172,14 +172,20 @@ torch.set_num_threads({threads})
 from perf.models import n_params, sepkit_model, peer_model, step_fn
 torch.manual_seed(0)
 m = sepkit_model({name!r}, **{kwargs!r}) if {which!r} == "sepkit" else peer_model({name!r})
+if {compile!r} != "none":
+    from sepkit.train.compiling import compile_model
+    compile_model(m, {compile!r}, "perf models --compile", backend={backend!r})
 g = torch.Generator().manual_seed(0)
 mix = torch.randn(1, int({seconds} * 8000), generator=g) * 0.1
 ref = torch.randn(1, 2, mix.shape[-1], generator=g) * 0.1
 out = {{}}
 for mode in {modes!r}:
     fn = step_fn(m, mix, ref, mode)
+    first = []
     for _ in range({warmup}):
+        t0 = time.perf_counter()
         fn()
+        first.append(time.perf_counter() - t0)
     times, faults = [], []
     for _ in range({reps}):
         f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
@@ -187,20 +193,30 @@ for mode in {modes!r}:
         fn()
         times.append(time.perf_counter() - t0)
         faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0)
-    out[mode] = {{"median_s": statistics.median(times), "times_s": times, "page_faults": faults}}
+    out[mode] = {{"median_s": statistics.median(times), "times_s": times, "page_faults": faults, "warmup_s": first}}
 out["params"] = n_params(m)
+if {compile!r} != "none":
+    forward = m.__dict__.get("forward")
+    out["compiled"] = bool(forward is not None and not forward.failed)
+    out["compile_failure"] = getattr(forward, "reason", None) or (None if forward is not None else "not compiled")
 print(json.dumps(out))
 """
 
 
 def time_in_process(which: str, name: str, seconds: float, threads: int, reps: int, warmup: int,
-                    malloc: str = "steady", modes=("inference", "training"), checkpointing: str = "none") -> dict:
+                    malloc: str = "steady", modes=("inference", "training"), checkpointing: str = "none",
+                    compile: str = "none", compile_backend: str = "inductor") -> dict:
     """Time ``which`` ("sepkit" or "peer") in a fresh process: per mode, the median of ``reps``
-    repetitions after ``warmup``, the repetitions' times and their minor page faults; and the
-    model's parameter count (``"params"``)."""
+    repetitions after ``warmup``, the repetitions' times, their minor page faults and the
+    warm-up calls' times (``"warmup_s"``: with ``compile``, the first one includes compiling);
+    the model's parameter count (``"params"``). ``compile`` (a :mod:`sepkit.train.compiling`
+    mode): the model's forward under torch.compile, for sepkit and peers alike, through
+    :func:`~sepkit.train.compiling.compile_model`; then ``"compiled"`` says whether it stayed
+    compiled and ``"compile_failure"`` why not."""
     kwargs = {} if checkpointing == "none" else {"checkpointing": checkpointing}
     code = TIMED_CODE.format(root=str(Path(__file__).resolve().parents[1]), threads=threads, name=name,
-                             kwargs=kwargs, which=which, seconds=seconds, modes=tuple(modes), warmup=warmup, reps=reps)
+                             kwargs=kwargs, which=which, seconds=seconds, modes=tuple(modes), warmup=warmup, reps=reps,
+                             compile=compile, backend=compile_backend)
     env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
     env.update(TIMING_MALLOC[malloc])
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=7200, env=env)
@@ -385,6 +401,115 @@ def run(models: list[str], seconds: float, threads: int, reps: int, warmup: int,
                         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}}
 
 
+COMPILE_VARIANTS = (("sepkit_compiled", "sepkit", True), ("sepkit", "sepkit", False), ("peer", "peer", False),
+                    ("peer_compiled", "peer", True))
+"""The processes of a ``--compile`` round, in turn: (key, implementation, compiled)."""
+
+
+def compile_rows(models: list[str], seconds: float, threads: int, reps: int, warmup: int, rounds: int,
+                 timing_malloc: str, mode: str = "default", backend: str = "inductor") -> list[dict]:
+    """``--compile``: per model, ``rounds`` rounds of fresh processes for sepkit compiled, sepkit
+    eager, the peer eager and the peer compiled (each its model's forward under
+    :func:`sepkit.train.compiling.compile_model` in ``mode``), one after the other. A figure is
+    the median over the rounds of each process's median step after ``warmup`` calls (``warmup``
+    >= 1: the first call compiles); the compile time is the first call's time less that
+    process's median step, apart from the steady step. A peer whose compile fell back to eager
+    has no compiled figure, only the reason."""
+    if warmup < 1:
+        raise ValueError("compile_rows: warmup must be >= 1 (the first call compiles)")
+    rows = []
+    for name in models:
+        row = {"model": name, "peer": PEERS[name], "compile_mode": mode}
+        if not peer_installed(name):
+            row["sepkit_params"] = n_params(sepkit_model(name))
+            row["skipped"] = f"peer package {PEER_PACKAGES[name]} not installed"
+            rows.append(row)
+            print(format_compile_row(row), flush=True)
+            continue
+        runs = {key: [] for key, _, _ in COMPILE_VARIANTS}
+        for _ in range(rounds):
+            for key, which, compiled in COMPILE_VARIANTS:
+                if key == "peer_compiled" and runs[key] and not runs[key][-1].get("compiled", True):
+                    continue  # the peer did not compile: no need to try again
+                runs[key].append(time_in_process(which, name, seconds, threads, reps, warmup, timing_malloc,
+                                                 compile=mode if compiled else "none", compile_backend=backend))
+        row["sepkit_params"], row["peer_params"] = runs["sepkit"][0]["params"], runs["peer"][0]["params"]
+        for key in ("sepkit_compiled", "peer_compiled"):
+            failed = [r.get("compile_failure") for r in runs[key] if not r.get("compiled", False)]
+            if failed:
+                row[f"{key}_failure"] = failed[0] or "fell back to eager"
+        usable = [k for k, _, _ in COMPILE_VARIANTS if not row.get(f"{k}_failure")]
+        for m in ("inference", "training"):
+            for key in usable:
+                row[f"{m}_{key}_s"] = statistics.median(r[m]["median_s"] for r in runs[key])
+                if key.endswith("_compiled"):
+                    row[f"{m}_{key}_compile_s"] = statistics.median(r[m]["warmup_s"][0] - r[m]["median_s"]
+                                                                    for r in runs[key])
+            if "sepkit_compiled" not in usable:
+                continue
+            base = f"{m}_sepkit_compiled_s"
+            for key in ("peer", "peer_compiled", "sepkit"):
+                if key in usable:
+                    row[f"{m}_ratio_{key}"] = row[f"{m}_{key}_s"] / row[base]
+                    per_round = [o[m]["median_s"] / c[m]["median_s"] for c, o in zip(runs["sepkit_compiled"], runs[key])]
+                    row[f"{m}_ratio_{key}_range"] = [min(per_round), max(per_round)]
+        row["processes"] = runs
+        rows.append(row)
+        print(format_compile_row(row), flush=True)
+    return rows
+
+
+def _ms(row: dict, key: str) -> str:
+    return f"{row[key] * 1e3:.0f} ms" if key in row else "-"
+
+
+def _ratio(row: dict, key: str) -> str:
+    if key not in row:
+        return ""
+    lo, hi = row.get(f"{key}_range", (None, None))
+    spread = f", rounds {lo:.2f} to {hi:.2f}" if lo is not None and lo != hi else ""
+    return f" ({row[key]:.2f}x{spread})"
+
+
+def format_compile_row(r: dict) -> str:
+    if "skipped" in r:
+        return f"| {r['model']} | {r['peer']} | skipped: {r['skipped']} | | | |"
+    cells = []
+    for m in ("inference", "training"):
+        if r.get("sepkit_compiled_failure"):
+            cells.append(f"sepkit did not compile: {r['sepkit_compiled_failure']}")
+            continue
+        peer_c = (_ms(r, f"{m}_peer_compiled_s") + _ratio(r, f"{m}_ratio_peer_compiled")
+                  if not r.get("peer_compiled_failure") else "does not compile")
+        cells.append(f"{_ms(r, f'{m}_sepkit_compiled_s')} / {_ms(r, f'{m}_peer_s')}{_ratio(r, f'{m}_ratio_peer')} / "
+                     f"{peer_c} / eager sepkit {_ms(r, f'{m}_sepkit_s')}{_ratio(r, f'{m}_ratio_sepkit')}")
+    compile_s = []
+    for key, who in (("sepkit_compiled", "sepkit"), ("peer_compiled", "peer")):
+        if r.get(f"{key}_failure"):
+            compile_s.append(f"{who}: {r[f'{key}_failure']}")
+        else:
+            compile_s.append(f"{who} {r.get(f'inference_{key}_compile_s', float('nan')):.0f} / "
+                             f"{r.get(f'training_{key}_compile_s', float('nan')):.0f} s")
+    return f"| {r['model']} | {r['peer']} | {cells[0]} | {cells[1]} | {'; '.join(compile_s)} |"
+
+
+def compile_markdown(result: dict) -> str:
+    c, m = result["config"], result["machine"]
+    lines = [f"Compiled separators vs peers on the CPU ({m['cpu']}, {c['threads']} threads, torch {m['torch']}, "
+             f"{m['date']}): torch.compile mode {c['compile_mode']} (backend {c['compile_backend']}), batch "
+             f"{c['batch']} x {c['seconds']:g} s at {c['sample_rate']} Hz, fp32; each figure the median over "
+             f"{c['rounds']} round(s) of fresh processes (sepkit compiled, sepkit eager, peer eager, peer compiled in "
+             f"turn) of each process's median of {c['reps']} steps after {c['warmup']} warm-up call(s); allocator: "
+             f"{c['timing_malloc']}. Cells: sepkit compiled / peer eager (ratio) / peer compiled (ratio) / sepkit "
+             "eager (ratio), each ratio = that time / sepkit compiled (above 1: compiled sepkit is faster). Compile "
+             "time: the first call less a steady step, inference / training, apart from the steps.",
+             "",
+             "| model | peer | inference | training step | compile time |",
+             "|---|---|---|---|---|"]
+    lines += [format_compile_row(r) for r in result["rows"]]
+    return "\n".join(lines) + "\n"
+
+
 def format_row(r: dict) -> str:
     if "skipped" in r:
         return f"| {r['model']} | {r['peer']} | {r['sepkit_params']:,} | skipped: {r['skipped']} | | |"
@@ -450,16 +575,17 @@ def markdown(result: dict) -> str:
 
 
 README_START, README_END = "<!-- models-table:start -->", "<!-- models-table:end -->"
+COMPILE_START, COMPILE_END = "<!-- models-compile-table:start -->", "<!-- models-compile-table:end -->"
 
 
-def update_readme(text: str, readme: Path) -> bool:
-    """Replace the README's models table (between its markers) with ``text``."""
+def update_readme(text: str, readme: Path, start: str = README_START, end: str = README_END) -> bool:
+    """Replace the README's models table (between its markers ``start`` and ``end``) with ``text``."""
     body = readme.read_text()
-    if README_START not in body or README_END not in body:
+    if start not in body or end not in body:
         return False
-    head, rest = body.split(README_START, 1)
-    _, tail = rest.split(README_END, 1)
-    readme.write_text(f"{head}{README_START}\n{text}{README_END}{tail}")
+    head, rest = body.split(start, 1)
+    _, tail = rest.split(end, 1)
+    readme.write_text(f"{head}{start}\n{text}{end}{tail}")
     return True
 
 
@@ -519,6 +645,12 @@ def main(argv=None) -> int:
                         help="CPU memory runs: live tensors (default, see MALLOC_ENV) or glibc's defaults")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--readme", action="store_true", help="also rewrite the README's models table")
+    parser.add_argument("--compile", nargs="?", const="default", choices=("default", "max-autotune"),
+                        help="compiled sepkit (torch.compile, MODE default) beside each peer eager and compiled, "
+                        "compile time apart; results in --out/models_cpu_compile.*")
+    parser.add_argument("--compile-backend", choices=("inductor", "aot_eager"), default="inductor",
+                        help="with --compile: torch.compile backend (aot_eager: graphs without code generation, "
+                        "for checking the harness, not a measurement)")
     parser.add_argument("--from", dest="sources", type=Path, nargs="+",
                         help="measure nothing: combine these result JSON files (timings of the first that has "
                         "them, memory of the last that has it) into --out/models_cpu.* (and --readme)")
@@ -527,6 +659,8 @@ def main(argv=None) -> int:
         parser.error("need --rounds >= 1, --reps >= 1, --warmup >= 0, --threads >= 1 and --seconds > 0")
     if args.sources:
         return combine(args.sources, args.out, args.readme)
+    if args.compile:
+        return main_compile(args)
     if args.device == "cuda" and not torch.cuda.is_available():
         print("python -m perf models: --device cuda needs a CUDA GPU", file=sys.stderr)
         return 2
@@ -546,6 +680,40 @@ def main(argv=None) -> int:
         readme = Path(__file__).resolve().parents[1] / "README.md"
         if not update_readme(markdown(result), readme):
             print(f"{readme} has no {README_START} ... {README_END} markers; not updated", file=sys.stderr)
+            return 2
+        print(f"updated {readme}")
+    return 0
+
+
+def main_compile(args) -> int:
+    """``--compile``: :func:`compile_rows`, written to ``--out/models_cpu_compile.{json,md}``
+    (and the README's compiled-models table with ``--readme``)."""
+    import sepkit
+
+    if args.warmup < 1:
+        print("python -m perf models --compile: need --warmup >= 1 (the first call compiles)", file=sys.stderr)
+        return 2
+    torch.set_num_threads(args.threads)
+    rows = compile_rows(args.model or sorted(PEERS), args.seconds, args.threads, args.reps, args.warmup, args.rounds,
+                        args.timing_malloc, args.compile, args.compile_backend)
+    result = {"rows": rows,
+              "config": {"batch": 1, "seconds": args.seconds, "sample_rate": 8000, "dtype": "fp32",
+                         "threads": args.threads, "reps": args.reps, "warmup": args.warmup, "rounds": args.rounds,
+                         "timing_malloc": args.timing_malloc, "compile_mode": args.compile,
+                         "compile_backend": args.compile_backend, "device": "cpu"},
+              "machine": {"cpu": platform.processor() or platform.machine(), "torch": torch.__version__,
+                          "sepkit": sepkit.__version__, "python": platform.python_version(),
+                          "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}}
+    args.out.mkdir(parents=True, exist_ok=True)
+    text = compile_markdown(result)
+    (args.out / "models_cpu_compile.json").write_text(json.dumps(result, indent=1))
+    (args.out / "models_cpu_compile.md").write_text(text)
+    print(text)
+    print(f"wrote {args.out / 'models_cpu_compile.json'} and {args.out / 'models_cpu_compile.md'}")
+    if args.readme:
+        readme = Path(__file__).resolve().parents[1] / "README.md"
+        if not update_readme(text, readme, COMPILE_START, COMPILE_END):
+            print(f"{readme} has no {COMPILE_START} ... {COMPILE_END} markers; not updated", file=sys.stderr)
             return 2
         print(f"updated {readme}")
     return 0

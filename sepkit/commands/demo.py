@@ -40,6 +40,8 @@ from pathlib import Path
 
 from sepkit.errors import InputError
 
+from .options import add_compile_arguments
+
 DEFAULT_RECIPE = "convtasnet"
 
 
@@ -53,6 +55,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--resume", action="store_true", help="continue an interrupted demo in --out")
     parser.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_compile_arguments(parser)  # sets train.compile; evaluation and the example run compiled too
 
 
 def synthesizer_installed() -> bool:
@@ -121,6 +124,8 @@ def run(args) -> int:
         overrides.insert(0, recipe)
         recipe = None
     recipe = recipe or DEFAULT_RECIPE
+    if args.compile is not None:
+        overrides.append(f"train.compile={args.compile}")
     cfg = load_recipe(recipe, "demo", overrides)
     if cfg.data.dataset == "spoken" and not synthesizer_installed():
         print("sepkit demo: espeak-ng is not installed, so this demo trains on the synthetic speech-like generator "
@@ -143,7 +148,7 @@ def run(args) -> int:
 
     print(f"[2/4] evaluating on the held-out {cfg.data.dataset} test set", flush=True)
     t = time.perf_counter()
-    task, model = load_trained(out, device)
+    task, model = load_trained(out, device, compile=cfg.train.compile)
     test_set = task.dataset("test")
     with torch.no_grad():
         rows = task.evaluate(model, test_set, progress=progress)

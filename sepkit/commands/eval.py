@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import sys
 
+from .options import add_compile_arguments
+
 
 def add_arguments(parser) -> None:
     parser.add_argument("recipe", nargs="?", help="recipe name or YAML path whose data section names the test set "
@@ -21,6 +23,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--no-ema", action="store_true", help="the trained weights, not their moving average")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing per-utterance CSV")
     parser.add_argument("--device")
+    add_compile_arguments(parser)
 
 
 def run(args) -> int:
@@ -67,7 +70,7 @@ def run(args) -> int:
         raise FileExistsError(f"{csv_path} exists; pass --overwrite to replace it or --csv PATH (nothing was written)")
     check_output_dir(csv_path.parent, "--csv folder")
     device = resolve_device(args.device)
-    _, model = load_trained(ckpt, device, ema=not args.no_ema)
+    _, model = load_trained(ckpt, device, ema=not args.no_ema, compile=args.compile or "none")
     task = make_task(cfg)
     task.run_dir = run_folder_of(ckpt)
     dataset = Loaded(task.dataset(args.split), loader_options(cfg.data, cfg.train.seed), f"{args.split} item", device)

@@ -8,6 +8,8 @@ rate and back, with a notice): a separator writes ``DIR/<input stem>_s<k>.wav`` 
 """
 from __future__ import annotations
 
+from .options import add_compile_arguments
+
 
 # flags a task may support; passed to its ``infer`` only when the user set them
 TASK_OPTIONS = ("target_slot", "stream", "steps")
@@ -26,6 +28,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--no-ema", action="store_true", help="the trained weights, not their moving average")
     parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
     parser.add_argument("--device")
+    add_compile_arguments(parser)
 
 
 def run(args) -> int:
@@ -47,7 +50,7 @@ def run(args) -> int:
         raise ConfigError(f"--steps={args.steps}: must be >= 1")
     check_output_dir(out, "-o/--out")
     device = resolve_device(args.device)
-    task, model = load_trained(args.ckpt, device, ema=not args.no_ema)
+    task, model = load_trained(args.ckpt, device, ema=not args.no_ema, compile=args.compile or "none")
     task.check_options(model, options)
     rate = task.sample_rate
     min_samples = max(1, int(0.05 * rate))

@@ -43,6 +43,7 @@ from torch import nn
 from sepkit.errors import InputError
 
 from .fused import layer_norm_linear
+from .graph import ReLU
 
 LAYER_BACKENDS = (None, "triton", "torch", "sdpa", "xformers")
 ACTIVATIONS = ("relu", "gelu", "snake")
@@ -294,7 +295,7 @@ class CrossAttention(nn.Module):
 
 def _activation(name: str, channels: int) -> nn.Module:
     if name == "relu":
-        return nn.ReLU()
+        return ReLU()
     if name == "gelu":
         return nn.GELU()
     if name == "snake":

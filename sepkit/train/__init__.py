@@ -31,6 +31,7 @@ method recipes add theirs. ``sepkit eval`` and ``sepkit separate`` rebuild any t
 a checkpoint alone (:func:`load_trained`).
 """
 from .checkpoint import CheckpointError, load_weights, read_meta, resolve_checkpoint, save_checkpoint
+from .compiling import compile_model
 from .config import ConfigError, RecipeConfig, load_recipe, resolve_recipe
 from .evaluate import evaluate, summarize
 from .inference import separate_waveform
@@ -39,7 +40,7 @@ from .tasks import EnhancementTask, SeparationTask, Task, get_task, make_task
 from .trainer import train
 
 __all__ = [
-    "CheckpointError", "ConfigError", "EnhancementTask", "RecipeConfig", "SeparationTask", "Task", "evaluate",
+    "CheckpointError", "ConfigError", "EnhancementTask", "RecipeConfig", "SeparationTask", "Task", "compile_model", "evaluate",
     "get_task", "load_recipe", "load_trained", "load_weights", "make_task", "read_config", "read_meta",
     "resolve_checkpoint", "resolve_recipe", "save_checkpoint", "separate_waveform", "summarize", "train",
 ]

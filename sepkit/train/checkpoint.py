@@ -60,7 +60,9 @@ def _excluded(key: str, exclude) -> bool:
 
 
 def model_weights(model: torch.nn.Module, exclude: tuple[str, ...] = ()) -> dict:
-    """The state dict of ``model`` on the CPU, without the entries under the ``exclude`` prefixes."""
+    """The state dict of ``model`` on the CPU, without the entries under the ``exclude`` prefixes;
+    a module wrapped by ``torch.compile(model)`` gives its inner module's keys (no ``_orig_mod.``)."""
+    model = getattr(model, "_orig_mod", model)
     return {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items() if not _excluded(k, exclude)}
 
 

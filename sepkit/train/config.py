@@ -10,7 +10,7 @@ are applied last; values are parsed as YAML scalars.
     data:  {dataset, root, split names, sample_rate, n_src, segment, batch_size, ...}
     model: {name, args: {...}}           # args go to the model's constructor
     optim: {optimizer, lr, weight_decay, clip_grad_norm, scheduler, scheduler_args}
-    train: {max_steps, eval_every, ckpt_every, log_every, precision, seed, grad_accum, ema, ...}
+    train: {max_steps, eval_every, ckpt_every, log_every, precision, seed, grad_accum, ema, compile, ...}
     presets: {demo: {...}}
 """
 from __future__ import annotations
@@ -26,6 +26,8 @@ import yaml
 
 from sepkit.data.augment import augment_spec
 from sepkit.errors import ConfigError  # noqa: E402  (re-exported)
+
+from .compiling import MODES as COMPILE_MODES
 
 
 @dataclass
@@ -106,7 +108,9 @@ class TrainConfig:
     step checkpoints to keep; grad_accum: micro-batches of ``data.batch_size`` summed into one
     optimizer step; ema: decay of an exponential moving average of the weights (None: off),
     kept in checkpoints and used for validation, evaluation and inference;
-    find_unused_parameters: passed to DistributedDataParallel."""
+    find_unused_parameters: passed to DistributedDataParallel; compile: "none" (eager),
+    "default" or "max-autotune": the training step and the model's forward under
+    torch.compile (see :mod:`sepkit.train.compiling`)."""
 
     max_steps: int = 100000
     eval_every: int = 1000
@@ -120,6 +124,7 @@ class TrainConfig:
     grad_accum: int = 1
     ema: float | None = None
     find_unused_parameters: bool = False
+    compile: str = "none"
 
 
 @dataclass
@@ -243,6 +248,7 @@ _RANGES = [
     ("train", "max_valid_items", lambda v: v >= 1, ">= 1, or null (all)"),
     ("train", "ema", lambda v: 0 < v < 1, "a decay in (0, 1), e.g. 0.999, or null (off)"),
     ("train", "precision", lambda v: v in ("fp32", "bf16", "fp16"), "fp32, bf16 or fp16"),
+    ("train", "compile", lambda v: v in COMPILE_MODES, ", ".join(COMPILE_MODES[:-1]) + " or " + COMPILE_MODES[-1]),
 ]
 
 

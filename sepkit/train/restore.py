@@ -7,6 +7,7 @@ import torch
 import yaml
 
 from .checkpoint import CheckpointError, load_weights, read_meta, resolve_checkpoint
+from .compiling import compile_model
 from .config import ConfigError, RecipeConfig, config_from_dict
 from .prerequisites import resolve_recorded, run_folder_of
 from .tasks import Task, make_task
@@ -34,9 +35,12 @@ def saved_config(ckpt) -> RecipeConfig:
     return resolve_recorded(read_config(ckpt), read_meta(ckpt), ckpt)
 
 
-def load_trained(path: str | os.PathLike, device: str | torch.device = "cpu", ema: bool = True) -> tuple[Task, torch.nn.Module]:
+def load_trained(path: str | os.PathLike, device: str | torch.device = "cpu", ema: bool = True,
+                 compile: str = "none") -> tuple[Task, torch.nn.Module]:
     """``(task, model)`` of a checkpoint folder or run folder (its newest checkpoint), the model
-    in eval mode on ``device`` with the EMA weights when the run kept them and ``ema`` is true.
+    in eval mode on ``device`` with the EMA weights when the run kept them and ``ema`` is true,
+    its forward under torch.compile in ``compile`` mode (:mod:`sepkit.train.compiling`;
+    default "none": eager).
 
     Frozen submodules (a codec, a teacher) are not in the checkpoint: the task's ``build_model``
     loads them from the paths in the saved config; prerequisites the run trained are found in
@@ -51,7 +55,7 @@ def load_trained(path: str | os.PathLike, device: str | torch.device = "cpu", em
     frozen = tuple(meta.get("frozen", ()))
     name = "ema.safetensors" if ema and meta.get("ema") else "model.safetensors"
     load_weights(ckpt, model, exclude=frozen, name=name)
-    return task, model.to(device).eval()
+    return task, compile_model(model.to(device).eval(), compile, "--compile")
 
 
 def load_frontend(path: str | os.PathLike, config=None, **overrides):

@@ -46,6 +46,7 @@ from .checkpoint import (
 )
 from .builders import loader_options
 from .checks import check_run_folder, is_run_folder, mark_run_folder, resolve_device
+from .compiling import compile_training
 from .config import ConfigError, RecipeConfig, check_ranges
 from .ema import EMA
 from .evaluate import format_summary, summarize, write_rows
@@ -365,6 +366,7 @@ def train(cfg: RecipeConfig, run_dir: str | os.PathLike, resume: bool = False, d
         if main:
             print(f"resumed from {ckpt} at step {step}")
     stepper = _Step(task, model)
+    compile_training(stepper, model, cfg.train.compile)  # in place: state-dict keys unchanged
     if world > 1:
         from torch.nn.parallel import DistributedDataParallel
 

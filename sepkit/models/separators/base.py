@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from sepkit.errors import InputError, InputTypeError
+from sepkit.nn.graph import relu
 
 ENCODER_ACTIVATIONS = ("linear", "relu", "gated")
 ENCODER_PADDINGS = ("cover", "none")
@@ -74,7 +75,7 @@ def as_waveform_batch(name: str, mixture: torch.Tensor, model: nn.Module | None 
 def mask_activation(name: str, masks: torch.Tensor, source_dim: int = 1) -> torch.Tensor:
     """Apply a mask nonlinearity; ``softmax`` normalises across the sources (``source_dim``)."""
     if name == "relu":
-        return torch.relu(masks)
+        return relu(masks)
     if name == "sigmoid":
         return torch.sigmoid(masks)
     if name == "softmax":

@@ -15,6 +15,7 @@ from torch import nn
 
 from sepkit.errors import InputError
 from sepkit.nn.checkpoint import check_checkpointing, run_block
+from sepkit.nn.graph import outside_graph
 from sepkit.nn.norm import make_norm
 
 from .base import Decoder, Encoder, MaskSeparator, check_choice, mask_activation
@@ -25,7 +26,9 @@ class LSTMMasker(nn.Module):
 
     norm(N), then ``n_layers`` LSTM layers of ``hidden`` units (per direction); layer i >= 1 adds
     its input to its output (identity skip); dropout between layers; linear -> S*N; mask act.
-    ``checkpointing="blocks"`` recomputes each LSTM layer in the backward pass.
+    ``checkpointing="blocks"`` recomputes each LSTM layer in the backward pass. The LSTMs run
+    outside torch.compile's graphs (:func:`~sepkit.nn.graph.outside_graph`); the norm, skips and
+    output layer compile.
     """
 
     def __init__(self, in_channels: int, n_src: int, hidden: int = 500, n_layers: int = 4,
@@ -46,11 +49,16 @@ class LSTMMasker(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.output = nn.Linear(width, n_src * in_channels)
 
+    @outside_graph
+    def recurrent(self, i: int, x: torch.Tensor) -> torch.Tensor:
+        """Outputs (batch, F, width) of LSTM layer ``i`` on ``x`` (batch, F, in)."""
+        return self.layers[i](x)[0]
+
     def forward(self, w: torch.Tensor) -> torch.Tensor:
         B, N, frames = w.shape
         x = self.norm(w).transpose(1, 2)  # (B, F, N)
-        for i, lstm in enumerate(self.layers):
-            y = run_block(lstm, x, checkpointing=self.checkpointing)[0]
+        for i in range(len(self.layers)):
+            y = run_block(self.recurrent, i, x, checkpointing=self.checkpointing)
             x = self.dropout(y + x if i > 0 else y)
         masks = self.output(x).reshape(B, frames, self.n_src, N).permute(0, 2, 3, 1)
         return mask_activation(self.mask_act, masks)

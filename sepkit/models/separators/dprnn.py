@@ -20,6 +20,7 @@ from torch import nn
 
 from sepkit.errors import InputError
 from sepkit.nn.checkpoint import check_checkpointing, run_block
+from sepkit.nn.graph import outside_graph
 from sepkit.nn.norm import make_norm
 
 from .base import Decoder, Encoder, MaskSeparator
@@ -36,7 +37,8 @@ class RNNPath(nn.Module):
     """One path of a DPRNN block: LSTM over sequences, linear back to D, norm, residual.
 
     ``forward(seq (batch, L, D)) -> (batch, L, D)`` before the norm; the block applies the norm
-    in the (B, D, K, n) layout.
+    in the (B, D, K, n) layout. The LSTM runs outside torch.compile's graphs
+    (:func:`~sepkit.nn.graph.outside_graph`); the projection compiles with the block around it.
     """
 
     def __init__(self, channels: int, hidden: int, bidirectional: bool, dropout: float = 0.0):
@@ -45,8 +47,13 @@ class RNNPath(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.proj = nn.Linear(hidden * (2 if bidirectional else 1), channels)
 
+    @outside_graph
+    def recurrent(self, seq: torch.Tensor) -> torch.Tensor:
+        """The LSTM's outputs (batch, L, H * directions)."""
+        return self.rnn(seq)[0]
+
     def forward(self, seq: torch.Tensor) -> torch.Tensor:
-        return self.proj(self.dropout(self.rnn(seq)[0]))
+        return self.proj(self.dropout(self.recurrent(seq)))
 
 
 class DPRNNBlock(nn.Module):
