@@ -40,8 +40,10 @@ setup(
         "matplotlib>=3.7",
     ],
     extras_require={
-        "dev": ["pytest>=7.4", "hypothesis>=6.90", "mir_eval>=0.8,<0.9", "pyroomacoustics>=0.7"],
+        "dev": ["pytest>=7.4", "hypothesis>=6.90", "mir_eval>=0.8,<0.9", "pyroomacoustics>=0.7",
+                "onnx>=1.17", "onnxscript>=0.3", "onnxruntime>=1.20"],
         "augment": ["pyroomacoustics>=0.7"],
+        "export": ["onnx>=1.17", "onnxscript>=0.3", "onnxruntime>=1.20"],
         "perf": ["nvidia-ml-py>=12.535", "matplotlib>=3.7", "xformers"],
         "eval": ["pesq>=0.0.4", "pystoi>=0.4"],
     },

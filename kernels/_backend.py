@@ -11,7 +11,9 @@ Triton on CPU tensors runs only under Triton's interpreter, which must be switch
 ``TRITON_INTERPRET=1`` *before* sepkit is imported (Triton decides at kernel definition time).
 
 An explicit ``backend="triton"`` that cannot run raises :class:`BackendError` listing every
-reason; automatic choice falls back to the reference silently.
+reason; automatic choice falls back to the reference silently. While ``torch.export`` traces (an
+ONNX or ``.pt2`` export) every op takes the torch path: the exported graph must run where Triton
+does not (see ``kernels.decompositions``).
 """
 from __future__ import annotations
 
@@ -127,6 +129,11 @@ def resolve_backend(op: str, backend: str | None, tensors: Sequence[torch.Tensor
     if backend is not None and backend not in BACKENDS:
         raise InputError(f"{op}: backend must be one of {BACKENDS} or None, got {backend!r}")
     if backend == "torch":
+        return "torch"
+    if torch.compiler.is_exporting() or torch.jit.is_tracing():
+        # a graph for other runtimes, which cannot run Triton kernels: the op records its eager
+        # path (the reference, or the exact faster one), as kernels.decompositions does for a
+        # graph that holds the custom op; exports check the numbers against the kernels'
         return "torch"
     why = device_reasons(tensors) + dtype_reasons(tensors) + list(reasons)
     if backend is None:

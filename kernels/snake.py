@@ -276,7 +276,8 @@ def snake(
         # fp32 maths for low-precision storage, as the kernel does; float64 stays float64
         math_dtype = torch.float64 if torch.float64 in {t.dtype for t in (x, *params)} else torch.float32
         cast = [t.to(math_dtype) for t in (x, *params)]
-        if is_automatic(backend):  # the eager path that stores only its inputs for the backward
+        if is_automatic(backend) and not torch.jit.is_tracing():  # the eager path that stores only its inputs
+            # for the backward (TorchScript records no autograd.Function: the reference there)
             return _SnakeEager.apply(cast[0], cast[1], cast[2] if beta is not None else None, dim,
                                      logscale).to(x.dtype)
         return snake_reference(cast[0], cast[1], cast[2] if beta is not None else None, dim, logscale).to(x.dtype)

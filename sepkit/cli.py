@@ -28,6 +28,7 @@ COMMANDS = {
     "separate": "separate audio files with a trained checkpoint",
     "demo": "train, evaluate and run a recipe's demo end to end; writes a report and a picture",
     "convert": "convert a published separator (torchaudio, SpeechBrain, Asteroid) or SGMSE+ checkpoint to a sepkit checkpoint",
+    "export": "export a checkpoint's model to ONNX, torch.export or TorchScript (dynamic batch and time, checked)",
 }
 
 

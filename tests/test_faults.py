@@ -297,15 +297,17 @@ def test_disk_full_during_separation_leaves_no_half_set(tmp_path, monkeypatch, c
     task = make_task(cfg)
     save_checkpoint(tmp_path / "run", 1, task.build_model(), task.model_meta(), cfg.to_dict())
     write_audio(tmp_path / "in.wav", torch.randn(1600) * 0.1, 8000)
-    real, calls = sepkit.data.write_audio, []
+    import sepkit.data.blocks as blocks
 
-    def full(path, *args, **kwargs):
-        calls.append(path)
+    real, calls = blocks.copy_scaled, []
+
+    def full(src, dst, *args, **kwargs):  # the second output's final file fills the disk
+        calls.append(dst)
         if len(calls) == 2:
-            _enospc(path)
-        return real(path, *args, **kwargs)
+            _enospc(dst)
+        return real(src, dst, *args, **kwargs)
 
-    monkeypatch.setattr(sepkit.data, "write_audio", full)
+    monkeypatch.setattr(blocks, "copy_scaled", full)
     assert main(["separate", "--ckpt", str(tmp_path / "run"), str(tmp_path / "in.wav"), "-o", str(tmp_path / "o")]) == 2
     assert "no space left" in capsys.readouterr().err
     assert not list((tmp_path / "o").glob("*"))

@@ -72,6 +72,8 @@ def check_latents(owner: str, z, latent_dim: int, name: str = "z") -> None:
 
 def fit_length(audio: torch.Tensor, length: int) -> torch.Tensor:
     """Crop or zero-pad the last axis of ``audio`` to ``length`` samples."""
+    if torch.compiler.is_exporting() or torch.jit.is_tracing():  # one graph for both cases, of a size the tracer knows is length
+        return F.pad(audio, (0, length))[..., :length]
     if audio.shape[-1] >= length:
         return audio[..., :length]
     return F.pad(audio, (0, length - audio.shape[-1]))

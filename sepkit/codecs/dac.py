@@ -390,7 +390,7 @@ class DAC(nn.Module):
     def pad(self, audio: torch.Tensor) -> torch.Tensor:
         """Right-pad (B, 1, T) with zeros to a multiple of ``hop_length`` (as the official preprocessing)."""
         right = -audio.shape[-1] % self.hop_length
-        return F.pad(audio, (0, right)) if right else audio
+        return F.pad(audio, (0, right)) if torch.compiler.is_exporting() or torch.jit.is_tracing() or right else audio
 
     def encode(self, audio: torch.Tensor) -> torch.Tensor:
         """(B, 1, T) waveform at ``sample_rate`` -> continuous pre-quantization latents

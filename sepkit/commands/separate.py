@@ -3,8 +3,10 @@
 The task and model come from the checkpoint. Each input is read (mono; ``--channel`` picks one
 of several) and given to the task's inference at its own rate (the task resamples to the model's
 rate and back, with a notice): a separator writes ``DIR/<input stem>_s<k>.wav`` per source
-(long inputs in overlapping chunks, sources aligned across chunks), an enhancer
-``DIR/<stem>_enhanced.wav``. Every input and output path is checked before anything is written.
+(long inputs in overlapping chunks, sources aligned across chunks, read and written block by
+block: memory bounded by the chunk), an enhancer ``DIR/<stem>_enhanced.wav``. Every input and
+output path is checked before anything is written. The same code path as
+:meth:`sepkit.Separator.separate_file` (:func:`sepkit.train.inference.infer_file`).
 """
 from __future__ import annotations
 
@@ -34,11 +36,9 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     from pathlib import Path
 
-    import torch
-
-    from sepkit.data import AudioError, read_audio, write_audio
     from sepkit.train import ConfigError, load_trained
     from sepkit.train.checks import check_output_dir, resolve_device
+    from sepkit.train.inference import infer_file, plan_files
 
     out = Path(args.out)
     options = {k: getattr(args, k) for k in TASK_OPTIONS if getattr(args, k) is not None}
@@ -52,36 +52,10 @@ def run(args) -> int:
     device = resolve_device(args.device)
     task, model = load_trained(args.ckpt, device, ema=not args.no_ema, compile=args.compile or "none")
     task.check_options(model, options)
-    rate = task.sample_rate
-    min_samples = max(1, int(0.05 * rate))
-    jobs = []
-    for path in args.inputs:  # read and check everything before writing anything
-        wav, in_rate = read_audio(path, channel=args.channel, min_samples=1)
-        if int(wav.shape[-1] * rate / in_rate) < min_samples:
-            raise AudioError(f"{path}: audio too short ({wav.shape[-1]} samples at {in_rate} Hz; need 50 ms)")
-        targets = {name: out / f"{Path(path).stem}_{name}.wav" for name in task.output_names()}
-        existing = [t for t in targets.values() if t.exists()]
-        if existing and not args.overwrite:
-            raise FileExistsError(f"{existing[0]} exists; pass --overwrite to replace it (nothing was written)")
-        jobs.append((path, wav, in_rate, targets))
-    seen = [t for _, _, _, targets in jobs for t in targets.values()]
-    if len(set(seen)) != len(seen):
-        dup = next(t for t in seen if seen.count(t) > 1)
-        raise FileExistsError(f"two inputs would both write {dup} (inputs with the same name); separate them "
-                              "into different --out folders (nothing was written)")
-    for path, wav, in_rate, targets in jobs:
-        with torch.no_grad():
-            outputs = task.infer(model, wav.to(torch.float32), in_rate, chunk=args.chunk, overlap=args.overlap,
-                                 **options)
-        peak = max(float(o.abs().max()) for o in outputs.values())
-        scale = 0.99 / peak if peak > 0.99 else 1.0  # keep the relative levels, avoid clipping
-        written = []
-        try:
-            for name, target in targets.items():
-                written.append(write_audio(target, outputs[name] * scale, in_rate))
-        except BaseException:  # no half-written set of outputs: remove this input's files
-            for p in written:
-                p.unlink(missing_ok=True)
-            raise
+    # every input and output path checked before anything is written
+    plans = plan_files(task, args.inputs, out, channel=args.channel, overwrite=args.overwrite)
+    for path, targets in plans:
+        infer_file(task, model, path, targets, chunk=args.chunk, overlap=args.overlap, channel=args.channel,
+                   options=options, progress=True)
         print(f"{path}: {len(targets)} output(s) -> {', '.join(str(t) for t in targets.values())}")
     return 0

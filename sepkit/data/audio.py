@@ -199,7 +199,28 @@ def resample(wav: torch.Tensor, orig_rate: int, new_rate: int) -> torch.Tensor:
         raise AudioError(f"cannot resample from {orig_rate} Hz to {new_rate} Hz")
     import torchaudio.functional as AF
 
+    if torch.compiler.is_exporting() or torch.jit.is_tracing():
+        return _resample_traced(wav, int(orig_rate), int(new_rate))
     return AF.resample(wav, int(orig_rate), int(new_rate))
+
+
+def _resample_traced(wav: torch.Tensor, orig_rate: int, new_rate: int) -> torch.Tensor:
+    """:func:`resample` as ``torch.export`` traces it: the same filter and convolution, the
+    output length ``ceil(T new / orig)`` in integer arithmetic (torchaudio computes it through a
+    float tensor, which fixes the traced length)."""
+    import math
+
+    from torchaudio.functional.functional import _get_sinc_resample_kernel
+
+    gcd = math.gcd(orig_rate, new_rate)
+    kernel, width = _get_sinc_resample_kernel(orig_rate, new_rate, gcd, device=wav.device, dtype=wav.dtype)
+    orig, new = orig_rate // gcd, new_rate // gcd
+    shape = wav.shape
+    flat = wav.reshape(-1, shape[-1])
+    length = flat.shape[-1]
+    out = torch.nn.functional.conv1d(torch.nn.functional.pad(flat, (width, width + orig))[:, None], kernel, stride=orig)
+    out = out.transpose(1, 2).reshape(flat.shape[0], -1)[..., : -(-new * length // orig)]
+    return out.reshape(*shape[:-1], out.shape[-1])
 
 
 def check_waveform(wav: torch.Tensor, name: str = "waveform", *, min_samples: int = 1) -> None:

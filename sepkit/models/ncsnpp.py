@@ -442,7 +442,14 @@ class NCSNpp(nn.Module):
         """x, y complex (B, 1, F, N); t (B,) in (0, 1]; latents (B, L, latent_dim) and their valid
         lengths ``kv_lengths`` (B,) when conditioned. Returns complex (B, 1, F, N)."""
         kv_lengths = self._check(x, y, t, latents, kv_lengths)
-        inp = torch.cat([x.real, x.imag, y.real, y.imag], dim=1)
+        out = self.forward_planes(torch.cat([x.real, x.imag, y.real, y.imag], dim=1), t, latents, kv_lengths)
+        return torch.complex(out[:, 0].float(), out[:, 1].float())[:, None]
+
+    def forward_planes(self, inp: torch.Tensor, t: torch.Tensor, latents: torch.Tensor | None = None,
+                       kv_lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """:meth:`forward` on real planes, unchecked: ``inp`` (B, 4, F, N) = real and imaginary
+        parts of x, then of y; returns (B, 2, F, N), the real and imaginary parts of the output
+        (the form that exports: ONNX has no complex tensors)."""
         temb = self.time_embed(torch.log(t.float()))
         temb = self.time_dense[1](F.silu(self.time_dense[0](temb)))
 
@@ -482,8 +489,7 @@ class NCSNpp(nn.Module):
                 h = self._run(level.upsample, h, temb)
         if self.scale_by_time:
             out = out / t.float().reshape(-1, 1, 1, 1).to(out.dtype)
-        out = self.output_layer(out)  # (B, 2, F, N)
-        return torch.complex(out[:, 0].float(), out[:, 1].float())[:, None]
+        return self.output_layer(out)  # (B, 2, F, N)
 
 
 def build_ncsnpp(config: str = "sgmse", **overrides) -> NCSNpp:

@@ -102,10 +102,12 @@ def depthwise_conv1d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor |
     """``F.conv1d(x, weight, bias, padding=padding, dilation=dilation, groups=C)``.
 
     x (B, C, T); weight (C, 1, K); bias (C,) or None; stride 1, zero padding of ``padding``
-    samples on each side. Returns (B, C, T + 2 padding - dilation (K - 1)).
+    samples on each side. Returns (B, C, T + 2 padding - dilation (K - 1)). While
+    ``torch.export`` traces (ONNX export included) the native convolution is recorded: the
+    shifted multiply-adds branch on the length and write in place.
     """
     C = x.shape[1]
-    native = (x.device.type != "cpu" or x.dim() != 3 or weight.shape != (C, 1, weight.shape[-1])
+    native = (x.device.type != "cpu" or torch.compiler.is_exporting() or x.dim() != 3 or weight.shape != (C, 1, weight.shape[-1])
               or x.dtype != weight.dtype or not x.is_floating_point()
               or (bias is not None and (bias.dtype != x.dtype or bias.shape != (C,)))
               or x.shape[-1] + 2 * padding - dilation * (weight.shape[-1] - 1) < 1)

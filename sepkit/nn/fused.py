@@ -71,7 +71,7 @@ def layer_norm_linear(x: torch.Tensor, norm: torch.nn.LayerNorm, weight: torch.T
     x (..., D) -> (..., weight.shape[0]). Falls back to the two ops when ``norm`` normalises
     more than the last dimension.
     """
-    if len(norm.normalized_shape) != 1:
+    if len(norm.normalized_shape) != 1 or torch.jit.is_tracing():  # TorchScript records no autograd.Function
         return F.linear(norm(x), weight, bias)
     if _autocast_enabled(x.device.type):
         # autocast: the norm in float32, the product in the autocast dtype, as separately

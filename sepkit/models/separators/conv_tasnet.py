@@ -24,8 +24,10 @@ from .base import Decoder, Encoder, MaskSeparator, check_choice, mask_activation
 def _prelu_(y: torch.Tensor, prelu: nn.PReLU) -> torch.Tensor:
     """``prelu(y)`` written into ``y`` when the PReLU has one parameter (inference on the CPU
     only: reading the slope would synchronise a GPU; not under torch.compile, which fuses the
-    PReLU itself): the same values (``y if y > 0 else a * y``) without a new tensor."""
-    if prelu.weight.numel() == 1 and y.device.type == "cpu" and not torch.compiler.is_compiling():
+    PReLU itself, nor while exporting, where the slope is not a number yet): the same values
+    (``y if y > 0 else a * y``) without a new tensor."""
+    if (prelu.weight.numel() == 1 and y.device.type == "cpu" and not torch.compiler.is_compiling()
+            and not torch.compiler.is_exporting()):
         return F.leaky_relu_(y, float(prelu.weight))
     return prelu(y)
 

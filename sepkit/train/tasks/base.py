@@ -47,6 +47,9 @@ class Task:
 
     name = "task"
     infer_options: tuple[str, ...] = ()
+    #: whether :meth:`infer` runs chunk by chunk through :meth:`infer_chunk` (then files are
+    #: separated block by block, :func:`~sepkit.train.inference.infer_file`)
+    chunked = False
     monitor = "loss"
     monitor_mode = "min"
     Options = NoOptions
@@ -151,6 +154,12 @@ class Task:
         not support raises ValueError."""
         raise NotImplementedError
 
+    def infer_chunk(self, model: nn.Module, piece: torch.Tensor, sample_rate: int) -> torch.Tensor:
+        """A :attr:`chunked` task's inference of one chunk ``piece`` (L,) at ``sample_rate``: its
+        outputs (len(output_names()), L) at that rate, on the CPU; the chunks are joined by
+        :class:`~sepkit.train.inference.ChunkJoiner` (outputs aligned across chunks)."""
+        raise NotImplementedError
+
     def output_names(self) -> list[str]:
         """Names of :meth:`infer`'s outputs (so the command can refuse to overwrite first)."""
         return [f"s{k + 1}" for k in range(self.cfg.data.n_src)]
@@ -197,11 +206,16 @@ class Task:
     # -- helpers for subclasses ----------------------------------------------------------
     def to_model_rate(self, waveform: torch.Tensor, sample_rate: int) -> torch.Tensor:
         """``waveform`` (..., T) resampled from ``sample_rate`` to the model's rate, with a
-        one-line notice on stderr when the rates differ."""
+        one-line notice on stderr when the rates differ (:meth:`note_rate`)."""
+        self.note_rate(sample_rate)
+        return resample(waveform, int(sample_rate), self.sample_rate)
+
+    def note_rate(self, sample_rate: int) -> None:
+        """The one-line notice on stderr that audio at ``sample_rate`` is resampled to the model's
+        rate and back (nothing when the rates agree)."""
         if int(sample_rate) != self.sample_rate:
             print(f"sepkit: resampling {sample_rate} Hz -> {self.sample_rate} Hz (the model's rate); "
                   "outputs are resampled back", file=sys.stderr)
-        return resample(waveform, int(sample_rate), self.sample_rate)
 
     @staticmethod
     def model_device(model: nn.Module) -> torch.device:

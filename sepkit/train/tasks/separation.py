@@ -17,7 +17,7 @@ from sepkit.metrics import si_sdri
 
 from ..builders import build_dataset, build_loss, build_model
 from ..evaluate import METRICS, evaluate, summarize
-from ..inference import separate_waveform
+from ..inference import join_chunks
 from .base import Task
 from .common import scaled_to_input
 
@@ -30,6 +30,7 @@ class SeparationTask(Task):
     """
 
     name = "separation"
+    chunked = True
     monitor = "si_sdr"
     monitor_mode = "max"
     valid_metrics = ("si_sdr", "si_sdri")
@@ -69,22 +70,33 @@ class SeparationTask(Task):
         return {k: v[0] for k, v in summarize(rows).items()}
 
     @torch.no_grad()
+    def infer_chunk(self, model, piece: torch.Tensor, sample_rate: int) -> torch.Tensor:
+        """One chunk ``piece`` (L,) at ``sample_rate`` -> its sources (S, L) at that rate, on the
+        CPU (resampled to the model's rate and back when they differ)."""
+        x = resample(piece.float(), sample_rate, self.sample_rate).to(self.model_device(model))
+        est = self.separate(model, x.unsqueeze(0))[0].float().cpu()
+        return resample(est, self.sample_rate, sample_rate)[:, : piece.shape[-1]]
+
+    @torch.no_grad()
     def infer(self, model, waveform, sample_rate, chunk: float = 8.0, overlap: float = 1.0, **options) -> dict:
         """Separate ``waveform`` (T,) at ``sample_rate``: chunks of ``chunk`` seconds overlapping
-        by ``overlap`` seconds (sources aligned across chunks), resampled to the model's rate and
-        back. Returns ``{"s1": (T,), ...}``."""
-        rate = self.sample_rate
-        x = self.to_model_rate(waveform, sample_rate).to(self.model_device(model))
-        est = separate_waveform(model, x, chunk=int(chunk * rate), overlap=int(overlap * rate),
-                                separate=self.separate).cpu()
-        est = resample(est, rate, sample_rate)[:, : waveform.shape[-1]]
+        by ``overlap`` seconds at the input's rate (:func:`~sepkit.train.inference.join_chunks`:
+        sources aligned across chunks), each resampled to the model's rate and back
+        (:meth:`infer_chunk`). Returns ``{"s1": (T,), ...}``; the same chunks as ``sepkit separate``
+        reads from a file."""
+        self.note_rate(sample_rate)
+        model.eval()
+        parts = join_chunks(lambda piece: self.infer_chunk(model, piece, sample_rate),
+                            lambda s, n: waveform[s:s + n], waveform.shape[-1], int(chunk * sample_rate),
+                            int(overlap * sample_rate))
+        est = torch.cat(list(parts), dim=1)
         return {f"s{k + 1}": src for k, src in enumerate(est)}
 
     @torch.no_grad()
     def example(self, model, item: dict) -> dict:
         """One test ``item`` separated by :meth:`infer`: ``{"mixture", "reference_k",
         "estimate_k"}`` (T,) for k = 1..S, the estimates ordered to match the references (PIT on
-        SI-SDR) and scaled together to the mixture's level (:func:`~.base.scaled_to_input`)."""
+        SI-SDR) and scaled together to the mixture's level (:func:`~.common.scaled_to_input`)."""
         mixture, refs = item["mixture"].float(), item["sources"].float()
         est = torch.stack(list(self.infer(model, mixture, self.sample_rate).values())).float()
         if est.shape == refs.shape:
