@@ -130,6 +130,11 @@ class BlockWriters:
                 f.close()
         for p in self._tmp.values():
             p.unlink(missing_ok=True)
+        for folder in self._made:  # deepest first; only folders this writer made, and only when empty
+            try:
+                folder.rmdir()
+            except OSError:
+                break
 
 
 def copy_scaled(src: Path, dst: Path, rate: int, fmt: str, subtype: str, scale: float) -> None:
