@@ -34,8 +34,9 @@ class _Trained:
 
         if dtype not in (torch.float32, torch.bfloat16, torch.float16):
             raise InputTypeError(f"dtype must be torch.float32, torch.bfloat16 or torch.float16, got {dtype}")
-        if not chunk > 0 or not 0 <= overlap < chunk:
-            raise InputError(f"chunk={chunk}, overlap={overlap}: need chunk > 0 and 0 <= overlap < chunk (seconds)")
+        if not chunk > 0 or not 0 < overlap < chunk:
+            raise InputError(f"chunk={chunk}, overlap={overlap}: need chunk > 0 and 0 < overlap < chunk (seconds; "
+                             "consecutive chunks are aligned and cross-faded on their overlap)")
         self.device = resolve_device(str(device)) if not isinstance(device, torch.device) else device
         self.task, self.model = task, model.to(self.device).eval()
         self.dtype, self.chunk, self.overlap = dtype, float(chunk), float(overlap)
@@ -47,7 +48,7 @@ class _Trained:
         """Rebuild from a checkpoint folder, a run folder (its newest checkpoint) or a converted
         release. ``device``: "cpu", "cuda", "cuda:1", ...; ``dtype``: float32, or bfloat16 /
         float16 to compute under autocast; ``ema``: the weights' moving average when the run
-        kept one; ``chunk``, ``overlap``: seconds, for long inputs of a chunked task."""
+        kept one; ``chunk``, ``overlap``: seconds (0 < overlap < chunk), for long inputs."""
         from sepkit.train import load_trained
         from sepkit.train.checks import resolve_device
 
@@ -156,7 +157,7 @@ class Separator(_Trained):
                       target_slot: int | None = None) -> list[Path]:
         """Separate the audio file ``path`` into ``out_dir/<stem>_s<k>.wav`` (one file per source,
         16-bit PCM at the file's rate, scaled together below full scale); returns the paths.
-        Block by block for a chunked task (memory bounded by the chunk), with a progress bar;
+        Block by block (memory bounded by the chunk), with a progress bar;
         exactly what ``sepkit separate`` does."""
         return self._infer_file(path, out_dir, overwrite, channel, progress, {"target_slot": target_slot})
 

@@ -59,9 +59,11 @@ def test_resume_of_an_empty_or_missing_folder_says_nothing_was_saved(capsys, tmp
     (["check", "--seed", "99999999999999999999"], "--seed=99999999999999999999"),
     (["check", "--op", "snak"], "choose from snake, stft_mask, mmd, nce, attention"),
     (["perf", "--smoke", "--op", "snak"], "--op='snak'"),
+    (["separate", "--ckpt", "run", "in.wav", "--overlap", "0"], "0 < overlap < chunk"),
 ])
 def test_values_are_checked_before_any_work(capsys, tmp_path, argv, message):
-    out = ["--out", str(tmp_path / "run")] if argv[0] in ("train", "demo") else []
+    out = {"train": ["--out", str(tmp_path / "run")], "demo": ["--out", str(tmp_path / "run")],
+           "separate": ["-o", str(tmp_path / "separated")]}.get(argv[0], [])
     fails_cleanly(capsys, [*argv, *out], message, tmp_path)
 
 

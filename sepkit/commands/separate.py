@@ -23,7 +23,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("-o", "--out", required=True, help="output folder")
     parser.add_argument("--channel", type=int, help="channel to separate from a multi-channel file")
     parser.add_argument("--chunk", type=float, default=8.0, help="chunk length in seconds (default 8)")
-    parser.add_argument("--overlap", type=float, default=1.0, help="chunk overlap in seconds (default 1)")
+    parser.add_argument("--overlap", type=float, default=1.0, help="chunk overlap in seconds, > 0 (default 1)")
     parser.add_argument("--target-slot", type=int, help="target speaker extraction: the predicted speaker to extract")
     parser.add_argument("--stream", action="store_true", default=None, help="streaming inference (causal models)")
     parser.add_argument("--steps", type=int, help="sampler steps (diffusion models)")
@@ -42,8 +42,9 @@ def run(args) -> int:
 
     out = Path(args.out)
     options = {k: getattr(args, k) for k in TASK_OPTIONS if getattr(args, k) is not None}
-    if not args.chunk > 0 or not 0 <= args.overlap < args.chunk:
-        raise ConfigError(f"--chunk={args.chunk} --overlap={args.overlap}: need chunk > 0 and 0 <= overlap < chunk")
+    if not args.chunk > 0 or not 0 < args.overlap < args.chunk:
+        raise ConfigError(f"--chunk={args.chunk} --overlap={args.overlap}: need chunk > 0 and 0 < overlap < chunk "
+                          "(seconds; consecutive chunks are aligned and cross-faded on their overlap)")
     if args.channel is not None and args.channel < 0:
         raise ConfigError(f"--channel={args.channel}: must be >= 0")
     if args.steps is not None and args.steps < 1:

@@ -150,8 +150,8 @@ def infer_file(task, model: torch.nn.Module, path: str | os.PathLike, targets: d
     """What ``task`` makes of the audio file ``path``, written to ``targets`` (``{output name:
     path}``, :meth:`~sepkit.train.tasks.Task.output_names`) at the file's rate; returns the paths.
 
-    A task that separates chunk by chunk (``task.chunked``: the separators) reads and writes the
-    file block by block: memory is bounded by the chunk (``chunk`` and ``overlap`` in seconds),
+    A task that infers chunk by chunk (``task.infer_in_chunks(options)``: the separators and
+    enhancers, offline) reads and writes the file block by block: memory is bounded by the chunk (``chunk`` and ``overlap`` in seconds),
     whatever the file's length. Other tasks read the whole file and run ``task.infer`` once.
     Outputs whose peak exceeds 0.99 are scaled together to 0.99 (the relative levels kept); each
     output is written to a temporary file and renamed when all are complete, so a failure leaves
@@ -163,13 +163,13 @@ def infer_file(task, model: torch.nn.Module, path: str | os.PathLike, targets: d
     options = dict(options or {})
     rate, _, frames = audio_info(path)
     with BlockWriters(targets, rate) as writers:
-        if getattr(task, "chunked", False) and not options:
+        if task.infer_in_chunks(options):
             def read(start, count):
                 return read_audio(path, channel=channel, start=start, frames=count, min_samples=1)[0]
 
             task.note_rate(rate)
             model.eval()
-            run = lambda piece: task.infer_chunk(model, piece, rate)  # noqa: E731
+            run = lambda piece: task.infer_chunk(model, piece, rate, **options)  # noqa: E731
             for block in join_chunks(run, read, frames, int(chunk * rate), int(overlap * rate), progress):
                 writers.write(dict(zip(targets, block)))
         else:

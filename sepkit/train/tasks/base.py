@@ -154,11 +154,34 @@ class Task:
         not support raises ValueError."""
         raise NotImplementedError
 
-    def infer_chunk(self, model: nn.Module, piece: torch.Tensor, sample_rate: int) -> torch.Tensor:
-        """A :attr:`chunked` task's inference of one chunk ``piece`` (L,) at ``sample_rate``: its
-        outputs (len(output_names()), L) at that rate, on the CPU; the chunks are joined by
-        :class:`~sepkit.train.inference.ChunkJoiner` (outputs aligned across chunks)."""
+    def infer_chunk(self, model: nn.Module, piece: torch.Tensor, sample_rate: int, **options) -> torch.Tensor:
+        """A :attr:`chunked` task's inference of one chunk ``piece`` (L,) at ``sample_rate`` with
+        :meth:`infer`'s ``options``: its outputs (len(output_names()), L) at that rate, on the
+        CPU; the chunks are joined by :class:`~sepkit.train.inference.ChunkJoiner` (outputs
+        aligned across chunks, cross-faded on the overlap)."""
         raise NotImplementedError
+
+    def infer_in_chunks(self, options: dict) -> bool:
+        """Whether :meth:`infer` with ``options`` goes chunk by chunk through :meth:`infer_chunk`
+        (then a file is read and written block by block, memory bounded by the chunk): the
+        class's :attr:`chunked` unless an option needs the whole recording at once."""
+        return self.chunked
+
+    @torch.no_grad()
+    def infer_chunks(self, model: nn.Module, waveform: torch.Tensor, sample_rate: int, chunk: float = 8.0,
+                     overlap: float = 1.0, **options) -> torch.Tensor:
+        """The outputs (len(output_names()), T) of ``waveform`` (T,) at ``sample_rate``: chunks of
+        ``chunk`` seconds overlapping by ``overlap`` seconds at that rate, each through
+        :meth:`infer_chunk`, joined by :func:`~sepkit.train.inference.join_chunks` (the same
+        chunks ``sepkit separate`` reads from a file)."""
+        from ..inference import join_chunks
+
+        self.note_rate(sample_rate)
+        model.eval()
+        parts = join_chunks(lambda piece: self.infer_chunk(model, piece, sample_rate, **options),
+                            lambda s, n: waveform[s:s + n], waveform.shape[-1], int(chunk * sample_rate),
+                            int(overlap * sample_rate))
+        return torch.cat(list(parts), dim=1)
 
     def output_names(self) -> list[str]:
         """Names of :meth:`infer`'s outputs (so the command can refuse to overwrite first)."""

@@ -396,15 +396,18 @@ class DiffusionTask(EnhancementTask):
             raise InputError(f"--steps must be a positive integer, got {steps!r}")
 
     @torch.no_grad()
-    def infer(self, model, waveform, sample_rate, steps: int | None = None, chunk: float | None = None,
-              overlap: float | None = None, **options) -> dict:
+    def infer(self, model, waveform, sample_rate, steps: int | None = None, chunk: float = 8.0,
+              overlap: float = 1.0, **options) -> dict:
         """Enhance ``waveform`` (T,) at ``sample_rate`` (resampled to the model's rate and back,
-        with a notice) in one pass of the sampler, with a progress bar over its steps
-        (``chunk``/``overlap`` of the command are not used): ``{"enhanced": (T,)}``."""
+        with a notice): the sampler runs ``steps`` steps (the recipe's when None) on chunks of
+        ``chunk`` seconds overlapping by ``overlap`` seconds, cross-faded
+        (:meth:`~.base.Task.infer_chunks`): the sampler's memory grows with the length it
+        samples, about 2.8 GB per minute of audio, so a long file is bounded by the chunk.
+        Returns ``{"enhanced": (T,)}``."""
         self.check_options(model, {"steps": steps, **options})
-        x = self.to_model_rate(waveform, sample_rate).to(self.model_device(model))
-        est = self.enhance(model, x.unsqueeze(0), steps=steps, progress=True)[0].float().cpu()
-        return {"enhanced": resample(est, self.sample_rate, sample_rate)[: waveform.shape[-1]]}
+        if steps is not None:
+            options["steps"] = steps
+        return super().infer(model, waveform, sample_rate, chunk=chunk, overlap=overlap, **options)
 
     # -- the demo's example ----------------------------------------------------------------
     @torch.no_grad()

@@ -44,6 +44,7 @@ class EnhancementTask(Task):
     """Single-speaker enhancement (see the module docstring)."""
 
     name = "enhancement"
+    chunked = True
     monitor = "si_sdr"
     monitor_mode = "max"
     Options = EnhancementOptions
@@ -114,12 +115,21 @@ class EnhancementTask(Task):
         return {k: v[0] for k, v in summarize(rows).items()}
 
     @torch.no_grad()
-    def infer(self, model, waveform, sample_rate, chunk: float = 8.0, overlap: float = 1.0, **options) -> dict:
-        """Enhance ``waveform`` (T,) at ``sample_rate`` in one pass at the model's rate; returns
-        ``{"enhanced": (T,)}`` at ``sample_rate``."""
-        x = self.to_model_rate(waveform, sample_rate).to(self.model_device(model))
+    def infer_chunk(self, model, piece: torch.Tensor, sample_rate: int, **options) -> torch.Tensor:
+        """One chunk ``piece`` (L,) at ``sample_rate`` -> its estimate (1, L) at that rate, on the
+        CPU (:meth:`enhance` at the model's rate, resampled there and back)."""
+        x = resample(piece.float(), sample_rate, self.sample_rate).to(self.model_device(model))
         est = self.enhance(model, x.unsqueeze(0), **options)[0].float().cpu()
-        return {"enhanced": resample(est, self.sample_rate, sample_rate)[: waveform.shape[-1]]}
+        return resample(est, self.sample_rate, sample_rate)[: piece.shape[-1]].unsqueeze(0)
+
+    @torch.no_grad()
+    def infer(self, model, waveform, sample_rate, chunk: float = 8.0, overlap: float = 1.0, **options) -> dict:
+        """Enhance ``waveform`` (T,) at ``sample_rate``: chunks of ``chunk`` seconds overlapping by
+        ``overlap`` seconds (cross-faded, :meth:`~.base.Task.infer_chunks`), each enhanced at the
+        model's rate (:meth:`infer_chunk`), so memory is bounded by the chunk, not the recording.
+        Returns ``{"enhanced": (T,)}`` at ``sample_rate``."""
+        self.check_options(model, options)
+        return {"enhanced": self.infer_chunks(model, waveform, sample_rate, chunk, overlap, **options)[0]}
 
     def output_names(self) -> list[str]:
         return ["enhanced"]

@@ -233,23 +233,28 @@ class GCRNTask(EnhancementTask):
             torch.set_num_threads(threads)
         return torch.cat(outs, dim=1), elapsed / (noisy.shape[-1] / self.sample_rate)
 
+    def infer_in_chunks(self, options: dict) -> bool:
+        """Offline inference goes chunk by chunk; ``stream`` runs the streaming enhancer over the
+        whole recording."""
+        return not options.get("stream")
+
     @torch.no_grad()
     def infer(self, model, waveform, sample_rate, chunk: float = 8.0, overlap: float = 1.0, stream=None, **options) -> dict:
         """Enhance ``waveform`` (T,) at ``sample_rate`` (resampled to 16 kHz with a notice and
-        back); ``stream=True`` runs the streaming enhancer (same output) and prints its RTF.
-        Returns ``{"enhanced": (T,)}``."""
+        back): offline in chunks of ``chunk`` seconds overlapping by ``overlap`` seconds,
+        cross-faded (:meth:`~.enhancement.EnhancementTask.infer`); ``stream=True`` runs the
+        streaming enhancer over the whole recording (the offline model's output) and prints its
+        RTF. Returns ``{"enhanced": (T,)}``."""
         self.check_options(model, {"stream": stream, **options})
+        if not stream:
+            return super().infer(model, waveform, sample_rate, chunk=chunk, overlap=overlap, **options)
         x = self.to_model_rate(waveform, sample_rate).to(self.model_device(model)).unsqueeze(0)
         model.eval()
-        if stream:
-            est, rtf = self.stream(model, x)
-            print(f"sepkit: streamed {x.shape[-1] / self.sample_rate:.2f} s in {self.options.stream_chunk * 1e3:g} ms "
-                  f"chunks on one CPU thread: RTF {rtf:.3f} (hop {1e3 * model.hop_length / self.sample_rate:g} ms, "
-                  f"latency {1e3 * model.latency_samples / self.sample_rate:g} ms)", file=sys.stderr)
-        else:
-            est = model(x)
+        est, rtf = self.stream(model, x)
+        print(f"sepkit: streamed {x.shape[-1] / self.sample_rate:.2f} s in {self.options.stream_chunk * 1e3:g} ms "
+              f"chunks on one CPU thread: RTF {rtf:.3f} (hop {1e3 * model.hop_length / self.sample_rate:g} ms, "
+              f"latency {1e3 * model.latency_samples / self.sample_rate:g} ms)", file=sys.stderr)
         est = est[0].float().cpu()
         return {"enhanced": resample(est, self.sample_rate, sample_rate)[: waveform.shape[-1]]}
-
 
 TASK = GCRNTask

@@ -17,7 +17,6 @@ from sepkit.metrics import si_sdri
 
 from ..builders import build_dataset, build_loss, build_model
 from ..evaluate import METRICS, evaluate, summarize
-from ..inference import join_chunks
 from .base import Task
 from .common import scaled_to_input
 
@@ -70,7 +69,7 @@ class SeparationTask(Task):
         return {k: v[0] for k, v in summarize(rows).items()}
 
     @torch.no_grad()
-    def infer_chunk(self, model, piece: torch.Tensor, sample_rate: int) -> torch.Tensor:
+    def infer_chunk(self, model, piece: torch.Tensor, sample_rate: int, **options) -> torch.Tensor:
         """One chunk ``piece`` (L,) at ``sample_rate`` -> its sources (S, L) at that rate, on the
         CPU (resampled to the model's rate and back when they differ)."""
         x = resample(piece.float(), sample_rate, self.sample_rate).to(self.model_device(model))
@@ -80,16 +79,10 @@ class SeparationTask(Task):
     @torch.no_grad()
     def infer(self, model, waveform, sample_rate, chunk: float = 8.0, overlap: float = 1.0, **options) -> dict:
         """Separate ``waveform`` (T,) at ``sample_rate``: chunks of ``chunk`` seconds overlapping
-        by ``overlap`` seconds at the input's rate (:func:`~sepkit.train.inference.join_chunks`:
-        sources aligned across chunks), each resampled to the model's rate and back
-        (:meth:`infer_chunk`). Returns ``{"s1": (T,), ...}``; the same chunks as ``sepkit separate``
-        reads from a file."""
-        self.note_rate(sample_rate)
-        model.eval()
-        parts = join_chunks(lambda piece: self.infer_chunk(model, piece, sample_rate),
-                            lambda s, n: waveform[s:s + n], waveform.shape[-1], int(chunk * sample_rate),
-                            int(overlap * sample_rate))
-        est = torch.cat(list(parts), dim=1)
+        by ``overlap`` seconds at the input's rate (:meth:`~.base.Task.infer_chunks`: sources
+        aligned across chunks), each resampled to the model's rate and back (:meth:`infer_chunk`).
+        Returns ``{"s1": (T,), ...}``; the same chunks as ``sepkit separate`` reads from a file."""
+        est = self.infer_chunks(model, waveform, sample_rate, chunk, overlap, **options)
         return {f"s{k + 1}": src for k, src in enumerate(est)}
 
     @torch.no_grad()
