@@ -248,7 +248,7 @@ def test_separate_compiles_once_for_files_of_many_lengths(trained_run, tmp_path,
 
 
 def test_eval_compiles_once_for_utterances_of_many_lengths(trained_run, tmp_path, capsys):
-    compiled, summaries = [], []
+    compiled = []
     for n in (2, 4):
         torch._dynamo.reset()
         counters.clear()

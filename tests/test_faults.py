@@ -288,7 +288,6 @@ def test_disk_full_during_a_checkpoint_keeps_the_last_good_one(tmp_path, monkeyp
 
 
 def test_disk_full_during_separation_leaves_no_half_set(tmp_path, monkeypatch, capsys):
-    import sepkit.data
 
     cfg = load_recipe("convtasnet", "demo", [a for a in TINY if "=" in a and a.startswith("model")])
     from sepkit.train import save_checkpoint
