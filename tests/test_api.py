@@ -175,6 +175,36 @@ def test_enhancer_enhances_streams_and_writes(enhancer_ckpt, tmp_path):
     assert path.name == "noisy_enhanced.wav" and sf.info(str(path)).frames == x.shape[0]
 
 
+def test_a_long_recording_is_enhanced_in_cross_faded_chunks(enhancer_ckpt, tmp_path, monkeypatch):
+    """Offline enhancement goes chunk by chunk as separation does (memory bounded by the chunk):
+    each chunk is the model's output on that chunk alone, the overlaps cross-faded."""
+    import sepkit.data as data
+
+    enh = sepkit.Enhancer.from_checkpoint(enhancer_ckpt, chunk=0.5, overlap=0.125)
+    x = _wave(16000 + 611, seed=6)
+    y = enh.enhance(x)
+    with torch.no_grad():
+        first = enh.model(x[None, :8000])[0]
+        whole = enh.model(x[None])[0]
+    assert y.shape == x.shape and bool(torch.isfinite(y).all())
+    torch.testing.assert_close(y[:6000], first[:6000])  # the first chunk, before its cross-fade
+    assert not torch.allclose(y, whole)  # not one pass over the recording
+    write_audio(tmp_path / "long.wav", x, 16000, subtype="FLOAT")
+    reads, read = [], data.read_audio
+
+    def spy(path, *args, **kwargs):
+        reads.append(kwargs.get("frames", -1))
+        return read(path, *args, **kwargs)
+
+    monkeypatch.setattr(data, "read_audio", spy)
+    [path] = enh.enhance_file(tmp_path / "long.wav", tmp_path / "out", progress=False)
+    monkeypatch.undo()
+    assert reads and all(0 < n <= 8000 for n in reads)
+    got, _ = read_audio(path)
+    scale = min(1.0, 0.99 / float(y.abs().max()))
+    assert float((got - y * scale).abs().max()) <= 1.5 / 32768
+
+
 def test_device_and_dtype(separator_ckpt):
     sep = sepkit.Separator.from_checkpoint(separator_ckpt, dtype=torch.bfloat16)
     x = _wave(4000)
