@@ -49,3 +49,21 @@ def pytest_runtest_teardown(item):
     for name, module in list(sys.modules.items()):
         if type(module).__name__ in ("LazyModule", "DeprecatedModuleRedirect") and name.startswith("speechbrain"):
             del sys.modules[name]
+
+
+@pytest.fixture
+def audio_reads(monkeypatch):
+    """The ``frames`` argument of every ``sepkit.data.read_audio`` call from here on (-1: the
+    whole file), for tests that check a file is read block by block."""
+    import sepkit.data
+    import sepkit.data.audio
+
+    reads, real = [], sepkit.data.audio.read_audio
+
+    def spy(path, *args, **kwargs):
+        reads.append(kwargs.get("frames", -1))
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(sepkit.data.audio, "read_audio", spy)
+    monkeypatch.setattr(sepkit.data, "read_audio", spy)
+    return reads

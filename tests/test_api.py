@@ -93,23 +93,11 @@ def test_long_input_is_chunked_with_aligned_sources(separator_ckpt):
     torch.testing.assert_close(out, want)
 
 
-def test_separate_file_is_the_command_and_reads_block_by_block(separator_ckpt, tmp_path, monkeypatch):
-    import sepkit.data.audio as audio
-
+def test_separate_file_is_the_command_and_reads_block_by_block(separator_ckpt, tmp_path, monkeypatch, audio_reads):
     x = _wave(8000 * 4 + 123, seed=3)
     write_audio(tmp_path / "long.wav", x, 8000, subtype="FLOAT")
     sep = sepkit.Separator.from_checkpoint(separator_ckpt, chunk=1.0, overlap=0.25)
-    reads = []
-    real = audio.read_audio
-
-    def spy(path, *args, **kwargs):
-        reads.append(kwargs.get("frames", -1))
-        return real(path, *args, **kwargs)
-
-    monkeypatch.setattr(audio, "read_audio", spy)
-    import sepkit.data as data
-
-    monkeypatch.setattr(data, "read_audio", spy)
+    reads = audio_reads
     paths = sep.separate_file(tmp_path / "long.wav", tmp_path / "api", progress=False)
     assert [p.name for p in paths] == ["long_s1.wav", "long_s2.wav"]
     assert reads and all(0 < n <= 8000 for n in reads)  # never the whole file: one chunk at a time
@@ -175,11 +163,9 @@ def test_enhancer_enhances_streams_and_writes(enhancer_ckpt, tmp_path):
     assert path.name == "noisy_enhanced.wav" and sf.info(str(path)).frames == x.shape[0]
 
 
-def test_a_long_recording_is_enhanced_in_cross_faded_chunks(enhancer_ckpt, tmp_path, monkeypatch):
+def test_a_long_recording_is_enhanced_in_cross_faded_chunks(enhancer_ckpt, tmp_path, monkeypatch, audio_reads):
     """Offline enhancement goes chunk by chunk as separation does (memory bounded by the chunk):
     each chunk is the model's output on that chunk alone, the overlaps cross-faded."""
-    import sepkit.data as data
-
     enh = sepkit.Enhancer.from_checkpoint(enhancer_ckpt, chunk=0.5, overlap=0.125)
     x = _wave(16000 + 611, seed=6)
     y = enh.enhance(x)
@@ -190,16 +176,10 @@ def test_a_long_recording_is_enhanced_in_cross_faded_chunks(enhancer_ckpt, tmp_p
     torch.testing.assert_close(y[:6000], first[:6000])  # the first chunk, before its cross-fade
     assert not torch.allclose(y, whole)  # not one pass over the recording
     write_audio(tmp_path / "long.wav", x, 16000, subtype="FLOAT")
-    reads, read = [], data.read_audio
-
-    def spy(path, *args, **kwargs):
-        reads.append(kwargs.get("frames", -1))
-        return read(path, *args, **kwargs)
-
-    monkeypatch.setattr(data, "read_audio", spy)
+    audio_reads.clear()
     [path] = enh.enhance_file(tmp_path / "long.wav", tmp_path / "out", progress=False)
+    assert audio_reads and all(0 < n <= 8000 for n in audio_reads)
     monkeypatch.undo()
-    assert reads and all(0 < n <= 8000 for n in reads)
     got, _ = read_audio(path)
     scale = min(1.0, 0.99 / float(y.abs().max()))
     assert float((got - y * scale).abs().max()) <= 1.5 / 32768

@@ -264,10 +264,9 @@ def test_infer_resamples_a_48k_file_with_a_notice(exdiff_run, capsys):
         task.check_options(model, {"target_slot": 1})
 
 
-def test_a_long_recording_is_sampled_chunk_by_chunk(exdiff_run, tmp_path, monkeypatch):
+def test_a_long_recording_is_sampled_chunk_by_chunk(exdiff_run, tmp_path, monkeypatch, audio_reads):
     """The sampler's memory grows with the length it samples: a long recording goes in
     cross-faded chunks, and from file to file block by block, as the separators' do."""
-    import sepkit.data as data
     from sepkit.cli import main
     from sepkit.data import read_audio
     from sepkit.train import load_trained
@@ -287,20 +286,12 @@ def test_a_long_recording_is_sampled_chunk_by_chunk(exdiff_run, tmp_path, monkey
     assert out.shape == x.shape and bool(torch.isfinite(out).all())
     assert [n for n, _ in calls] == [16000, 16000, 16000, 12005]  # chunks start every 0.75 s
     torch.testing.assert_close(out[:12000], calls[0][1][0, :12000])  # before the first cross-fade
-    monkeypatch.undo()
 
     write_audio(tmp_path / "long.wav", x, 16000, subtype="FLOAT")
-    reads, read = [], data.read_audio
-
-    def read_spy(path, *args, **kwargs):
-        reads.append(kwargs.get("frames", -1))
-        return read(path, *args, **kwargs)
-
-    monkeypatch.setattr(data, "read_audio", read_spy)
+    audio_reads.clear()
     assert main(["separate", "--ckpt", str(exdiff_run), str(tmp_path / "long.wav"), "-o", str(tmp_path / "out"),
                  "--steps", "1", "--chunk", "1", "--overlap", "0.25"]) == 0
-    assert reads and all(0 < n <= 16000 for n in reads)  # never the whole file
-    monkeypatch.undo()
+    assert audio_reads and all(0 < n <= 16000 for n in audio_reads)  # never the whole file
     got, rate = read_audio(tmp_path / "out" / "long_enhanced.wav")
     assert rate == 16000 and got.shape == x.shape
 
