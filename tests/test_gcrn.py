@@ -410,8 +410,9 @@ def test_task_recipe_checks():
         with pytest.raises(ConfigError, match=match):
             make_task(load_recipe("recipes/gcrn.yaml", "demo", [override]))
     task = make_task(load_recipe("recipes/gcrn.yaml", "demo", ["data.dataset=synthetic"]))
-    # training SNRs drawn in [-5, 5], evaluation at a fixed -5 dB
-    assert task.dataset("train").spec.snr_range == (-5.0, 5.0)
+    # the demo preset's training SNRs drawn in [-5, 20] (the recipe's: [-5, 5]), evaluation at a fixed -5 dB
+    assert cfg.task_args["train_snr"] == [-5.0, 5.0]
+    assert task.dataset("train").spec.snr_range == (-5.0, 20.0)
     assert task.dataset("test").spec.snr_range == (-5.0, -5.0)
 
 
