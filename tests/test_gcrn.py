@@ -410,8 +410,9 @@ def test_task_recipe_checks():
         with pytest.raises(ConfigError, match=match):
             make_task(load_recipe("recipes/gcrn.yaml", "demo", [override]))
     task = make_task(load_recipe("recipes/gcrn.yaml", "demo", ["data.dataset=synthetic"]))
-    # training SNRs drawn in [-5, 5], evaluation at a fixed -5 dB
-    assert task.dataset("train").spec.snr_range == (-5.0, 5.0)
+    # the demo preset's training SNRs drawn in [-5, 20] (the recipe's: [-5, 5]), evaluation at a fixed -5 dB
+    assert cfg.task_args["train_snr"] == [-5.0, 5.0]
+    assert task.dataset("train").spec.snr_range == (-5.0, 20.0)
     assert task.dataset("test").spec.snr_range == (-5.0, -5.0)
 
 
@@ -474,7 +475,7 @@ def test_task_reads_dns_layout(tmp_path):
     task = make_task(_tiny_recipe("base", "data.dataset=dns", f"data.root={tmp_path / 'dns'}"))
     train_ds, valid_ds, test_ds = (task.dataset(w) for w in ("train", "valid", "test"))
     assert isinstance(train_ds, DNSMixtures) and isinstance(test_ds, DNSTestSet)
-    assert valid_ds.snr_range == (-5.0, -5.0) and train_ds.snr_range == (-5.0, 5.0)
+    assert valid_ds.snr_range == (-5.0, -5.0) and train_ds.snr_range == (-5.0, 20.0)  # the demo preset's train_snr
     assert train_ds[0]["mixture"].shape == (4000,)  # 0.25 s crops
     item = test_ds[0]
     noise = item["mixture"] - item["sources"][0]
