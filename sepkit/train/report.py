@@ -29,8 +29,10 @@ METRIC_LABELS = {
 # the figure a report leads with, when the task names none (``Task.headline``)
 HEADLINE_ORDER = ("si_sdri", "si_sdr", "sdri")
 # the keys of report.json, in order (documented in sepkit/commands/demo.py)
-REPORT_KEYS = ("recipe", "task", "parameters", "steps", "stages", "machine", "summary", "test_items", "headline",
-               "example", "panel", "files")
+REPORT_KEYS = ("recipe", "task", "dataset", "parameters", "steps", "stages", "machine", "summary", "test_items",
+               "headline", "example", "panel", "files")
+# how report.md names the built-in data sets (others by their ``data.dataset`` name)
+DATASET_NAMES = {"synthetic": "synthetic", "spoken": "spoken-corpus"}
 # training-log columns that are bookkeeping, not curves
 NOT_CURVES = ("lr", "steps_per_s")
 
@@ -139,6 +141,7 @@ def build_report(*, recipe: str, task, model: torch.nn.Module, steps: int, stage
     return {
         "recipe": recipe,
         "task": task.name,
+        "dataset": str(task.cfg.data.dataset),
         "parameters": count_parameters(model),
         "steps": int(steps),
         "stages": {k: round(float(v), 2) for k, v in stages.items()},
@@ -158,7 +161,8 @@ def format_markdown(report: dict) -> str:
     head = report["headline"]
     stages = report["stages"]
     lines = [f"# sepkit demo: {report['recipe']}", "",
-             f"**{headline_text(head)}** (mean over {report['test_items']} held-out synthetic test items)", "",
+             f"**{headline_text(head)}** (mean over {report['test_items']} held-out "
+             f"{DATASET_NAMES.get(report.get('dataset'), report.get('dataset', 'test'))} test items)", "",
              "| | |", "|---|---|",
              f"| recipe | {report['recipe']} |", f"| task | {report['task']} |",
              f"| parameters | {report['parameters']:,} |", f"| training steps | {report['steps']} |",
