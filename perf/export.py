@@ -120,17 +120,18 @@ def _export_child(spec: dict) -> dict:
     return info
 
 
-def _timed(fn, reps: int) -> dict:
-    """One warm-up call of ``fn``, then ``reps`` timed ones: median and all times (s)."""
+def _timed(fn, reps: int) -> tuple[dict, object]:
+    """One warm-up call of ``fn``, then ``reps`` timed ones: (median and all times in s, the
+    warm-up call's return value)."""
     t0 = time.perf_counter()
-    fn()
+    value = fn()
     first = time.perf_counter() - t0
     times = []
     for _ in range(reps):
         t0 = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t0)
-    return {"median_s": statistics.median(times), "times_s": times, "warmup_s": first}
+    return {"median_s": statistics.median(times), "times_s": times, "warmup_s": first}, value
 
 
 def _torch_child(spec: dict) -> dict:
@@ -139,12 +140,10 @@ def _torch_child(spec: dict) -> dict:
 
     torch.set_num_threads(spec["threads"])
     model = build(spec["name"], spec["quick"])
-    out = {}
     with torch.inference_mode():
         if "win" not in spec:
             x = torch.from_numpy(mixture(spec["seconds"], SEPARATOR_RATE))
-            out["y"] = model(x)
-            result = _timed(lambda: model(x), spec["reps"])
+            result, y = _timed(lambda: model(x), spec["reps"])
         else:
             frames = torch.from_numpy(step_frames(spec["seconds"], spec["win"], spec["hop"]))
 
@@ -152,11 +151,11 @@ def _torch_child(spec: dict) -> dict:
                 h, c = model.init_state(1)
                 ys = []
                 for frame in frames:
-                    y, h, c = model.step(frame, h, c)
-                    ys.append(y)
-                out["y"] = torch.cat(ys)
-            result = _timed(stream, spec["reps"])
-    np.save(spec["output"], out["y"].numpy())
+                    out, h, c = model.step(frame, h, c)
+                    ys.append(out)
+                return torch.cat(ys)
+            result, y = _timed(stream, spec["reps"])
+    np.save(spec["output"], y.numpy())
     return result
 
 
@@ -173,11 +172,9 @@ def _ort_child(spec: dict) -> dict:
     t0 = time.perf_counter()
     session = ort.InferenceSession(spec["path"], options, providers=["CPUExecutionProvider"])
     load_s = time.perf_counter() - t0
-    out = {}
     if "win" not in spec:
         feed = {session.get_inputs()[0].name: mixture(spec["seconds"], SEPARATOR_RATE)}
-        out["y"] = session.run(None, feed)[0]
-        result = _timed(lambda: session.run(None, feed), spec["reps"])
+        result, y = _timed(lambda: session.run(None, feed)[0], spec["reps"])
     else:
         frames = step_frames(spec["seconds"], spec["win"], spec["hop"])
         names = [i.name for i in session.get_inputs()]
@@ -187,11 +184,11 @@ def _ort_child(spec: dict) -> dict:
             c = np.zeros(spec["state"], np.float32)
             ys = []
             for frame in frames:
-                y, h, c = session.run(None, {names[0]: frame, names[1]: h, names[2]: c})
-                ys.append(y)
-            out["y"] = np.concatenate(ys)
-        result = _timed(stream, spec["reps"])
-    np.save(spec["output"], out["y"])
+                out, h, c = session.run(None, {names[0]: frame, names[1]: h, names[2]: c})
+                ys.append(out)
+            return np.concatenate(ys)
+        result, y = _timed(stream, spec["reps"])
+    np.save(spec["output"], y)
     return {**result, "session_s": load_s}
 
 

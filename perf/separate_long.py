@@ -127,15 +127,14 @@ def _separate_child(spec: dict) -> dict:
     t0 = time.perf_counter()
     if spec["mode"] == "blockwise":
         paths = sep.separate_file(spec["wav"], spec["out"], progress=False)
-        wall = time.perf_counter() - t0
+        wall, peak = time.perf_counter() - t0, _status_mb("VmHWM")
         frames = [sf.info(str(p)).frames for p in paths]
         peak_out = max(float(np.abs(sf.read(str(p), frames=RATE * 60, dtype="float32")[0]).max()) for p in paths)
     else:
         sources = sep.separate(spec["wav"])
-        wall = time.perf_counter() - t0
+        wall, peak = time.perf_counter() - t0, _status_mb("VmHWM")
         frames = [sources.shape[-1]] * sources.shape[0]
         peak_out = float(sources[:, :RATE * 60].abs().max())
-    peak = _status_mb("VmHWM")
     return {"loaded_mb": loaded, "peak_mb": peak, "growth_mb": peak - loaded,
             "ru_maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "wall_s": wall,
             "output_frames": frames, "output_peak_first_minute": peak_out}
