@@ -8,7 +8,7 @@ so the model sees speech-like content, not silence. The checkpoint is the ``conv
 (``write_model_checkpoint``, as a converted release is). Each separation runs in a fresh process:
 ``sepkit.Separator.from_checkpoint(CKPT).separate_file(WAV, OUT)``, the blockwise path of
 ``sepkit separate`` (chunks of 8 s with 1 s overlap, read and written block by block), and, for
-comparison, at the lengths up to ``--in-memory-minutes`` (default 10; 0: none), ``.separate(WAV)``,
+comparison, at the lengths up to ``--in-memory-minutes`` (default 60; 0: none), ``.separate(WAV)``,
 which reads the whole file and returns the sources as one tensor (nothing written).
 
 Memory: the process's resident set after loading the model, then its peak during the separation
@@ -253,7 +253,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m perf separate-long", description=__doc__.split("\n\n")[0])
     parser.add_argument("--minutes", type=float, nargs="+", default=[10.0, 60.0], help="recording lengths")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--in-memory-minutes", type=float, default=10.0,
+    parser.add_argument("--in-memory-minutes", type=float, default=60.0,
                         help="also time the whole-file-in-memory call at lengths up to this (0: never)")
     parser.add_argument("--out", type=Path, default=None, help="results folder (default perf/results)")
     parser.add_argument("--readme", action="store_true", help="also rewrite the README's long-file table")
