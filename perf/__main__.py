@@ -5,13 +5,15 @@ Without CUDA it exits with status 2 and a one-line explanation, unless ``--smoke
 benchmark runs its whole body on the CPU with tiny shapes (Triton kernels in the interpreter, a
 CPU timer in place of ``do_bench``, see ``perf/harness.py``) and writes its results, marked
 "smoke, not a measurement", into ``--out`` (a new temporary folder by default, never
-perf/results/). Five subcommands need no GPU: ``python -m perf static [...]`` compiles every
+perf/results/). Seven subcommands need no GPU: ``python -m perf static [...]`` compiles every
 kernel for sm_90a / sm_80 (``perf/static.py``), ``python -m perf traffic [...]`` compares fused
 and eager memory traffic (``perf/traffic.py``), ``python -m perf models [...]`` times the
 separators beside their peers on the CPU and measures their training memory (``perf/models.py``)
 ``python -m perf saved --model M`` lists what a training step stores for the backward pass
-(``perf/saved.py``) and ``python -m perf data`` measures the training data loader beside the
-training-step rate (``perf/data.py``).
+(``perf/saved.py``), ``python -m perf data`` measures the training data loader beside the
+training-step rate (``perf/data.py``), ``python -m perf export`` times the ONNX exports in
+onnxruntime beside PyTorch eager (``perf/export.py``) and ``python -m perf separate-long``
+measures the memory and time of separating 10- and 60-minute files (``perf/separate_long.py``).
 """
 from __future__ import annotations
 
@@ -45,8 +47,8 @@ def _interpreter_on() -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    if argv and argv[0] in ("static", "traffic", "models", "saved", "data"):
-        module = importlib.import_module(f"perf.{argv[0]}")
+    if argv and argv[0] in ("static", "traffic", "models", "saved", "data", "export", "separate-long"):
+        module = importlib.import_module(f"perf.{argv[0].replace('-', '_')}")
         return module.main(argv[1:])
     parser = argparse.ArgumentParser(prog="python -m perf", description=__doc__.split("\n\n")[0])
     parser.add_argument("--op", action="append", choices=available(), help="benchmark only this op (repeatable)")

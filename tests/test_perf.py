@@ -111,3 +111,66 @@ def test_data_table_lists_every_worker_count_and_the_training_rates(tmp_path):
     readme = tmp_path / "README.md"
     readme.write_text(f"a\n{data.README_START}\nold\n{data.README_END}\nb\n")
     assert data.update_readme(text, readme) and "\nold\n" not in readme.read_text() and text in readme.read_text()
+
+
+def test_export_runs_end_to_end_on_tiny_models(tmp_path):
+    """perf export --quick: a separator and the GCRN step exported, timed in both runtimes in fresh
+    processes, the outputs of the two equal, the tables written (never into perf/results)."""
+    from perf import export
+
+    out = tmp_path / "out"
+    assert export.main(["--quick", "--model", "convtasnet", "--model", "gcrn-ondevice", "--rounds", "1",
+                        "--reps", "1", "--threads", "1", "--seconds", "0.25", "--out", str(out)]) == 0
+    result = json.loads((out / "export_cpu.json").read_text())
+    sep, step = result["rows"]
+    assert sep["model"] == "convtasnet" and step["model"] == "gcrn-ondevice"
+    for row in (sep, step):
+        assert row["torch_s"] > 0 and row["ort_s"] > 0 and row["ratio"] == row["torch_s"] / row["ort_s"]
+        assert row["difference"] <= 1e-4 and row["check_error"] <= 1e-4
+        assert len(row["processes"]["torch"]) == len(row["processes"]["ort"]) == 1
+    assert step["hop"] == 32 and step["hops"] == 0.25 * 16000 // 32
+    assert step["ort_rtf"] == step["ort_per_hop_s"] / (32 / 16000)
+    text = (out / "export_cpu.md").read_text()
+    assert "QUICK, tiny models: not a measurement" in text and "| gcrn-ondevice |" in text and "(RTF " in text
+
+
+def test_export_refuses_bad_values_and_marks_skipped_models(tmp_path, capsys):
+    from perf import export
+
+    for bad in (["--threads", "0"], ["--reps", "0"], ["--rounds", "0"], ["--seconds", "-1"], ["--quick"],
+                ["--quick", "--readme", "--out", str(tmp_path)]):
+        assert export.main(bad) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("python -m perf export: ") and "\n" not in err
+    row = {"model": "tfgridnet", "params": 5, "skipped": "does not export: why"}
+    assert export.format_row(row) == "| tfgridnet | 5 | does not export: why | | | |"
+    readme = tmp_path / "README.md"
+    readme.write_text(f"a\n{export.README_START}\nold\n{export.README_END}\nb\n")
+    assert export.update_readme("new\n", readme)
+    assert readme.read_text() == f"a\n{export.README_START}\nnew\n{export.README_END}\nb\n"
+
+
+def test_separate_long_runs_end_to_end_with_bounded_memory(tmp_path):
+    """perf separate-long --quick: a checkpoint, a speech-like WAV, the blockwise and the in-memory
+    calls each in a fresh process with its peak memory, outputs of the file's length."""
+    import soundfile as sf
+
+    from perf import separate_long
+
+    pool = separate_long.mixture_pool(2)
+    wav = tmp_path / "x.wav"
+    assert separate_long.write_long_wav(wav, 3.0, pool) == 3 * separate_long.RATE
+    x, rate = sf.read(str(wav))
+    assert rate == 8000 and len(x) == 24000 and 0.01 < abs(x).max() <= 1  # speech-like, not silence
+
+    out = tmp_path / "out"
+    assert separate_long.main(["--quick", "--minutes", "0.25", "--in-memory-minutes", "0.25", "--threads", "1",
+                               "--out", str(out)]) == 0
+    result = json.loads((out / "separate_long_cpu.json").read_text())
+    assert [r["mode"] for r in result["rows"]] == ["blockwise", "in-memory"]
+    for r in result["rows"]:
+        assert r["output_frames"] == [r["samples"]] * 2 and r["samples"] == 15 * 8000
+        assert 0 <= r["growth_mb"] < r["peak_mb"] and r["loaded_mb"] > 0 and r["wall_s"] > 0
+    assert "QUICK: not a measurement" in (out / "separate_long_cpu.md").read_text()
+    assert separate_long.main(["--minutes", "0"]) == 2
+    assert separate_long.main(["--quick", "--out", str(separate_long.RESULTS)]) == 2
