@@ -150,9 +150,9 @@ def infer_file(task, model: torch.nn.Module, path: str | os.PathLike, targets: d
     """What ``task`` makes of the audio file ``path``, written to ``targets`` (``{output name:
     path}``, :meth:`~sepkit.train.tasks.Task.output_names`) at the file's rate; returns the paths.
 
-    A task that infers chunk by chunk (``task.infer_in_chunks(options)``: the separators and
-    enhancers, offline) reads and writes the file block by block: memory is bounded by the chunk (``chunk`` and ``overlap`` in seconds),
-    whatever the file's length. Other tasks read the whole file and run ``task.infer`` once.
+    A task that infers chunk by chunk (``task.infer_in_chunks(options)``: the separators and the
+    enhancers offline) reads and writes the file block by block: memory is bounded by the chunk
+    (``chunk`` and ``overlap`` in seconds), whatever the file's length. Other tasks read the whole file and run ``task.infer`` once.
     Outputs whose peak exceeds 0.99 are scaled together to 0.99 (the relative levels kept); each
     output is written to a temporary file and renamed when all are complete, so a failure leaves
     none of this input's files.

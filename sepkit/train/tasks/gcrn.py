@@ -257,4 +257,5 @@ class GCRNTask(EnhancementTask):
         est = est[0].float().cpu()
         return {"enhanced": resample(est, self.sample_rate, sample_rate)[: waveform.shape[-1]]}
 
+
 TASK = GCRNTask
