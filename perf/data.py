@@ -210,13 +210,10 @@ def markdown(result: dict) -> str:
 
 
 def update_readme(text: str, readme: Path) -> bool:
-    body = readme.read_text()
-    if README_START not in body or README_END not in body:
-        return False
-    head, rest = body.split(README_START, 1)
-    _, tail = rest.split(README_END, 1)
-    readme.write_text(f"{head}{README_START}\n{text}{README_END}{tail}")
-    return True
+    """Replace the README block between the data-table markers with ``text``."""
+    from perf.report import replace_block
+
+    return replace_block(readme, README_START, README_END, text)
 
 
 def main(argv=None) -> int:

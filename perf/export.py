@@ -40,6 +40,8 @@ from pathlib import Path
 
 import numpy as np
 
+from perf.report import load_text
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "perf" / "results"
 README_START, README_END = "<!-- export-table:start -->", "<!-- export-table:end -->"
@@ -310,7 +312,7 @@ def markdown(result: dict) -> str:
     c, m = result["config"], result["machine"]
     seps = [r for r in result["rows"] if "win" not in r]
     steps = [r for r in result["rows"] if "win" in r]
-    how = (f"on the CPU ({m['cpu']}, {m['cores']} cores, load average {_load(m)}, {c['threads']} threads each, "
+    how = (f"on the CPU ({m['cpu']}, {m['cores']} cores, load average {load_text(m)}, {c['threads']} threads each, "
            f"torch {m['torch']}, onnxruntime {m['onnxruntime']} CPU execution provider, {m['date']}"
            f"{'; QUICK, tiny models: not a measurement' if c['quick'] else ''}): each figure the median over "
            f"{c['rounds']} rounds of fresh processes (PyTorch and onnxruntime in turn) of each process's median of "
@@ -337,19 +339,9 @@ def markdown(result: dict) -> str:
 
 def update_readme(text: str, readme: Path) -> bool:
     """Replace the README block between the export-table markers with ``text``."""
-    body = readme.read_text()
-    if README_START not in body or README_END not in body:
-        return False
-    head, rest = body.split(README_START, 1)
-    _, tail = rest.split(README_END, 1)
-    readme.write_text(f"{head}{README_START}\n{text}{README_END}{tail}")
-    return True
+    from perf.report import replace_block
 
-
-def _load(machine: dict) -> str:
-    """The 1-minute load average at the start and the end of the run (other jobs on the machine)."""
-    before, after = machine.get("load_average", (float("nan"),) * 2)
-    return f"{before:.1f} to {after:.1f}"
+    return replace_block(readme, README_START, README_END, text)
 
 
 def _fail(message: str) -> int:

@@ -580,13 +580,9 @@ COMPILE_START, COMPILE_END = "<!-- models-compile-table:start -->", "<!-- models
 
 def update_readme(text: str, readme: Path, start: str = README_START, end: str = README_END) -> bool:
     """Replace the README's models table (between its markers ``start`` and ``end``) with ``text``."""
-    body = readme.read_text()
-    if start not in body or end not in body:
-        return False
-    head, rest = body.split(start, 1)
-    _, tail = rest.split(end, 1)
-    readme.write_text(f"{head}{start}\n{text}{end}{tail}")
-    return True
+    from perf.report import replace_block
+
+    return replace_block(readme, start, end, text)
 
 
 def combine(sources: list[Path], out: Path, readme: bool) -> int:

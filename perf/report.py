@@ -391,13 +391,29 @@ def readme_table(results_dir: Path = RESULTS) -> str:
     return "\n".join(parts)
 
 
+def replace_block(readme: Path, start: str, end: str, text: str) -> bool:
+    """Replace what lies between the marker lines ``start`` and ``end`` of the file ``readme``
+    with ``text``; False (nothing written) when a marker is missing. Every ``--readme`` of the
+    benchmarks writes its table this way."""
+    body = readme.read_text()
+    if start not in body or end not in body:
+        return False
+    head, rest = body.split(start, 1)
+    _, tail = rest.split(end, 1)
+    readme.write_text(f"{head}{start}\n{text}{end}{tail}")
+    return True
+
+
+def load_text(machine: dict) -> str:
+    """The 1-minute load average at the start and the end of a CPU benchmark (``machine
+    ["load_average"]``: other jobs on the machine), as "a to b"."""
+    before, after = machine.get("load_average", (float("nan"),) * 2)
+    return f"{before:.1f} to {after:.1f}"
+
+
 def update_readme(readme: Path = ROOT / "README.md", results_dir: Path = RESULTS) -> None:
-    text = readme.read_text()
-    if START not in text or END not in text:
+    if not replace_block(readme, START, END, readme_table(results_dir)):
         raise SystemExit(f"{readme} has no {START} ... {END} markers")
-    head, rest = text.split(START, 1)
-    _, tail = rest.split(END, 1)
-    readme.write_text(f"{head}{START}\n{readme_table(results_dir)}{END}{tail}")
 
 
 def merge_from(folder: Path, results_dir: Path = RESULTS) -> list[Path]:

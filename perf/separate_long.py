@@ -35,6 +35,8 @@ from pathlib import Path
 
 import numpy as np
 
+from perf.report import load_text
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "perf" / "results"
 README_START, README_END = "<!-- separate-long-table:start -->", "<!-- separate-long-table:end -->"
@@ -212,7 +214,7 @@ def markdown(result: dict) -> str:
     """The README block: how it was measured and the table."""
     c, m = result["config"], result["machine"]
     head = (f"Separating long 8 kHz recordings on the CPU ({m['cpu']}, {m['cores']} cores, "
-            f"load average {_load(m)}, {c['threads']} thread{'s' if c['threads'] != 1 else ''}, "
+            f"load average {load_text(m)}, {c['threads']} thread{'s' if c['threads'] != 1 else ''}, "
             f"torch {m['torch']}, {m['date']}{'; QUICK: not a measurement' if c['quick'] else ''}): "
             f"{c['model']} ({c['params']:,} parameters), chunks of {c['chunk_s']:g} s with {c['overlap_s']:g} s "
             "overlap, one fresh process per row; memory growth = peak resident set during the call minus the "
@@ -227,19 +229,9 @@ def markdown(result: dict) -> str:
 
 def update_readme(text: str, readme: Path) -> bool:
     """Replace the README block between the separate-long markers with ``text``."""
-    body = readme.read_text()
-    if README_START not in body or README_END not in body:
-        return False
-    head, rest = body.split(README_START, 1)
-    _, tail = rest.split(README_END, 1)
-    readme.write_text(f"{head}{README_START}\n{text}{README_END}{tail}")
-    return True
+    from perf.report import replace_block
 
-
-def _load(machine: dict) -> str:
-    """The 1-minute load average at the start and the end of the run (other jobs on the machine)."""
-    before, after = machine.get("load_average", (float("nan"),) * 2)
-    return f"{before:.1f} to {after:.1f}"
+    return replace_block(readme, README_START, README_END, text)
 
 
 def _fail(message: str) -> int:
