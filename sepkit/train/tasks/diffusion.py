@@ -359,6 +359,9 @@ class DiffusionTask(EnhancementTask):
 
     def enhance(self, model: nn.Module, noisy: torch.Tensor, steps: int | None = None, progress: bool = False,
                 **options) -> torch.Tensor:
+        """The sampler's estimate (B, T) of ``noisy`` (B, T) in ``steps`` steps (the recipe's when
+        None). Its memory grows with the length it samples (about 2.8 GB per minute of audio at
+        one step), which is why :meth:`infer` (the enhancement task's) goes in cross-faded chunks."""
         o = self.options
         return model.enhance(noisy, o.sampler, steps or o.steps, o.snr, o.corrector_steps, seed=o.seed,
                              progress=progress)
@@ -394,20 +397,6 @@ class DiffusionTask(EnhancementTask):
         steps = options.get("steps")
         if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
             raise InputError(f"--steps must be a positive integer, got {steps!r}")
-
-    @torch.no_grad()
-    def infer(self, model, waveform, sample_rate, steps: int | None = None, chunk: float = 8.0,
-              overlap: float = 1.0, **options) -> dict:
-        """Enhance ``waveform`` (T,) at ``sample_rate`` (resampled to the model's rate and back,
-        with a notice): the sampler runs ``steps`` steps (the recipe's when None) on chunks of
-        ``chunk`` seconds overlapping by ``overlap`` seconds, cross-faded
-        (:meth:`~.base.Task.infer_chunks`): the sampler's memory grows with the length it
-        samples, about 2.8 GB per minute of audio, so a long file is bounded by the chunk.
-        Returns ``{"enhanced": (T,)}``."""
-        self.check_options(model, {"steps": steps, **options})
-        if steps is not None:
-            options["steps"] = steps
-        return super().infer(model, waveform, sample_rate, chunk=chunk, overlap=overlap, **options)
 
     # -- the demo's example ----------------------------------------------------------------
     @torch.no_grad()
